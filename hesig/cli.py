@@ -1,0 +1,206 @@
+"""The ``hesig`` command line: parse options, call :mod:`hesig.workflows`, print a summary.
+
+Every user error ends in one line on stderr and a non-zero exit (2; 3 for an exhausted query
+budget; 130 when interrupted), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from . import __version__
+from .directions import FAMILIES
+from .errors import HesigError
+from .models import ARCHITECTURES
+from .data import DATASETS
+
+ORACLES = ("plaintext",)
+
+
+def _print_summary(summary: dict) -> None:
+    click.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+
+
+def data_options(fn):
+    fn = click.option("--download", is_flag=True, help="Let torchvision download a missing dataset.")(fn)
+    fn = click.option("--data-root", type=click.Path(file_okay=False), default=None,
+                      help="Dataset folder (default: $HESIG_DATA, else a per-user cache directory).")(fn)
+    return fn
+
+
+def device_option(fn):
+    return click.option("--device", default="auto", show_default=True,
+                        type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run.")(fn)
+
+
+def quiet_option(fn):
+    return click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="hesig")
+def cli():
+    """Measure how much of a secret input leaks through a label-change oracle."""
+
+
+@cli.command("train-model")
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
+@click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default="lenet5", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Checkpoint directory.")
+@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: per arch (lenet5 12, hecnn 12, mlp 40).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@device_option
+@quiet_option
+def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, seed, data_root, download, device, quiet):
+    """Train a target (or evaluator) classifier; writes model.safetensors + model.json."""
+    from .workflows import train_model_job
+    _print_summary(train_model_job(dataset, arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
+                                   data_root=data_root, download=download, device=device, progress=not quiet))
+
+
+@cli.command("directions")
+@click.option("--family", type=click.Choice(list(FAMILIES)), default="random", show_default=True)
+@click.option("--count", type=click.IntRange(min=1), default=100, show_default=True)
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True,
+              help="Takes the input shape from this dataset.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+def directions_cmd(family, count, dataset, out, seed, data_root, download):
+    """Make a seeded, hashed direction set (unit L2 norm)."""
+    from .workflows import directions_job
+    _print_summary(directions_job(family, count, out, dataset=dataset, seed=seed, data_root=data_root, download=download))
+
+
+@cli.command("fingerprint")
+@click.option("--oracle", type=click.Choice(ORACLES), default="plaintext", show_default=True)
+@click.option("--model", "model_dir", type=click.Path(), required=True, help="Target model checkpoint directory.")
+@click.option("--directions", "directions_file", type=click.Path(), required=True)
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
+@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--indices", default=None, help="Subset of the split: A:B or i,j,k (default: all).")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="Fingerprint file (.safetensors).")
+@click.option("--eps-max", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Search range (0, eps_max] in L2 units.")
+@click.option("--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True)
+@click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True)
+@click.option("--coarse-points", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--points-per-round", default="1", show_default=True, help="Integer >= 1 or 'auto'.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="Rows per atomically saved chunk.")
+@click.option("--budget", type=click.IntRange(min=1), default=None, help="Total oracle query budget.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Oracle batch (default: 512 CPU, 65536 GPU).")
+@data_options
+@device_option
+@quiet_option
+def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
+                    coarse_points, points_per_round, chunk_size, budget, batch_size, data_root, download, device, quiet):
+    """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
+    from .workflows import fingerprint_job
+    ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
+    _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
+                                   eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
+                                   points_per_round=ppr, chunk_size=chunk_size, budget=budget, batch_size=batch_size,
+                                   device=device, data_root=data_root, download=download, progress=not quiet))
+
+
+@cli.command("train-decoder")
+@click.option("--fingerprints", "fingerprints_file", type=click.Path(), required=True,
+              help="Fingerprints of the attacker's training images.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Decoder checkpoint directory.")
+@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--ngf", type=click.IntRange(min=4), default=64, show_default=True, help="Decoder width.")
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@device_option
+@quiet_option
+def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, seed,
+                      data_root, download, device, quiet):
+    """Train the DCGAN-generator decoder on (E_x, x) pairs with L2 loss."""
+    from .workflows import train_decoder_job
+    _print_summary(train_decoder_job(fingerprints_file, out, epochs=epochs, batch_size=batch_size, lr=lr, ngf=ngf,
+                                     patience=patience, val_fraction=val_fraction, seed=seed, device=device,
+                                     data_root=data_root, download=download, progress=not quiet))
+
+
+@cli.command("reconstruct")
+@click.option("--decoder", "decoder_dir", type=click.Path(), required=True)
+@click.option("--fingerprints", "fingerprints_file", type=click.Path(), required=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True)
+@click.option("--classifier", "classifier_dir", type=click.Path(), default=None,
+              help="Independently trained classifier for class recovery.")
+@click.option("--figure-class", type=int, default=None, help="Class shown in the single-class figure.")
+@data_options
+def reconstruct_cmd(decoder_dir, fingerprints_file, out, classifier_dir, figure_class, data_root, download):
+    """Decode fingerprints; write reconstructions, metrics.json (beside baselines) and figures."""
+    from .workflows import reconstruct_job
+    _print_summary(reconstruct_job(decoder_dir, fingerprints_file, out, classifier_dir=classifier_dir,
+                                   figure_class=figure_class, data_root=data_root, download=download))
+
+
+@cli.command("demo")
+@click.option("--dataset", type=click.Choice(["digits", "mnist", "fashion-mnist"]), default="digits", show_default=True)
+@click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default=None, help="Default: mlp for digits, lenet5 otherwise.")
+@click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
+@click.option("--count", type=click.IntRange(min=1), default=100, show_default=True, help="Number of directions.")
+@click.option("--train-limit", default=None, help="Fingerprint only this part of the train split (A:B).")
+@click.option("--decoder-epochs", type=click.IntRange(min=1), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@device_option
+@quiet_option
+def demo_cmd(dataset, arch, out, count, train_limit, decoder_epochs, seed, data_root, download, device, quiet):
+    """Run the whole attack end to end (bundled digits by default: no download, ~1 minute on CPU)."""
+    from .workflows import demo_job
+    summary = demo_job(out, dataset=dataset, arch=arch, count=count, seed=seed, train_limit=train_limit,
+                       decoder_epochs=decoder_epochs, device=device, data_root=data_root, download=download,
+                       progress=not quiet, log=lambda m: click.echo(m, err=True))
+    m = summary["metrics"]["metrics"]
+    fp = summary["metrics"]["fingerprints"]
+    click.echo(f"\nreconstructions of {m['attack']['n']} held-out {dataset} test images "
+               f"({fp['queries_per_fingerprint_mean']:.0f} oracle queries per image):")
+    click.echo(f"  {'':22s} {'PSNR dB':>8s} {'SSIM':>7s} {'class recovery':>15s}")
+    for key, name in (("attack", "attack"), ("baseline_class_mean", "class-mean baseline"),
+                      ("baseline_mean_image", "mean-image baseline")):
+        row = m[key]
+        click.echo(f"  {name:22s} {row['psnr_mean']:8.2f} {row['ssim_mean']:7.3f} {row['class_recovery']:15.3f}")
+    click.echo(f"\nartifacts in {out}: model/, evaluator/, directions.safetensors, fingerprints_*.safetensors, "
+               f"decoder/, reconstruct/ (metrics.json, fig2_reconstructions.png, fig3_single_class.png), summary.json")
+
+
+def _int_option(value: str, name: str) -> int:
+    try:
+        parsed = int(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not an integer or 'auto'", param_hint=name) from None
+    if parsed < 1:
+        raise click.BadParameter(f"{parsed} is not >= 1", param_hint=name)
+    return parsed
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: HesigError -> one line on stderr and its exit code."""
+    try:
+        cli.main(args=argv, prog_name="hesig", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("error: interrupted; finished chunks are kept, rerun the same command to resume", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except HesigError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("error: interrupted; finished chunks are kept, rerun the same command to resume", err=True)
+        sys.exit(130)

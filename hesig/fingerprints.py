@@ -1,0 +1,183 @@
+"""Fingerprint files E_x and the resumable job that computes them for a dataset split.
+
+A fingerprint file (safetensors, never pickled) holds, for n inputs and k directions:
+
+* ``eps``      float32 [n, k]: minimal flipping ε (L2 units); +inf where censored.
+* ``censored`` bool    [n, k]: no flip found in (0, ε_max].
+* ``queries``  int32   [n, k]: oracle queries spent per pair.
+* ``indices``  int64   [n]:    positions of the inputs in their dataset split.
+
+and metadata: dataset, split, split_hash, model_hash, arch, directions_hash, oracle, the search
+parameters, seed and package version. Consumers check ``model_hash`` / ``directions_hash``
+before mixing files.
+
+The job (:func:`fingerprint_dataset`) works in chunks of rows. Each finished chunk is written
+atomically into ``<out>.chunks/``; rerunning the same command skips finished chunks, so a kill
+loses at most the chunk in flight. When every chunk is done they are merged into ``<out>``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from . import __version__
+from .errors import CheckpointError, HesigError, InvalidValueError, MismatchError, QueryBudgetExhausted
+from .io import atomic_write_json, load_tensors, save_tensors, tensor_hash
+from .oracles.base import Oracle
+from .search import BoundarySearch
+
+#: Metadata keys that must agree for two fingerprint sets to be used together.
+IDENTITY_KEYS = ("model_hash", "directions_hash")
+
+
+@dataclass
+class Fingerprints:
+    eps: torch.Tensor
+    censored: torch.Tensor
+    queries: torch.Tensor
+    indices: torch.Tensor
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        n, k = self.eps.shape
+        if self.censored.shape != (n, k) or self.queries.shape != (n, k) or self.indices.shape != (n,):
+            raise CheckpointError("fingerprint tensors have inconsistent shapes")
+        if torch.isnan(self.eps).any():
+            raise InvalidValueError(f"fingerprints contain {int(torch.isnan(self.eps).sum())} NaN values")
+        if (torch.isinf(self.eps) != self.censored).any():
+            raise InvalidValueError("fingerprints have infinite ε on pairs not marked censored (or finite ε on censored ones)")
+        if (self.eps <= 0).any():
+            raise InvalidValueError("fingerprints contain non-positive ε")
+
+    def __len__(self) -> int:
+        return self.eps.shape[0]
+
+    @property
+    def num_directions(self) -> int:
+        return self.eps.shape[1]
+
+    def summary(self) -> dict[str, Any]:
+        q = self.queries.sum(1).double()
+        return {"n": len(self), "directions": self.num_directions,
+                "censored_fraction": float(self.censored.float().mean()),
+                "queries_per_fingerprint_mean": float(q.mean()), "queries_total": int(q.sum()),
+                "queries_per_pair_mean": float(self.queries.double().mean())}
+
+    def check_compatible(self, reference: dict[str, Any], what: str) -> None:
+        """Raise MismatchError unless model and directions hashes equal those in ``reference``."""
+        for key in IDENTITY_KEYS:
+            if self.meta.get(key) != reference.get(key):
+                raise MismatchError(f"fingerprints were made with {key.replace('_', ' ')} {self.meta.get(key)}, "
+                                    f"but {what} expects {reference.get(key)}")
+
+    def save(self, path: str | Path) -> Path:
+        return save_tensors(path, {"eps": self.eps, "censored": self.censored.to(torch.uint8),
+                                   "queries": self.queries, "indices": self.indices}, self.meta)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Fingerprints":
+        tensors, meta = load_tensors(path, what="fingerprint file")
+        missing = {"eps", "censored", "queries", "indices"} - set(tensors)
+        if missing:
+            raise CheckpointError(f"{path} is not a fingerprint file (missing {', '.join(sorted(missing))})")
+        try:
+            return cls(tensors["eps"].float(), tensors["censored"].bool(), tensors["queries"].int(),
+                       tensors["indices"].long(), meta)
+        except HesigError as exc:
+            raise type(exc)(f"{path}: {exc}") from None
+
+    @classmethod
+    def concat(cls, parts: list["Fingerprints"], meta: dict[str, Any]) -> "Fingerprints":
+        return cls(torch.cat([p.eps for p in parts]), torch.cat([p.censored for p in parts]),
+                   torch.cat([p.queries for p in parts]), torch.cat([p.indices for p in parts]), meta)
+
+
+def chunk_dir(out: str | Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name + ".chunks")
+
+
+def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle], directions: torch.Tensor,
+                        images: torch.Tensor, indices: torch.Tensor, search: BoundarySearch, out: str | Path,
+                        meta: dict[str, Any], *, chunk_size: int = 1000, budget: int | None = None,
+                        progress: bool = True) -> Fingerprints:
+    """Fingerprint ``images`` [n, C, H, W] (dataset positions ``indices`` [n]) into ``out``.
+
+    make_oracle(secrets, remaining_budget) builds the oracle that holds one chunk of secrets: the
+    plaintext oracle, or a CKKS client/server pair. ``meta`` describes the job (dataset, model
+    hash, directions hash, oracle, ...); the search parameters and the version are added here.
+    ``budget`` caps the total queries over all chunks (resumed chunks count).
+    """
+    if chunk_size < 1:
+        raise InvalidValueError(f"chunk size must be >= 1, got {chunk_size}")
+    out = Path(out)
+    n = images.shape[0]
+    meta = {**meta, "search": search.params(), "chunk_size": int(chunk_size), "indices_hash": tensor_hash(indices),
+            "n": int(n), "hesig_version": __version__}
+    work = chunk_dir(out)
+    work.mkdir(parents=True, exist_ok=True)
+    manifest = work / "job.json"
+    if manifest.exists():
+        previous = json.loads(manifest.read_text())
+        if _comparable(previous) != _comparable(meta):
+            raise MismatchError(f"{work} holds chunks of a different job; delete it or choose another --out")
+    else:
+        atomic_write_json(manifest, meta)
+
+    bounds = [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
+    parts: list[Fingerprints | None] = [None] * len(bounds)
+    used = 0
+    for i, (s, e) in enumerate(bounds):
+        path = work / f"chunk-{i:05d}.safetensors"
+        if path.exists():
+            try:
+                part = Fingerprints.load(path)
+            except HesigError:
+                path.unlink()  # a chunk is written atomically, so this only happens to a tampered file
+                continue
+            if not torch.equal(part.indices, indices[s:e]):
+                raise MismatchError(f"{path} covers other inputs than this job; delete {work}")
+            parts[i] = part
+            used += int(part.queries.sum())
+
+    done_rows = sum(e - s for (s, e), p in zip(bounds, parts) if p is not None)
+    bar = tqdm(total=n, initial=done_rows, desc="fingerprint", unit="img", disable=not progress, dynamic_ncols=True)
+    try:
+        for i, (s, e) in enumerate(bounds):
+            if parts[i] is not None:
+                continue
+            remaining = None if budget is None else budget - used
+            oracle = make_oracle(images[s:e], remaining)
+            try:
+                res = search.run(oracle, directions)
+            except QueryBudgetExhausted as exc:
+                finished = sum(p is not None for p in parts)
+                raise QueryBudgetExhausted(f"{exc}; {finished} of {len(bounds)} chunks are saved in {work} "
+                                           "and a rerun with a larger --budget resumes from them") from None
+            part = Fingerprints(res.eps, res.censored, res.queries, indices[s:e].clone(), {"chunk": i})
+            part.save(work / f"chunk-{i:05d}.safetensors")
+            parts[i] = part
+            used += res.total_queries
+            bar.update(e - s)
+            bar.set_postfix(q_per_img=f"{used / max(1, bar.n):.0f}")
+    finally:
+        bar.close()
+
+    result = Fingerprints.concat(parts, meta)
+    result.meta.update({"queries_total": int(result.queries.sum()),
+                        "censored_fraction": float(result.censored.float().mean())})
+    result.save(out)
+    shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _comparable(meta: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in meta.items() if k != "hesig_version"}, sort_keys=True, default=str)
+

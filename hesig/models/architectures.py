@@ -1,0 +1,82 @@
+"""Target classifiers with named layers, so any of them can be split at a paper's layer name.
+
+Every model is an ``nn.Sequential`` over an ``OrderedDict``: ``model.conv1``, ``model.ReLU2`` ...
+exist, and :func:`hesig.models.split.split_model` cuts at any name.
+
+* ``lenet5`` -- He et al. (ACSAC 2019), Table 1: conv1 1->8 k5, ReLU1, pool1, conv2 8->16 k5,
+  ReLU2, pool2, fc1 256->120, fc1act, fc2 120->84, fc2act, fc3 84->10. Needs >= 28x28 input.
+* ``hecnn`` -- the CKKS-friendly CNN of TenSEAL's MNIST tutorial: conv1 1->4 k7 stride 3,
+  act1 (x^2), fc1 256->64, act2 (x^2), fc2 64->10. Multiplicative depth 2 per square plus the
+  plaintext-ciphertext products, which is what the CKKS oracle evaluates.
+* ``mlp`` -- fc1 (C*H*W -> 64), fc1act, fc2 64->classes. For the bundled 8x8 digits, where the
+  convolutional models do not fit; used by ``hesig demo``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import InvalidValueError, ShapeError
+
+
+class Square(nn.Module):
+    """Elementwise x^2: the polynomial activation that CKKS evaluates with one multiplication."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * x
+
+
+def _conv_out(size: int, kernel: int, stride: int = 1) -> int:
+    return (size - kernel) // stride + 1
+
+
+def lenet5(in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> nn.Sequential:
+    c, h, w = in_shape
+    fh = _conv_out(_conv_out(h, 5) // 2, 5) // 2
+    fw = _conv_out(_conv_out(w, 5) // 2, 5) // 2
+    if fh < 1 or fw < 1:
+        raise ShapeError(f"lenet5 needs inputs of at least 16x16 pixels, got {h}x{w}")
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(c, 8, 5)), ("ReLU1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(8, 16, 5)), ("ReLU2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(16 * fh * fw, 120)), ("fc1act", nn.ReLU()),
+        ("fc2", nn.Linear(120, 84)), ("fc2act", nn.ReLU()),
+        ("fc3", nn.Linear(84, num_classes)),
+    ]))
+
+
+def hecnn(in_shape: tuple[int, int, int] = (1, 28, 28), num_classes: int = 10) -> nn.Sequential:
+    c, h, w = in_shape
+    oh, ow = _conv_out(h, 7, 3), _conv_out(w, 7, 3)
+    if oh < 2 or ow < 2:
+        raise ShapeError(f"hecnn needs inputs of at least 10x10 pixels, got {h}x{w}")
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(c, 4, 7, stride=3)), ("act1", Square()),
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(4 * oh * ow, 64)), ("act2", Square()),
+        ("fc2", nn.Linear(64, num_classes)),
+    ]))
+
+
+def mlp(in_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10) -> nn.Sequential:
+    c, h, w = in_shape
+    return nn.Sequential(OrderedDict([
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(c * h * w, 64)), ("fc1act", nn.ReLU()),
+        ("fc2", nn.Linear(64, num_classes)),
+    ]))
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {"lenet5": lenet5, "hecnn": hecnn, "mlp": mlp}
+
+
+def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:
+    """Instantiate ``arch`` for inputs of shape ``in_shape`` = (C, H, W)."""
+    if arch not in ARCHITECTURES:
+        raise InvalidValueError(f"unknown arch '{arch}' (choose from {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[arch](tuple(int(s) for s in in_shape), int(num_classes))

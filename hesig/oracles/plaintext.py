@@ -1,0 +1,56 @@
+"""Plaintext testbed oracle: the secrets live inside this object, in the clear, next to the model.
+
+It is the reference the CKKS oracle is measured against, and the fast path for building decoder
+training sets (the model owner may evaluate its own model on its own data in plaintext).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..errors import InvalidValueError, ShapeError
+from ..models.inference import fast_inference_copy
+from .base import Oracle
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class PlaintextOracle(Oracle):
+    """Label-change oracle over a torch model and secret rows X [n, C, H, W] in [0, 1].
+
+    ``batch_size`` is the forward batch (``capacity``); 512 is at the measured CPU plateau for
+    lenet5, on a GPU a larger batch (65536) fills the device.
+    """
+
+    def __init__(self, model: nn.Module, secrets: torch.Tensor, *, device: str | torch.device | None = None,
+                 batch_size: int | None = None, budget: int | None = None):
+        if secrets.ndim != 4:
+            raise ShapeError(f"secrets must be [n, C, H, W], got shape {tuple(secrets.shape)}")
+        if not torch.isfinite(secrets).all():
+            raise InvalidValueError("secret inputs contain NaN or infinity")
+        super().__init__(secrets.shape[0], tuple(secrets.shape[1:]), budget)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.capacity = int(batch_size or (65536 if self.device.type == "cuda" else 512))
+        if self.capacity < 1:
+            raise InvalidValueError(f"batch size must be >= 1, got {self.capacity}")
+        # An exact rewrite (pool before ReLU, in-place ReLU, channels-last): ~2x on CPU.
+        self._model = fast_inference_copy(model).to(self.device)
+        self._secrets = secrets.to(self.device, torch.float32)
+        self._labels = self._predict(self._secrets)
+
+    @torch.inference_mode()
+    def _predict(self, x: torch.Tensor) -> torch.Tensor:
+        out = []
+        for start in range(0, x.shape[0], self.capacity):
+            batch = x[start:start + self.capacity].contiguous(memory_format=torch.channels_last)
+            out.append(self._model(batch).argmax(1))
+        return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=self.device)
+
+    @torch.inference_mode()
+    def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        rows = rows.to(self.device)
+        x = self._secrets[rows] + perturbations.to(self.device)
+        return (self._predict(x) == self._labels[rows]).cpu()

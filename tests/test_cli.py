@@ -1,0 +1,198 @@
+"""End-to-end CLI runs on the bundled digits, and every bad input the foundation issue lists.
+
+A bad input must end in one line on stderr, a non-zero exit, no traceback, and must not destroy
+anything already computed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from hesig.cli import main
+from hesig.fingerprints import Fingerprints, chunk_dir
+from hesig.io import load_tensors, save_tensors
+
+
+def run(capsys, *argv):
+    """Run the CLI in-process; return (exit code, stdout, stderr)."""
+    code = 0
+    try:
+        main([str(a) for a in argv])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_one_line_error(code, err, *fragments, exit_code=2):
+    assert code == exit_code, err
+    assert "Traceback" not in err
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) <= 3, err  # click usage errors print "Usage/Try" lines before the error line
+    for fragment in fragments:
+        assert fragment in err, err
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A trained digits target + evaluator, directions, train/test fingerprints and a decoder."""
+    ws = tmp_path_factory.mktemp("ws")
+    for args in (
+        ["train-model", "--dataset", "digits", "--arch", "mlp", "--epochs", "15", "--out", ws / "model", "--quiet"],
+        ["train-model", "--dataset", "digits", "--arch", "mlp", "--epochs", "15", "--seed", "7", "--out", ws / "evaluator", "--quiet"],
+        ["directions", "--dataset", "digits", "--count", "24", "--out", ws / "dirs.safetensors"],
+        ["directions", "--dataset", "digits", "--count", "24", "--seed", "1", "--out", ws / "dirs_other.safetensors"],
+        ["fingerprint", "--model", ws / "model", "--directions", ws / "dirs.safetensors", "--dataset", "digits",
+         "--split", "train", "--out", ws / "fp_train.safetensors", "--quiet"],
+        ["fingerprint", "--model", ws / "model", "--directions", ws / "dirs.safetensors", "--dataset", "digits",
+         "--split", "test", "--indices", "0:120", "--out", ws / "fp_test.safetensors", "--quiet"],
+        ["train-decoder", "--fingerprints", ws / "fp_train.safetensors", "--out", ws / "decoder", "--epochs", "4", "--quiet"],
+    ):
+        try:
+            main([str(a) for a in args])
+        except SystemExit as exc:
+            assert exc.code in (0, None), f"setup step failed: {args}"
+    return ws
+
+
+def test_pipeline_artifacts_and_hashes(workspace, capsys):
+    code, out, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints",
+                         workspace / "fp_test.safetensors", "--classifier", workspace / "evaluator",
+                         "--out", workspace / "rec")
+    assert code == 0, err
+    metrics = json.loads((workspace / "rec" / "metrics.json").read_text())
+    assert metrics["metrics"]["data_range"] == 1.0
+    assert {"attack", "baseline_mean_image", "baseline_class_mean"} <= set(metrics["metrics"])
+    assert metrics["fingerprints"]["queries_per_fingerprint_mean"] > 24  # at least the coarse pass per direction
+    model_meta = json.loads((workspace / "model" / "model.json").read_text())
+    assert metrics["identity"]["model_hash"] == model_meta["model_hash"]
+    for fig in ("fig2_reconstructions.png", "fig3_single_class.png", "signatures.png"):
+        assert (workspace / "rec" / fig).read_bytes()[:4] == b"\x89PNG"
+    fp = Fingerprints.load(workspace / "fp_test.safetensors")
+    assert fp.eps.shape == (120, 24) and fp.meta["split"] == "test"
+    assert torch.equal(fp.indices, torch.arange(120))
+
+
+def test_same_seed_same_fingerprints(workspace, capsys, tmp_path):
+    code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
+                       "--dataset", "digits", "--split", "test", "--indices", "0:120", "--out", tmp_path / "again.safetensors", "--quiet")
+    assert code == 0, err
+    a, b = Fingerprints.load(workspace / "fp_test.safetensors"), Fingerprints.load(tmp_path / "again.safetensors")
+    assert torch.equal(a.eps, b.eps) and torch.equal(a.queries, b.queries)
+
+
+def test_missing_data_root(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no mirror from earlier runs either
+    code, _, err = run(capsys, "train-model", "--dataset", "mnist", "--data-root", tmp_path / "nowhere", "--out", tmp_path / "m")
+    assert_one_line_error(code, err, "HESIG_DATA", "--download")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train-model", "--dataset", "imagenet", "--out", "x"], "--dataset"),
+    (["train-model", "--arch", "resnet", "--out", "x"], "--arch"),
+    (["fingerprint", "--oracle", "magic", "--model", "m", "--directions", "d", "--out", "o"], "--oracle"),
+    (["directions", "--family", "psychic", "--out", "x"], "--family"),
+    (["fingerprint", "--points-per-round", "lots", "--model", "m", "--directions", "d", "--out", "o"], "--points-per-round"),
+])
+def test_unknown_option_values(capsys, argv, fragment):
+    code, _, err = run(capsys, *argv)
+    assert_one_line_error(code, err, fragment)
+
+
+def test_corrupt_checkpoint(workspace, capsys, tmp_path):
+    bad = tmp_path / "model"
+    bad.mkdir()
+    (bad / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + b"\0" * 50)
+    code, _, err = run(capsys, "fingerprint", "--model", bad, "--directions", workspace / "dirs.safetensors",
+                       "--dataset", "digits", "--out", tmp_path / "fp.safetensors")
+    assert_one_line_error(code, err, "corrupt")
+
+
+def test_tampered_weights_fail_the_hash_check(workspace, capsys, tmp_path):
+    tensors, meta = load_tensors(workspace / "model" / "model.safetensors")
+    tensors["fc1.weight"] = tensors["fc1.weight"] + 0.01
+    (tmp_path / "m").mkdir()
+    save_tensors(tmp_path / "m" / "model.safetensors", tensors, meta)
+    code, _, err = run(capsys, "fingerprint", "--model", tmp_path / "m", "--directions", workspace / "dirs.safetensors",
+                       "--dataset", "digits", "--out", tmp_path / "fp.safetensors")
+    assert_one_line_error(code, err, "hash")
+
+
+def test_directions_of_the_wrong_shape(workspace, capsys, tmp_path):
+    from hesig.directions import make_directions
+    make_directions("random", 5, (1, 28, 28)).save(tmp_path / "mnist_dirs.safetensors")
+    code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", tmp_path / "mnist_dirs.safetensors",
+                       "--dataset", "digits", "--out", tmp_path / "fp.safetensors")
+    assert_one_line_error(code, err, "directions have shape")
+
+
+def test_fingerprints_from_another_directions_set(workspace, capsys, tmp_path):
+    code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs_other.safetensors",
+                       "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", tmp_path / "fp.safetensors", "--quiet")
+    assert code == 0, err
+    code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "fp.safetensors",
+                       "--out", tmp_path / "rec")
+    assert_one_line_error(code, err, "directions hash")
+
+
+def test_fingerprints_from_another_model(workspace, capsys, tmp_path):
+    code, _, err = run(capsys, "fingerprint", "--model", workspace / "evaluator", "--directions", workspace / "dirs.safetensors",
+                       "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", tmp_path / "fp.safetensors", "--quiet")
+    assert code == 0, err
+    code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "fp.safetensors",
+                       "--out", tmp_path / "rec")
+    assert_one_line_error(code, err, "model hash")
+
+
+def test_nan_in_fingerprints(workspace, capsys, tmp_path):
+    tensors, meta = load_tensors(workspace / "fp_test.safetensors")
+    tensors["eps"][0, 0] = math.nan
+    save_tensors(tmp_path / "nan.safetensors", tensors, meta)
+    code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "nan.safetensors",
+                       "--out", tmp_path / "rec")
+    assert_one_line_error(code, err, "NaN")
+
+
+def test_output_path_that_cannot_be_written(workspace, capsys, tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a directory")
+    code, _, err = run(capsys, "train-model", "--dataset", "digits", "--arch", "mlp", "--out", blocker / "model")
+    assert_one_line_error(code, err, "cannot write")
+
+
+def test_evaluator_must_be_independent(workspace, capsys, tmp_path):
+    code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", workspace / "fp_test.safetensors",
+                       "--classifier", workspace / "model", "--out", tmp_path / "rec")
+    assert_one_line_error(code, err, "independently")
+
+
+def test_exhausted_budget_keeps_finished_chunks_and_resumes(workspace, capsys, tmp_path):
+    common = ["fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors", "--dataset", "digits",
+              "--split", "test", "--indices", "0:120", "--chunk-size", "40", "--quiet"]
+    out = tmp_path / "fp.safetensors"
+    fresh = Fingerprints.load(workspace / "fp_test.safetensors")
+    budget = int(fresh.queries[:40].sum() + fresh.queries[40:80].sum() // 2)  # one and a half chunks
+    code, _, err = run(capsys, *common, "--out", out, "--budget", budget)
+    assert_one_line_error(code, err, "budget", "resumes", exit_code=3)
+    chunks = sorted(chunk_dir(out).glob("chunk-*.safetensors"))
+    assert len(chunks) == 1 and not out.exists()
+    code, _, err = run(capsys, *common, "--out", out)
+    assert code == 0, err
+    resumed = Fingerprints.load(out)
+    assert torch.equal(resumed.eps, fresh.eps) and torch.equal(resumed.indices, fresh.indices)
+    assert not chunk_dir(out).exists()
+
+
+def test_resume_refuses_chunks_of_another_job(workspace, capsys, tmp_path):
+    common = ["fingerprint", "--model", workspace / "model", "--dataset", "digits", "--split", "test", "--indices", "0:80",
+              "--chunk-size", "40", "--quiet", "--out", tmp_path / "fp.safetensors"]
+    fresh = Fingerprints.load(workspace / "fp_test.safetensors")
+    budget = int(fresh.queries[:40].sum() + fresh.queries[40:80].sum() // 2)
+    code, _, err = run(capsys, *common, "--directions", workspace / "dirs.safetensors", "--budget", budget)
+    assert code == 3, err
+    code, _, err = run(capsys, *common, "--directions", workspace / "dirs_other.safetensors")
+    assert_one_line_error(code, err, "different job")
