@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -65,7 +66,7 @@ class Fingerprints:
 
     def summary(self) -> dict[str, Any]:
         q = self.queries.sum(1).double()
-        return {"n": len(self), "directions": self.num_directions,
+        return {"n": len(self), "directions": self.num_directions, "compute_seconds": self.meta.get("compute_seconds"),
                 "censored_fraction": float(self.censored.float().mean()),
                 "queries_per_fingerprint_mean": float(q.mean()), "queries_total": int(q.sum()),
                 "queries_per_pair_mean": float(self.queries.double().mean())}
@@ -154,6 +155,7 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
             if parts[i] is not None:
                 continue
             remaining = None if budget is None else budget - used
+            t0 = time.perf_counter()
             oracle = make_oracle(images[s:e], remaining)
             try:
                 res = search.run(oracle, directions)
@@ -161,7 +163,8 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
                 finished = sum(p is not None for p in parts)
                 raise QueryBudgetExhausted(f"{exc}; {finished} of {len(bounds)} chunks are saved in {work} "
                                            "and a rerun with a larger --budget resumes from them") from None
-            part = Fingerprints(res.eps, res.censored, res.queries, indices[s:e].clone(), {"chunk": i})
+            part = Fingerprints(res.eps, res.censored, res.queries, indices[s:e].clone(),
+                                {"chunk": i, "seconds": time.perf_counter() - t0})
             part.save(work / f"chunk-{i:05d}.safetensors")
             parts[i] = part
             used += res.total_queries
@@ -171,8 +174,10 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
         bar.close()
 
     result = Fingerprints.concat(parts, meta)
+    # Compute time summed over chunks, so it survives interruptions and resumes.
     result.meta.update({"queries_total": int(result.queries.sum()),
-                        "censored_fraction": float(result.censored.float().mean())})
+                        "censored_fraction": float(result.censored.float().mean()),
+                        "compute_seconds": round(sum(p.meta.get("seconds", float("nan")) for p in parts), 1)})
     result.save(out)
     shutil.rmtree(work, ignore_errors=True)
     return result

@@ -148,7 +148,7 @@ def _images_for(fp: Fingerprints, data_root, download: bool) -> tuple[torch.Tens
 
 
 def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs: int = 40, batch_size: int = 128,
-                      lr: float = 2e-3, ngf: int = 64, patience: int = 5, val_fraction: float = 0.1, seed: int = 0,
+                      lr: float = 2e-3, ngf: int = 32, patience: int = 5, val_fraction: float = 0.1, seed: int = 0,
                       device: str | None = None, data_root=None, download: bool = False,
                       progress: bool = True) -> dict[str, Any]:
     ensure_writable_dir(out)
@@ -225,8 +225,8 @@ def reconstruct_job(decoder_dir: str | Path, fingerprints_file: str | Path, out:
 #: Per-dataset demo settings: target arch, evaluator arch, decoder epochs / patience.
 DEMO_SETTINGS = {
     "digits": {"arch": "mlp", "evaluator": "mlp", "decoder_epochs": 150, "patience": 15},
-    "mnist": {"arch": "lenet5", "evaluator": "lenet5", "decoder_epochs": 40, "patience": 5},
-    "fashion-mnist": {"arch": "lenet5", "evaluator": "lenet5", "decoder_epochs": 40, "patience": 5},
+    "mnist": {"arch": "lenet5", "evaluator": "lenet5", "decoder_epochs": 20, "patience": 4},
+    "fashion-mnist": {"arch": "lenet5", "evaluator": "lenet5", "decoder_epochs": 20, "patience": 4},
 }
 
 

@@ -14,7 +14,7 @@ from ..errors import ShapeError
 
 
 class DCGANDecoder(nn.Module):
-    def __init__(self, in_features: int, out_shape: tuple[int, int, int], ngf: int = 64):
+    def __init__(self, in_features: int, out_shape: tuple[int, int, int], ngf: int = 32):
         super().__init__()
         c, h, w = out_shape
         if h % 4 or w % 4:

@@ -23,7 +23,7 @@ class DecoderTrainingReport:
     val_mse: list[float] = field(default_factory=list)
 
 
-def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = 64, epochs: int = 40,
+def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = 32, epochs: int = 40,
                   batch_size: int = 128, lr: float = 2e-3, val_fraction: float = 0.1, patience: int = 5,
                   seed: int = 0, device: str | torch.device = "cpu", progress: bool = True
                   ) -> tuple[DCGANDecoder, DecoderTrainingReport]:
