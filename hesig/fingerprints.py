@@ -122,6 +122,13 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
     n = images.shape[0]
     meta = {**meta, "search": search.params(), "chunk_size": int(chunk_size), "indices_hash": tensor_hash(indices),
             "n": int(n), "hesig_version": __version__}
+    if out.exists():
+        try:
+            done = Fingerprints.load(out)
+        except HesigError:
+            done = None
+        if done is not None and _comparable(_job_keys(done.meta)) == _comparable(_job_keys(meta)):
+            return done  # the same job already finished: rerunning it is a no-op
     work = chunk_dir(out)
     work.mkdir(parents=True, exist_ok=True)
     manifest = work / "job.json"
@@ -181,6 +188,12 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
     result.save(out)
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _job_keys(meta: dict[str, Any]) -> dict[str, Any]:
+    """The part of a finished file's metadata that describes the job (not its outcome)."""
+    outcome = {"queries_total", "censored_fraction", "compute_seconds"}
+    return {k: v for k, v in meta.items() if k not in outcome}
 
 
 def _comparable(meta: dict[str, Any]) -> str:

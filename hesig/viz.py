@@ -159,13 +159,13 @@ def _label_text(value: Any) -> str:
 
 
 def signature_plot(eps: torch.Tensor, censored: torch.Tensor, labels: Any, path: str | os.PathLike,
-                   title: str) -> Path:
+                   title: str, eps_max: float | None = None) -> Path:
     """ε-signatures of a few inputs, one line per input.
 
     Args:
         eps: ``[n, k]`` label-change distance ε of input ``i`` along direction ``j``.
-        censored: ``[n, k]`` bool, True where the search hit its bound (ε is then a lower bound);
-            those points are marked with an ``x``.
+        censored: ``[n, k]`` bool, True where no flip was found in (0, ε_max] (hesig stores +inf
+            there); those points are drawn at ``eps_max`` (when given) and marked with an ``x``.
         labels: ``[n]`` class (or any label) of each input; lines share a colour per label and
             the legend has one entry per label.
         path, title: PNG output path and figure title.
@@ -178,6 +178,8 @@ def signature_plot(eps: torch.Tensor, censored: torch.Tensor, labels: Any, path:
         raise ShapeError(f"eps must have shape [n, k], got {tuple(eps.shape)}")
     if censored.shape != eps.shape:
         raise ShapeError(f"censored has shape {tuple(censored.shape)} but eps has {tuple(eps.shape)}")
+    if eps_max is not None:
+        eps = torch.where(censored, torch.full_like(eps, float(eps_max)), eps)
     label_list = list(labels.tolist() if isinstance(labels, (torch.Tensor, np.ndarray)) else labels)
     if len(label_list) != eps.shape[0]:
         raise ShapeError(f"got {len(label_list)} labels for {eps.shape[0]} signatures")
@@ -201,7 +203,7 @@ def signature_plot(eps: torch.Tensor, censored: torch.Tensor, labels: Any, path:
     handles = [Line2D([], [], color=c, marker="o", markersize=3, label=t) for t, c in colours.items()]
     if bool((censored & valid).any()):
         handles.append(Line2D([], [], color="black", marker="x", linestyle="none", markersize=8,
-                              label="censored (search bound)"))
+                              label="censored: no flip ≤ ε_max"))
     ax.legend(handles=handles, fontsize=8, loc="best")
     ax.set_yscale("log")
     ax.set_xlabel("direction index j")

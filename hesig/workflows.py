@@ -213,7 +213,7 @@ def reconstruct_job(decoder_dir: str | Path, fingerprints_file: str | Path, out:
         viz.class_grid(images[pick], recon[pick], out / "fig3_single_class.png",
                        title=f"class {cls}: style beyond the class label")
     viz.signature_plot(fp.eps[:5], fp.censored[:5], labels[:5], out / "signatures.png",
-                       title="ε signatures of five inputs (x: censored)")
+                       title="ε signatures of five test inputs", eps_max=fp.meta["search"]["eps_max"])
     return {"out": str(out), "n": len(recon), **{f"attack_{k}": v for k, v in report["attack"].items() if k != "n"},
             "baseline_class_mean_ssim": report["baseline_class_mean"]["ssim_mean"],
             "baseline_mean_image_ssim": report["baseline_mean_image"]["ssim_mean"],
@@ -285,7 +285,10 @@ def demo_job(out: str | Path, *, dataset: str = "digits", arch: str | None = Non
     step("reconstruct", False, reconstruct_job, decoder_dir=out / "decoder",
          fingerprints_file=out / "fingerprints_test.safetensors", out=out / "reconstruct",
          classifier_dir=out / "evaluator", **common)
-    summary = {"config": config, "steps": steps,
+    # Costs come from the artifacts themselves, so a resumed demo reports the same numbers.
+    fingerprints = {split: Fingerprints.load(out / f"fingerprints_{split}.safetensors").summary()
+                    for split in ("train", "test")}
+    summary = {"config": config, "steps": steps, "fingerprints": fingerprints,
                "metrics": json_load(out / "reconstruct" / "metrics.json"),
                "target_model": json_load(out / "model" / "model.json"),
                "evaluator_model": json_load(out / "evaluator" / "model.json")}

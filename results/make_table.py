@@ -14,7 +14,7 @@ def main() -> None:
         s = json.loads(summary_file.read_text())
         m, fp = s["metrics"]["metrics"], s["metrics"]["fingerprints"]
         ident = s["metrics"]["identity"]
-        fp_seconds = sum((s["steps"].get(k) or {}).get("step_seconds", 0) for k in ("fingerprint-train", "fingerprint-test"))
+        fp_seconds = sum(s["fingerprints"][split]["compute_seconds"] for split in ("train", "test"))
         rows.append((summary_file.parent.name, s, m, fp, ident, fp_seconds))
     print("| setting | M test acc | rows | PSNR dB | SSIM | class recovery | queries / image | censored | fingerprint time (70k imgs) |")
     print("|---|---|---|---|---|---|---|---|---|")

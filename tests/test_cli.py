@@ -196,3 +196,13 @@ def test_resume_refuses_chunks_of_another_job(workspace, capsys, tmp_path):
     assert code == 3, err
     code, _, err = run(capsys, *common, "--directions", workspace / "dirs_other.safetensors")
     assert_one_line_error(code, err, "different job")
+
+
+def test_rerunning_a_finished_job_is_a_no_op(workspace, capsys):
+    out = workspace / "fp_test.safetensors"
+    before = out.stat().st_mtime_ns
+    code, stdout, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
+                            "--dataset", "digits", "--split", "test", "--indices", "0:120", "--out", out, "--quiet")
+    assert code == 0, err
+    assert out.stat().st_mtime_ns == before and not chunk_dir(out).exists()
+    assert json.loads(stdout)["n"] == 120
