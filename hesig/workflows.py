@@ -208,7 +208,7 @@ def reconstruct_job(decoder_dir: str | Path, fingerprints_file: str | Path, out:
                             title=f"{fp.meta['dataset']} {fp.meta['split']}: reconstructions from "
                                   f"{fp.num_directions}-direction ε signatures ({summary['queries_per_fingerprint_mean']:.0f} queries each)")
     cls = int(labels[0]) if figure_class is None else int(figure_class)
-    pick = (labels == cls).nonzero().squeeze(1)[:figure_count]
+    pick = (labels == cls).nonzero().squeeze(1)[:10]
     if pick.numel():
         viz.class_grid(images[pick], recon[pick], out / "fig3_single_class.png",
                        title=f"class {cls}: style beyond the class label")
