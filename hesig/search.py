@@ -192,7 +192,8 @@ class BoundarySearch:
             sl = slice(start, min(total, start + step))
             pair = flat_pair[sl]
             eps = flat_eps[sl].to(dirs.device)
-            pert = dirs[pair_dir[pair].to(dirs.device)] * eps.view(-1, 1, 1, 1)
+            # index_select + in-place scale: one allocation per call on the hot path.
+            pert = torch.index_select(dirs, 0, pair_dir[pair].to(dirs.device)).mul_(eps.view(-1, 1, 1, 1))
             out[sl] = ~oracle.same_label(pert, pair_row[pair])
             if on_queries is not None:
                 on_queries(sl.stop - sl.start)

@@ -2,7 +2,7 @@
 # Regenerates results/mnist_lenet5/ and results/mnist_hecnn/ and results/TABLE.md from scratch:
 # the paper-scale demo (train M and an independent evaluator, 100 random directions, fingerprints
 # of all 60k train + 10k test images through the plaintext oracle, decoder, metrics on the full
-# test set). About 35 minutes per model on 2 CPU cores. Heavy artifacts stay in runs/ (ignored).
+# test set). About 45 minutes per model on 2 CPU cores. Heavy artifacts stay in runs/ (ignored).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 for arch in ${ARCHS:-lenet5 hecnn}; do

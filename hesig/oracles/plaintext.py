@@ -52,5 +52,5 @@ class PlaintextOracle(Oracle):
     @torch.inference_mode()
     def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         rows = rows.to(self.device)
-        x = self._secrets[rows] + perturbations.to(self.device)
+        x = torch.index_select(self._secrets, 0, rows).add_(perturbations.to(self.device))
         return (self._predict(x) == self._labels[rows]).cpu()
