@@ -130,22 +130,17 @@ def test_directions_of_the_wrong_shape(workspace, capsys, tmp_path):
     assert_one_line_error(code, err, "directions have shape")
 
 
-def test_fingerprints_from_another_directions_set(workspace, capsys, tmp_path):
-    code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs_other.safetensors",
+@pytest.mark.parametrize("model, directions, fragment", [
+    ("model", "dirs_other.safetensors", "directions hash"),
+    ("evaluator", "dirs.safetensors", "model hash"),
+])
+def test_decoder_refuses_fingerprints_of_another_model_or_directions_set(workspace, capsys, tmp_path, model, directions, fragment):
+    code, _, err = run(capsys, "fingerprint", "--model", workspace / model, "--directions", workspace / directions,
                        "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", tmp_path / "fp.safetensors", "--quiet")
     assert code == 0, err
     code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "fp.safetensors",
                        "--out", tmp_path / "rec")
-    assert_one_line_error(code, err, "directions hash")
-
-
-def test_fingerprints_from_another_model(workspace, capsys, tmp_path):
-    code, _, err = run(capsys, "fingerprint", "--model", workspace / "evaluator", "--directions", workspace / "dirs.safetensors",
-                       "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", tmp_path / "fp.safetensors", "--quiet")
-    assert code == 0, err
-    code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "fp.safetensors",
-                       "--out", tmp_path / "rec")
-    assert_one_line_error(code, err, "model hash")
+    assert_one_line_error(code, err, fragment)
 
 
 def test_nan_in_fingerprints(workspace, capsys, tmp_path):
