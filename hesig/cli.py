@@ -16,6 +16,7 @@ from .directions import FAMILIES
 from .errors import HesigError
 from .models import ARCHITECTURES
 from .data import DATASETS
+from .decoders import DEFAULT_NGF
 
 ORACLES = ("plaintext",)
 
@@ -118,8 +119,8 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
 @click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True)
 @click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
-@click.option("--ngf", type=click.IntRange(min=4), default=32, show_default=True,
-              help="Decoder width (training cost grows ~ngf^2: 32 is ~40 s/epoch on 60k MNIST, 2 CPU cores).")
+@click.option("--ngf", type=click.IntRange(min=4), default=DEFAULT_NGF, show_default=True,
+              help="Decoder width; training cost grows ~ngf^2.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options

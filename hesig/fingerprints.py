@@ -133,7 +133,10 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
     work.mkdir(parents=True, exist_ok=True)
     manifest = work / "job.json"
     if manifest.exists():
-        previous = json.loads(manifest.read_text())
+        try:
+            previous = json.loads(manifest.read_text())
+        except (OSError, ValueError):
+            raise CheckpointError(f"{manifest} is unreadable; delete {work} to start this job afresh") from None
         if _comparable(previous) != _comparable(meta):
             raise MismatchError(f"{work} holds chunks of a different job; delete it or choose another --out")
     else:
@@ -184,10 +187,16 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
     # Compute time summed over chunks, so it survives interruptions and resumes.
     result.meta.update({"queries_total": int(result.queries.sum()),
                         "censored_fraction": float(result.censored.float().mean()),
-                        "compute_seconds": round(sum(p.meta.get("seconds", float("nan")) for p in parts), 1)})
+                        "compute_seconds": _total_seconds(parts)})
     result.save(out)
     shutil.rmtree(work, ignore_errors=True)
     return result
+
+
+def _total_seconds(parts: list[Fingerprints]) -> float | None:
+    """Sum of per-chunk compute seconds, or None when a chunk did not record its time."""
+    seconds = [p.meta.get("seconds") for p in parts]
+    return None if any(s is None for s in seconds) else round(sum(seconds), 1)
 
 
 def _job_keys(meta: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 
 from . import __version__
 from .data import load_dataset
-from .decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
+from .decoders import DEFAULT_NGF, FingerprintDecoder, FingerprintFeatures, train_decoder
 from .directions import Directions, make_directions
 from .errors import InvalidValueError, MismatchError, ShapeError
 from .fingerprints import Fingerprints, fingerprint_dataset
@@ -148,7 +148,7 @@ def _images_for(fp: Fingerprints, data_root, download: bool) -> tuple[torch.Tens
 
 
 def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs: int = 40, batch_size: int = 128,
-                      lr: float = 2e-3, ngf: int = 32, patience: int = 5, val_fraction: float = 0.1, seed: int = 0,
+                      lr: float = 2e-3, ngf: int = DEFAULT_NGF, patience: int = 5, val_fraction: float = 0.1, seed: int = 0,
                       device: str | None = None, data_root=None, download: bool = False,
                       progress: bool = True) -> dict[str, Any]:
     ensure_writable_dir(out)
@@ -175,7 +175,7 @@ def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs:
 
 def reconstruct_job(decoder_dir: str | Path, fingerprints_file: str | Path, out: str | Path, *,
                     classifier_dir: str | Path | None = None, figure_class: int | None = None,
-                    figure_count: int = 12, data_root=None, download: bool = False) -> dict[str, Any]:
+                    figure_count: int = 12, class_figure_count: int = 10, data_root=None, download: bool = False) -> dict[str, Any]:
     """Decode fingerprints; write reconstructions, metrics.json (beside both baselines) and figures."""
     ensure_writable_dir(out)
     out = Path(out)
@@ -208,7 +208,7 @@ def reconstruct_job(decoder_dir: str | Path, fingerprints_file: str | Path, out:
                             title=f"{fp.meta['dataset']} {fp.meta['split']}: reconstructions from "
                                   f"{fp.num_directions}-direction ε signatures ({summary['queries_per_fingerprint_mean']:.0f} queries each)")
     cls = int(labels[0]) if figure_class is None else int(figure_class)
-    pick = (labels == cls).nonzero().squeeze(1)[:10]
+    pick = (labels == cls).nonzero().squeeze(1)[:class_figure_count]
     if pick.numel():
         viz.class_grid(images[pick], recon[pick], out / "fig3_single_class.png",
                        title=f"class {cls}: style beyond the class label")

@@ -201,3 +201,12 @@ def test_rerunning_a_finished_job_is_a_no_op(workspace, capsys):
     assert code == 0, err
     assert out.stat().st_mtime_ns == before and not chunk_dir(out).exists()
     assert json.loads(stdout)["n"] == 120
+
+
+def test_corrupt_job_manifest_is_one_line(workspace, capsys, tmp_path):
+    out = tmp_path / "fp.safetensors"
+    chunk_dir(out).mkdir()
+    (chunk_dir(out) / "job.json").write_text("{truncated")
+    code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
+                       "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", out, "--quiet")
+    assert_one_line_error(code, err, "unreadable")

@@ -11,7 +11,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..errors import InvalidValueError, ShapeError
-from .dcgan import DCGANDecoder
+from .dcgan import DEFAULT_NGF, DCGANDecoder
 
 
 @dataclass
@@ -23,7 +23,7 @@ class DecoderTrainingReport:
     val_mse: list[float] = field(default_factory=list)
 
 
-def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = 32, epochs: int = 40,
+def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = DEFAULT_NGF, epochs: int = 40,
                   batch_size: int = 128, lr: float = 2e-3, val_fraction: float = 0.1, patience: int = 5,
                   seed: int = 0, device: str | torch.device = "cpu", progress: bool = True
                   ) -> tuple[DCGANDecoder, DecoderTrainingReport]:

@@ -7,8 +7,8 @@ Rewrites that leave every output bit-for-bit comparable (up to float rounding):
 * ReLUs run in place (no allocation).
 * channels-last memory format, which speeds up small CPU convolutions.
 
-On 2 CPU cores this takes lenet5 from about 43k to about 97k images/s (benchmarks/search.py
-reports both numbers).
+On 2 CPU cores this takes lenet5 from 39.7k to 96.0k images/s (benchmarks/search.json, which
+``python benchmarks/search.py`` writes; it reports both numbers).
 """
 
 from __future__ import annotations
