@@ -18,7 +18,8 @@ from .models import ARCHITECTURES
 from .data import DATASETS
 from .decoders import DEFAULT_NGF
 
-ORACLES = ("plaintext",)
+ORACLES = ("plaintext", "ckks")
+CKKS_LAYOUTS = ("batched", "compact")
 
 
 def _print_summary(summary: dict) -> None:
@@ -93,22 +94,35 @@ def directions_cmd(family, count, dataset, out, seed, data_root, download):
 @click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True)
 @click.option("--coarse-points", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--points-per-round", default="1", show_default=True, help="Integer >= 1 or 'auto'.")
-@click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True,
-              help="Rows per atomically saved chunk.")
+@click.option("--chunk-size", type=click.IntRange(min=1), default=None,
+              help="Rows per atomically saved chunk [default: 1000; 1 with --oracle=ckks].")
+@click.option("--ckks-layout", type=click.Choice(CKKS_LAYOUTS), default="batched", show_default=True,
+              help="CKKS upload: one ciphertext per pixel (batched) or one im2col ciphertext + Galois keys (compact).")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Total oracle query budget.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Oracle batch (default: 512 CPU, 65536 GPU).")
 @data_options
 @device_option
 @quiet_option
 def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
-                    coarse_points, points_per_round, chunk_size, budget, batch_size, data_root, download, device, quiet):
+                    coarse_points, points_per_round, chunk_size, ckks_layout, budget, batch_size, data_root, download,
+                    device, quiet):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
     from .workflows import fingerprint_job
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
     _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
                                    eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
                                    points_per_round=ppr, chunk_size=chunk_size, budget=budget, batch_size=batch_size,
-                                   device=device, data_root=data_root, download=download, progress=not quiet))
+                                   device=device, data_root=data_root, download=download, ckks_layout=ckks_layout,
+                                   progress=not quiet))
+
+
+@cli.command("ckks-params")
+@click.option("--model", "model_dir", type=click.Path(), default=None,
+              help="Also check a model checkpoint's multiplicative depth against the parameters.")
+def ckks_params_cmd(model_dir):
+    """Print the CKKS parameters, depth budget and security level the encrypted oracle uses."""
+    from .workflows import ckks_params_job
+    _print_summary(ckks_params_job(model_dir))
 
 
 @cli.command("train-decoder")

@@ -173,8 +173,11 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
                 finished = sum(p is not None for p in parts)
                 raise QueryBudgetExhausted(f"{exc}; {finished} of {len(bounds)} chunks are saved in {work} "
                                            "and a rerun with a larger --budget resumes from them") from None
-            part = Fingerprints(res.eps, res.censored, res.queries, indices[s:e].clone(),
-                                {"chunk": i, "seconds": time.perf_counter() - t0})
+            chunk_meta = {"chunk": i, "seconds": time.perf_counter() - t0}
+            if hasattr(oracle, "cost_summary"):  # CKKS: bytes each way, evaluations, seconds per party
+                chunk_meta["oracle_costs"] = oracle.cost_summary()
+            del oracle
+            part = Fingerprints(res.eps, res.censored, res.queries, indices[s:e].clone(), chunk_meta)
             part.save(work / f"chunk-{i:05d}.safetensors")
             parts[i] = part
             used += res.total_queries
@@ -188,6 +191,9 @@ def fingerprint_dataset(make_oracle: Callable[[torch.Tensor, int | None], Oracle
     result.meta.update({"queries_total": int(result.queries.sum()),
                         "censored_fraction": float(result.censored.float().mean()),
                         "compute_seconds": _total_seconds(parts)})
+    costs = _total_costs(parts)
+    if costs:
+        result.meta["oracle_costs"] = costs
     result.save(out)
     shutil.rmtree(work, ignore_errors=True)
     return result
@@ -199,9 +205,23 @@ def _total_seconds(parts: list[Fingerprints]) -> float | None:
     return None if any(s is None for s in seconds) else round(sum(seconds), 1)
 
 
+def _total_costs(parts: list[Fingerprints]) -> dict[str, Any]:
+    """Oracle cost counters summed over chunks (empty for oracles that keep none)."""
+    total: dict[str, Any] = {}
+    for p in parts:
+        for key, value in (p.meta.get("oracle_costs") or {}).items():
+            if key == "slots":
+                total[key] = value
+            elif isinstance(value, (int, float)) and key != "slot_utilisation":
+                total[key] = total.get(key, 0) + value
+    if total.get("evaluations") and total.get("slots"):
+        total["slot_utilisation"] = total["slots_used"] / (total["evaluations"] * total["slots"])
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in total.items()}
+
+
 def _job_keys(meta: dict[str, Any]) -> dict[str, Any]:
     """The part of a finished file's metadata that describes the job (not its outcome)."""
-    outcome = {"queries_total", "censored_fraction", "compute_seconds"}
+    outcome = {"queries_total", "censored_fraction", "compute_seconds", "oracle_costs"}
     return {k: v for k, v in meta.items() if k not in outcome}
 
 

@@ -24,6 +24,10 @@ from .io import atomic_write_json, ensure_writable_dir, save_tensors
 from .metrics import reconstruction_report
 from .models import accuracy, build_model, load_model, save_model, train_classifier
 from .oracles import PlaintextOracle, default_device
+from .oracles.ckks import LAYOUTS as CKKS_LAYOUTS
+from .oracles.ckks import POLY_CNN_DEPTH, CKKSOracle, CKKSParameters, poly_cnn
+
+ORACLES = ("plaintext", "ckks")
 from .search import BoundarySearch
 from . import viz
 
@@ -103,14 +107,23 @@ def directions_job(family: str, count: int, out: str | Path, *, dataset: str = "
 def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset: str, split: str, out: str | Path, *,
                     oracle: str = "plaintext", indices: str | None = None, eps_max: float = DEFAULT_EPS_MAX,
                     rtol: float = 1e-2, atol: float = 0.0, coarse_points: int = 8, points_per_round: int | str = 1,
-                    chunk_size: int = 1000, budget: int | None = None, batch_size: int | None = None,
-                    device: str | None = None, data_root=None, download: bool = False,
+                    chunk_size: int | None = None, budget: int | None = None, batch_size: int | None = None,
+                    device: str | None = None, data_root=None, download: bool = False, ckks_layout: str = "batched",
                     progress: bool = True) -> dict[str, Any]:
-    """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable."""
+    """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable.
+
+    oracle: "plaintext" (the secrets inside the oracle object) or "ckks" (a TenSEAL client holding
+    the secret key, a server holding the public context; ``ckks_layout`` batched or compact).
+    chunk_size: rows per atomically saved chunk (default 1000 plaintext, 1 for CKKS).
+    """
     search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=points_per_round,
                             atol=atol, rtol=rtol)
-    if oracle != "plaintext":
-        raise InvalidValueError(f"unknown oracle '{oracle}' (choose from plaintext)")
+    if oracle not in ORACLES:
+        raise InvalidValueError(f"unknown oracle '{oracle}' (choose from {', '.join(ORACLES)})")
+    if ckks_layout not in CKKS_LAYOUTS:
+        raise InvalidValueError(f"unknown CKKS layout '{ckks_layout}' (choose from {', '.join(CKKS_LAYOUTS)})")
+    if chunk_size is None:
+        chunk_size = 1 if oracle == "ckks" else 1000  # CKKS: each image is its own resumable chunk
     if budget is not None and budget < 1:
         raise InvalidValueError(f"query budget must be >= 1, got {budget}")
     dev = resolve_device(device)
@@ -123,18 +136,42 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     idx = parse_indices(indices, len(data))
     ensure_writable_dir(Path(out).parent)
 
-    def make_oracle(secrets: torch.Tensor, remaining: int | None) -> PlaintextOracle:
+    if oracle == "ckks":
+        ckks_params = CKKSParameters()
+        ckks_params.check_depth(poly_cnn(target.model, target.in_shape, target.arch).depth, target.arch)
+
+    def make_oracle(secrets: torch.Tensor, remaining: int | None):
+        if oracle == "ckks":
+            return CKKSOracle(target.model, secrets, in_shape=target.in_shape, arch=target.arch, params=ckks_params,
+                              layout=ckks_layout, budget=remaining)
         return PlaintextOracle(target.model, secrets, device=dev, batch_size=batch_size, budget=remaining)
 
     meta = {"dataset": data.name, "split": data.split, "split_hash": data.split_hash, "model_hash": target.hash,
             "arch": target.arch, "directions_hash": dirs.hash, "directions_family": dirs.family,
             "directions_count": dirs.count, "oracle": oracle, "seed": dirs.seed}
+    if oracle == "ckks":
+        meta["ckks"] = {**ckks_params.describe(POLY_CNN_DEPTH), "layout": ckks_layout}
     t0 = time.perf_counter()
     fp = fingerprint_dataset(make_oracle, dirs.vectors, data.images[idx], data.indices[idx], search, out, meta,
                              chunk_size=chunk_size, budget=budget, progress=progress)
     seconds = time.perf_counter() - t0
-    return {"out": str(out), "seconds_this_run": round(seconds, 1), "device": str(dev), **fp.summary(),
-            "model_hash": target.hash, "directions_hash": dirs.hash}
+    summary = {"out": str(out), "seconds_this_run": round(seconds, 1), "device": str(dev), **fp.summary(),
+               "model_hash": target.hash, "directions_hash": dirs.hash}
+    if fp.meta.get("oracle_costs"):
+        summary["oracle_costs"] = fp.meta["oracle_costs"]
+    return summary
+
+
+def ckks_params_job(model_dir: str | Path | None = None) -> dict[str, Any]:
+    """The CKKS parameters, their security level and depth budget (and a model's needs, if given)."""
+    params = CKKSParameters()
+    out = params.describe(POLY_CNN_DEPTH)
+    if model_dir is not None:
+        target = load_model(model_dir)
+        poly = poly_cnn(target.model, target.in_shape, target.arch)
+        params.check_depth(poly.depth, target.arch)
+        out.update({"model": str(model_dir), "arch": target.arch, "depth_required": poly.depth, "fits": True})
+    return out
 
 
 # -- train-decoder ----------------------------------------------------------------------------

@@ -1,0 +1,152 @@
+"""SEAL ciphertexts as numpy RNS arrays, and exact modular linear algebra on them.
+
+Why: hecnn's fully connected layer is 64 x 256 plaintext-scalar products per evaluation. In SEAL
+each product is a full ciphertext pass (~0.4 ms at N = 8192), 16,384 of them per evaluation.
+CKKS ciphertexts are kept in NTT form, where multiplying by an integer constant and adding are
+coefficient-wise operations modulo each prime q_l. So a plaintext-weight linear layer over F
+ciphertexts is one integer matrix product per prime, done here exactly with float64 BLAS by
+splitting the weights into chunks small enough that every partial sum stays below 2^53.
+
+A ciphertext crosses between SEAL and numpy through SEAL's own serialization (the bytes a
+network would carry): ``parse`` reads SEAL's format (zstd, zlib or uncompressed), ``serialize``
+writes it uncompressed, and SEAL validates whatever it loads.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+from ...errors import MismatchError
+
+SEAL_MAGIC = 0xA15E
+_HEADER = struct.Struct("<HBBBBHQ")  # magic, header size, version major, minor, compression, reserved, total size
+_MEMBERS = struct.Struct("<32sBQQQdQ")  # parms_id, is_ntt_form, size, N, coeff modulus count, scale, correction factor
+COMPR_NONE, COMPR_ZLIB, COMPR_ZSTD = 0, 1, 2
+
+
+@dataclass
+class RnsCiphertext:
+    """One CKKS ciphertext: ``data`` uint64 [size, L, N] (NTT form), its parms_id, scale, version."""
+
+    data: np.ndarray
+    parms_id: bytes
+    scale: float
+    correction_factor: int = 1
+    version: tuple[int, int] = (4, 1)
+
+
+def _decompress(mode: int, body: bytes, expected: int) -> bytes:
+    if mode == COMPR_NONE:
+        return body
+    if mode == COMPR_ZLIB:
+        return zlib.decompress(body)
+    if mode == COMPR_ZSTD:
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompress(body, max_output_size=max(expected, 1 << 20) * 8)
+    raise MismatchError(f"unknown SEAL compression mode {mode}")
+
+
+def parse(blob: bytes) -> RnsCiphertext:
+    """Read a SEAL-serialized ciphertext. Raises MismatchError on anything that is not one."""
+    try:
+        magic, hsize, major, minor, mode, _, total = _HEADER.unpack_from(blob, 0)
+        if magic != SEAL_MAGIC or hsize != _HEADER.size or total != len(blob):
+            raise ValueError("bad header")
+        body = _decompress(mode, blob[_HEADER.size:], total * 4)
+        pid, ntt, size, n, count, scale, corr = _MEMBERS.unpack_from(body, 0)
+        off = _MEMBERS.size
+        imagic, ihsize, _, _, imode, _, itotal = _HEADER.unpack_from(body, off)
+        if imagic != SEAL_MAGIC or imode != COMPR_NONE:
+            raise ValueError("bad inner header")
+        (length,) = struct.unpack_from("<Q", body, off + _HEADER.size)
+        start = off + _HEADER.size + 8
+        if length != size * n * count or len(body) < start + 8 * length or not ntt:
+            raise ValueError("bad shape")
+        data = np.frombuffer(body, dtype=np.uint64, count=length, offset=start).reshape(size, count, n)
+    except (ValueError, struct.error, zlib.error) as exc:
+        raise MismatchError(f"not a SEAL CKKS ciphertext ({exc})") from None
+    except Exception as exc:  # zstandard.ZstdError and the like
+        raise MismatchError(f"not a SEAL CKKS ciphertext ({type(exc).__name__})") from None
+    return RnsCiphertext(data, pid, scale, corr, (major, minor))
+
+
+def serialize(ct: RnsCiphertext) -> bytes:
+    """SEAL's serialization of ``ct``, uncompressed (SEAL's loader validates it)."""
+    size, count, n = ct.data.shape
+    payload = np.ascontiguousarray(ct.data, dtype=np.uint64).tobytes()
+    inner_total = _HEADER.size + 8 + len(payload)
+    members = _MEMBERS.pack(ct.parms_id, 1, size, n, count, float(ct.scale), int(ct.correction_factor))
+    inner = _HEADER.pack(SEAL_MAGIC, _HEADER.size, *ct.version, COMPR_NONE, 0, inner_total) + struct.pack("<Q", size * count * n)
+    total = _HEADER.size + len(members) + len(inner) + len(payload)
+    return b"".join([_HEADER.pack(SEAL_MAGIC, _HEADER.size, *ct.version, COMPR_NONE, 0, total), members, inner, payload])
+
+
+def check_reduced(data: np.ndarray, moduli: np.ndarray) -> bool:
+    """True if every coefficient of ``data`` [..., L, N] is below its prime (SEAL's validity check)."""
+    return bool((data < moduli[:, None]).all())
+
+
+def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray) -> np.ndarray:
+    """Exact ``sum_f weights[o, f] * x[f]`` modulo each prime.
+
+    weights: int64 [O, F] (signed: plaintext weights already multiplied by their scale and rounded).
+    x: uint64 [F, S, L, N], coefficients below ``moduli`` [L].
+    Returns uint64 [O, S, L, N].
+
+    Per prime q: weights mod q are split into c-bit chunks with bits(q) + c + log2(F) <= 52, so
+    each float64 product-sum is an exact integer; the chunks are recombined modulo q.
+    """
+    o_count, f_count = weights.shape
+    _, size, levels, n = x.shape
+    out = np.empty((o_count, size, levels, n), dtype=np.uint64)
+    log_f = max(1, math.ceil(math.log2(max(f_count, 2))))
+    for level in range(levels):
+        q = int(moduli[level])
+        qbits = q.bit_length()
+        chunk = 52 - qbits - log_f
+        if chunk < 1:
+            raise ValueError(f"{f_count} terms of a {qbits}-bit prime cannot be summed exactly in float64")
+        w = np.mod(weights, q).astype(np.int64)
+        xl = x[:, :, level, :].reshape(f_count, size * n).astype(np.float64)
+        acc = np.zeros((o_count, size * n), dtype=np.uint64)
+        shift = 0
+        while shift < qbits:
+            part = ((w >> shift) & ((1 << chunk) - 1)).astype(np.float64)
+            if part.any():
+                prod = (part @ xl).astype(np.uint64) % np.uint64(q)
+                acc = (acc + prod * np.uint64(pow(2, shift, q))) % np.uint64(q)
+            shift += chunk
+        out[:, :, level, :] = acc.reshape(o_count, size, n)
+    return out
+
+
+def add_constant(data: np.ndarray, values: np.ndarray, scale: float, moduli: np.ndarray) -> None:
+    """In place: add the real constants ``values`` [O] (one per ciphertext of ``data`` [O, S, L, N]).
+
+    A real constant c encodes in CKKS as the constant polynomial round(c * scale), which is the
+    same constant at every NTT coefficient; it is added to the first polynomial.
+    """
+    for o, value in enumerate(values):
+        k = int(round(float(value) * scale))
+        for level, q in enumerate(moduli):
+            data[o, 0, level, :] = (data[o, 0, level, :] + np.uint64(k % int(q))) % q
+
+
+def square(data: np.ndarray, moduli: np.ndarray) -> np.ndarray:
+    """Tensor square of size-2 ciphertexts [B, 2, L, N] -> size-3 [B, 3, L, N] (not relinearized).
+
+    (c0, c1)^2 = (c0^2, 2 c0 c1, c1^2), coefficient-wise in NTT form; primes < 2^32 keep products in uint64.
+    """
+    q = moduli[None, :, None]
+    c0, c1 = data[:, 0], data[:, 1]
+    out = np.empty((data.shape[0], 3) + data.shape[2:], dtype=np.uint64)
+    out[:, 0] = c0 * c0 % q
+    out[:, 1] = c0 * c1 % q * np.uint64(2) % q
+    out[:, 2] = c1 * c1 % q
+    return out

@@ -1,0 +1,234 @@
+"""The model owner's side: a public CKKS context, hecnn's weights, the attacker's perturbations.
+
+Per image (a *session*) the server turns the client's ciphertexts into 256 conv1-feature
+ciphertexts C_f = Enc(conv1(X)_f), each replicated over every slot. Per evaluation it adds the
+perturbations and runs the rest of hecnn homomorphically; slot j answers query j.
+
+Where the perturbation enters: the server adds plaintext N_j to the encrypted input *through*
+conv1, i.e. computes Enc(conv1(X))_f + (W * N_j)_f. conv1 is affine, so this is exactly
+Enc(conv1(X + N_j))_f, the same function as adding N_j to every pixel ciphertext first; it saves
+784 plaintext encodings per evaluation. Decision agreement with the plaintext oracle is measured
+in benchmarks/ckks.py.
+
+Levels (N = 8192, primes [31, 26 x 6, 31], scale 2^26): conv1 -> rescale (6 primes left),
+x^2 and fc1 in numpy on the NTT coefficients, two rescales (4), x^2 (3), fc2 (2): the logits
+decrypt at a 57-bit modulus over a 26-bit scale.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import tenseal as ts
+import tenseal.sealapi as sa
+
+from ...errors import InvalidValueError, MismatchError, ShapeError
+from . import rns, wire
+from ._seal import Scratch, moduli_by_parms, pid_bytes
+from .polymodel import PolyCNN, im2col_slots
+
+WEIGHT_SCALE_BITS = 26
+
+
+class Session:
+    """One encrypted secret image on the server: its conv1-feature ciphertexts."""
+
+    def __init__(self, session: int, features: list, setup_seconds: float, upload_bytes: int):
+        self.session, self.features = session, features
+        self.setup_seconds, self.upload_bytes = setup_seconds, upload_bytes
+        self.evaluations = 0
+
+
+class CKKSServer:
+    def __init__(self, context_message: bytes, model: PolyCNN):
+        header, parts = wire.unpack(context_message, "context", None)
+        try:
+            ctx = ts.context_from(parts[0])
+        except Exception:  # TenSEAL raises bare ValueError/RuntimeError on garbage
+            raise MismatchError("the context message does not hold a TenSEAL CKKS context") from None
+        if ctx.is_private() or ctx.has_secret_key():
+            raise InvalidValueError("refusing a CKKS context that holds a secret key: the server may only "
+                                    "hold the public context (serialize it with save_secret_key=False)")
+        if wire.context_id(parts[0]) != header.get("context_id"):
+            raise MismatchError("context message is inconsistent (context id does not match its content)")
+        if not ctx.has_relin_keys():
+            raise InvalidValueError("the public context carries no relinearization keys")
+        self.context_id, self.layout, self.model = header["context_id"], header.get("layout", "batched"), model
+        self._scratch = Scratch(self)
+        self._seal = ctx.seal_context().data
+        self._ctx = ctx
+        self._moduli = moduli_by_parms(self._seal)
+        self._first = pid_bytes(self._seal.first_parms_id())
+        self.poly_modulus_degree = self._seal.first_context_data().parms().poly_modulus_degree()
+        self.slots = self.poly_modulus_degree // 2
+        levels = len(self._moduli) - 1
+        if model.depth > levels:
+            raise InvalidValueError(f"the model needs {model.depth} multiplicative levels but the client's CKKS "
+                                    f"context provides {levels} (scale out of bounds)")
+        if any(int(q) >= 1 << 32 for q in self._moduli[self._first]):
+            raise InvalidValueError("the server's numpy layers need coefficient primes below 32 bits")
+        self._encoder, self._eval = sa.CKKSEncoder(self._seal), sa.Evaluator(self._seal)
+        self._relin = self._scratch.load(sa.RelinKeys(), self._seal, self._scratch.save(ctx.relin_keys().data))
+        self._galois = None
+        if self.layout == "compact":
+            if len(parts) < 2:
+                raise InvalidValueError("the compact layout needs the client's Galois keys in the context message")
+            try:
+                self._galois = self._scratch.load(sa.GaloisKeys(), self._seal, parts[1])
+            except Exception:
+                raise MismatchError("the Galois keys do not belong to this CKKS context") from None
+        self.weight_scale = float(2 ** WEIGHT_SCALE_BITS)
+        self._fc1 = np.rint(model.fc1_weight * self.weight_scale).astype(np.int64)
+        self.stats = {"evaluations": 0, "queries": 0, "seconds": 0.0, "bytes_down": 0}
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def open_session(self, message: bytes) -> Session:
+        """Receive one encrypted image; compute its conv1-feature ciphertexts."""
+        t0 = time.perf_counter()
+        header, parts = wire.unpack(message, "input", self.context_id)
+        if tuple(header.get("shape", ())) != self.model.in_shape:
+            raise ShapeError(f"encrypted input has shape {header.get('shape')}, the model takes {list(self.model.in_shape)}")
+        if header.get("layout") != self.layout:
+            raise MismatchError(f"input uses the {header.get('layout')} layout, the context was made for {self.layout}")
+        features = self._features_batched(parts) if self.layout == "batched" else self._features_compact(parts)
+        return Session(int(header["session"]), features, time.perf_counter() - t0, len(message))
+
+    def _parse_input(self, blob: bytes) -> rns.RnsCiphertext:
+        ct = rns.parse(blob)
+        if ct.parms_id != self._first or ct.data.shape[0] != 2:
+            raise MismatchError("input ciphertext was not made under this context's parameters")
+        if ct.data.shape[2] != self.poly_modulus_degree or not rns.check_reduced(ct.data, self._moduli[self._first]):
+            raise MismatchError("input ciphertext is malformed for this context")
+        return ct
+
+    def _to_seal(self, ct: rns.RnsCiphertext) -> sa.Ciphertext:
+        return self._scratch.load(sa.Ciphertext(), self._seal, rns.serialize(ct))
+
+    def _features_batched(self, parts: list[bytes]) -> list:
+        model = self.model
+        if len(parts) != model.num_pixels:
+            raise ShapeError(f"expected {model.num_pixels} pixel ciphertexts, got {len(parts)}")
+        first = self._parse_input(parts[0])
+        pixels = np.empty((len(parts),) + first.data.shape, dtype=np.uint64)
+        pixels[0] = first.data
+        for i, blob in enumerate(parts[1:], start=1):
+            pixels[i] = self._parse_input(blob).data
+        moduli = self._moduli[self._first]
+        acc = np.empty((model.num_features,) + first.data.shape, dtype=np.uint64)
+        for pix, feats, kernel in model.windows():
+            acc[feats] = rns.lincomb(np.rint(kernel * self.weight_scale).astype(np.int64), pixels[pix], moduli)
+        del pixels
+        scale = first.scale * self.weight_scale
+        rns.add_constant(acc, np.repeat(model.conv_bias, model.out_hw[0] * model.out_hw[1]), scale, moduli)
+        out = []
+        for f in range(model.num_features):
+            ct = self._to_seal(rns.RnsCiphertext(acc[f], self._first, scale, first.correction_factor, first.version))
+            self._eval.rescale_to_next_inplace(ct)
+            out.append(ct)
+        self._version = first.version
+        return out
+
+    def _features_compact(self, parts: list[bytes]) -> list:
+        model = self.model
+        if len(parts) != 1:
+            raise ShapeError(f"the compact layout sends one ciphertext, got {len(parts)}")
+        first = self._parse_input(parts[0])
+        self._version = first.version
+        image = self._to_seal(first)
+        o, c, k, _ = model.conv_weight.shape
+        oh, ow = model.out_hw
+        windows = oh * ow
+        if k * k * windows > self.slots:
+            raise ShapeError("the image's im2col layout does not fit in the slots")
+        kernel = model.conv_weight.reshape(o, k * k)
+        plain, rot = sa.Plaintext(), sa.Ciphertext()
+        steps = [1 << i for i in range(self.slots.bit_length() - 1)]
+        out = []
+        for ch in range(o):
+            for w in range(windows):
+                mask = np.zeros(self.slots)
+                mask[np.arange(k * k) * windows + w] = kernel[ch]
+                self._encoder.encode(mask.tolist(), self.weight_scale, plain)
+                prod = sa.Ciphertext()
+                self._eval.multiply_plain(image, plain, prod)
+                # Rotate-and-sum before rescaling: the key-switching noise of the 12 rotations is
+                # additive, so at scale 2^52 it is 2^26 times smaller relative to the signal.
+                for step in steps:  # every slot ends up holding the masked sum
+                    self._eval.rotate_vector(prod, step, self._galois, rot)
+                    self._eval.add_inplace(prod, rot)
+                self._eval.rescale_to_next_inplace(prod)
+                self._encoder.encode(float(model.conv_bias[ch]), prod.parms_id(), prod.scale, plain)
+                self._eval.add_plain_inplace(prod, plain)
+                out.append(prod)
+        return out
+
+    # -- evaluation -------------------------------------------------------------------------
+
+    def evaluate(self, session: Session, perturbations: np.ndarray) -> bytes:
+        """Answer ``len(perturbations)`` queries (<= slots - 1) with one homomorphic evaluation.
+
+        perturbations: float [Q, C, H, W] (plaintext, the server's own). Returns the result
+        message: 10 logit ciphertexts, slot j = query j, slot Q = the unperturbed input.
+        """
+        t0 = time.perf_counter()
+        model = self.model
+        pert = np.asarray(perturbations, dtype=np.float64)
+        if pert.ndim != 4 or tuple(pert.shape[1:]) != model.in_shape:
+            raise ShapeError(f"perturbations have shape {list(pert.shape)}, expected [Q, {', '.join(map(str, model.in_shape))}]")
+        count = pert.shape[0]
+        if not 1 <= count <= self.slots - 1:
+            raise ShapeError(f"one evaluation answers 1..{self.slots - 1} queries, got {count}")
+        if not np.isfinite(pert).all():
+            raise InvalidValueError("perturbations contain NaN or infinity")
+        shift = model.conv_linear(pert)  # [Q, F]: conv1 is affine, so Enc(conv1 X) + W*N = Enc(conv1(X + N))
+        plain, tmp = sa.Plaintext(), sa.Ciphertext()
+        vec = np.zeros(self.slots)
+        feats = None
+        for f, ct in enumerate(session.features):
+            vec[:count] = shift[:, f]
+            self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
+            self._eval.add_plain(ct, plain, tmp)
+            parsed = rns.parse(self._scratch.save(tmp))
+            if feats is None:
+                feats = np.empty((model.num_features,) + parsed.data.shape, dtype=np.uint64)
+                head = parsed
+            feats[f] = parsed.data
+        moduli = self._moduli[head.parms_id]
+        hidden = rns.lincomb(self._fc1, rns.square(feats, moduli), moduli)  # x^2 then fc1, exact mod q
+        del feats
+        scale = head.scale * head.scale * self.weight_scale
+        rns.add_constant(hidden, model.fc1_bias, scale, moduli)
+        acts = []
+        for h in hidden:
+            ct = self._to_seal(rns.RnsCiphertext(h, head.parms_id, scale, head.correction_factor, head.version))
+            self._eval.relinearize_inplace(ct, self._relin)
+            self._eval.rescale_to_next_inplace(ct)
+            self._eval.rescale_to_next_inplace(ct)
+            self._eval.square_inplace(ct)
+            self._eval.relinearize_inplace(ct, self._relin)
+            self._eval.rescale_to_next_inplace(ct)
+            acts.append(ct)
+        parts = []
+        term = sa.Ciphertext()
+        for cls in range(model.fc2_weight.shape[0]):
+            terms = []
+            for o, act in enumerate(acts):
+                self._encoder.encode(float(model.fc2_weight[cls, o]), act.parms_id(), self.weight_scale, plain)
+                self._eval.multiply_plain(act, plain, term)
+                terms.append(term)
+                term = sa.Ciphertext()
+            logit = sa.Ciphertext()
+            self._eval.add_many(terms, logit)
+            self._encoder.encode(float(model.fc2_bias[cls]), logit.parms_id(), logit.scale, plain)
+            self._eval.add_plain_inplace(logit, plain)
+            self._eval.rescale_to_next_inplace(logit)
+            parts.append(self._scratch.save(logit))
+        message = wire.pack("result", self.context_id, parts, session=session.session, count=int(count))
+        session.evaluations += 1
+        self.stats["evaluations"] += 1
+        self.stats["queries"] += count
+        self.stats["seconds"] += time.perf_counter() - t0
+        self.stats["bytes_down"] += len(message)
+        return message
