@@ -210,3 +210,25 @@ def test_corrupt_job_manifest_is_one_line(workspace, capsys, tmp_path):
     code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
                        "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", out, "--quiet")
     assert_one_line_error(code, err, "unreadable")
+
+
+def test_ckks_oracle_refuses_a_non_polynomial_model(capsys, workspace, tmp_path):
+    code, _, err = run(capsys, "fingerprint", "--oracle", "ckks", "--model", workspace / "model", "--directions",
+                       workspace / "dirs.safetensors", "--dataset", "digits", "--indices", "0:2",
+                       "--out", tmp_path / "fp.safetensors", "--quiet")
+    assert_one_line_error(code, err, "CKKS oracle evaluates", "mlp")
+    assert not (tmp_path / "fp.safetensors").exists()
+
+
+def test_ckks_params_prints_parameters_depth_and_security(capsys):
+    code, out, _ = run(capsys, "ckks-params")
+    assert code == 0
+    info = json.loads(out)
+    assert info["security_bits"] == 128 and info["total_coeff_bits"] <= info["max_coeff_bits_for_128_bit_security"]
+    assert info["depth_required"] <= info["depth_available"] and info["slots"] == 4096
+
+
+def test_unknown_ckks_layout_is_one_line(capsys, workspace, tmp_path):
+    code, _, err = run(capsys, "fingerprint", "--oracle", "ckks", "--ckks-layout", "diagonal", "--model",
+                       workspace / "model", "--directions", workspace / "dirs.safetensors", "--out", tmp_path / "f.safetensors")
+    assert_one_line_error(code, err, "diagonal")

@@ -1,0 +1,207 @@
+"""The CKKS oracle: client/server separation, decision agreement, bad input.
+
+A small polynomial model (Conv2d 1->2 k4 s3 on 10x10 -> x^2 -> 18->8 -> x^2 -> 8->3) keeps each
+homomorphic evaluation well under a second at the real parameters (N = 8192, 128-bit security).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import pytest
+import tenseal as ts
+import torch
+from torch import nn
+
+from hesig.errors import InvalidValueError, MismatchError, QueryBudgetExhausted, ShapeError
+from hesig.models.architectures import Square, lenet5
+from hesig.oracles import PlaintextOracle
+from hesig.oracles.ckks import CKKSClient, CKKSOracle, CKKSParameters, CKKSServer, poly_cnn
+from hesig.oracles.ckks import rns, wire
+from hesig.oracles.ckks.client import unpack_bits
+from hesig.oracles.ckks.polymodel import im2col_slots
+from hesig.search import BoundarySearch
+
+SHAPE = (1, 10, 10)
+
+
+def small_model(seed: int = 0) -> nn.Sequential:
+    torch.manual_seed(seed)
+    return nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 2, 4, stride=3)), ("act1", Square()), ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(18, 8)), ("act2", Square()), ("fc2", nn.Linear(8, 3))])).double()
+
+
+@pytest.fixture(scope="module")
+def model():
+    return small_model()
+
+
+@pytest.fixture(scope="module")
+def secrets():
+    return torch.rand((2,) + SHAPE, generator=torch.Generator().manual_seed(1))
+
+
+@pytest.fixture(scope="module")
+def batched(model):
+    client = CKKSClient()
+    client.set_conv_geometry(4, 3)
+    return client, CKKSServer(client.context_message(), poly_cnn(model, SHAPE))
+
+
+def test_server_holds_only_a_public_context(batched):
+    client, server = batched
+    _, parts = wire.unpack(client.context_message(), "context", client.context_id)
+    sent = ts.context_from(parts[0])
+    assert not sent.is_private() and not sent.has_secret_key()
+    assert not server._ctx.is_private() and not server._ctx.has_secret_key()
+    assert not any(hasattr(server, name) for name in ("_decryptor", "secret_key"))
+
+
+def test_server_refuses_a_context_with_a_secret_key(model):
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[31, 26, 26, 26, 26, 26, 26, 31])
+    ctx.global_scale = 2 ** 26
+    ctx.generate_relin_keys()
+    private = ctx.serialize(save_secret_key=True)
+    message = wire.pack("context", wire.context_id(private), [private], layout="batched")
+    with pytest.raises(InvalidValueError, match="secret key"):
+        CKKSServer(message, poly_cnn(model, SHAPE))
+
+
+def test_results_decrypt_to_the_plaintext_logits(batched, model, secrets):
+    client, server = batched
+    session = server.open_session(client.encrypt(secrets[0].numpy(), session=0))
+    pert = np.random.default_rng(0).normal(0, 0.3, (50,) + SHAPE)
+    result = server.evaluate(session, pert)
+    _, logits = client._logits(result)
+    want = poly_cnn(model, SHAPE).forward(secrets[0].double().numpy()[None] + pert)
+    assert np.abs(logits[:, :50].T - want).max() < 1e-3 * max(1.0, np.abs(want).max())
+    bits = unpack_bits(client.answer(result), 50)
+    reference = poly_cnn(model, SHAPE).forward(secrets[0].double().numpy()[None]).argmax(1)
+    assert np.array_equal(bits, want.argmax(1) == reference)
+
+
+@pytest.mark.parametrize("layout", ["batched", "compact"])
+def test_decision_agreement_near_the_boundary(model, secrets, layout):
+    """Queries within +-5% of the plaintext boundary: CKKS bits equal plaintext bits."""
+    plain = PlaintextOracle(model.float(), secrets, device="cpu")
+    model.double()
+    dirs = torch.randn((12,) + SHAPE, generator=torch.Generator().manual_seed(2))
+    dirs /= dirs.flatten(1).norm(dim=1)[:, None, None, None]
+    fine = BoundarySearch(30.0, rtol=1e-6).run(plain, dirs)
+    assert (~fine.censored).sum() >= 10
+    rows, pert = [], []
+    rng = np.random.default_rng(3)
+    for r in range(2):
+        for d in np.flatnonzero(~fine.censored[r].numpy()):
+            for u in rng.uniform(0.95, 1.05, 40):
+                rows.append(r)
+                pert.append(dirs[d] * float(fine.eps[r, d]) * float(u))
+    rows, pert = torch.tensor(rows), torch.stack(pert)
+    ck = CKKSOracle(model, secrets, in_shape=SHAPE, layout=layout)
+    got = ck.same_label(pert, rows)
+    want = plain.same_label(pert, rows)
+    assert (got == want).float().mean() >= 0.99
+    assert ck.cost_summary()["evaluations"] == 2 and ck.queries == len(rows)
+
+
+def test_ckks_search_matches_plaintext_search(model, secrets):
+    plain = PlaintextOracle(model.float(), secrets[:1], device="cpu")
+    model.double()
+    dirs = torch.randn((6,) + SHAPE, generator=torch.Generator().manual_seed(4))
+    dirs /= dirs.flatten(1).norm(dim=1)[:, None, None, None]
+    search = BoundarySearch(30.0, coarse_points=16, points_per_round="auto", rtol=1e-3)
+    want = search.run(plain, dirs)
+    got = search.run(CKKSOracle(model, secrets[:1], in_shape=SHAPE), dirs)
+    assert torch.equal(got.censored, want.censored)
+    ok = ~want.censored
+    assert ((got.eps - want.eps).abs()[ok] <= 1e-3 * want.eps[ok]).all()
+
+
+def test_ciphertexts_of_another_context_are_refused(batched, model, secrets):
+    client, server = batched
+    other = CKKSClient()
+    with pytest.raises(MismatchError, match="another CKKS context"):
+        server.open_session(other.encrypt(secrets[0].numpy(), session=0))
+    # Same parameters, forged context id: caught as malformed only if the bytes are not a ciphertext.
+    message = client.encrypt(secrets[0].numpy(), session=0)
+    header, parts = wire.unpack(message, "input", client.context_id)
+    parts[3] = parts[3][:100]
+    bad = wire.pack("input", client.context_id, parts, **{k: v for k, v in header.items() if k not in ("kind", "context_id", "parts")})
+    with pytest.raises(MismatchError, match="not a SEAL CKKS ciphertext"):
+        server.open_session(bad)
+    with pytest.raises(MismatchError, match="not a hesig CKKS message"):
+        server.open_session(b"garbage")
+
+
+def test_wrong_shapes_and_values(batched, secrets):
+    client, server = batched
+    with pytest.raises(ShapeError):
+        client.encrypt(np.zeros((10, 10)), session=0)
+    with pytest.raises(InvalidValueError):
+        client.encrypt(np.full(SHAPE, np.nan), session=0)
+    session = server.open_session(client.encrypt(secrets[1].numpy(), session=1))
+    with pytest.raises(ShapeError):
+        server.evaluate(session, np.zeros((3, 1, 9, 9)))
+    with pytest.raises(ShapeError):
+        server.evaluate(session, np.zeros((server.slots,) + SHAPE))
+    with pytest.raises(InvalidValueError):
+        server.evaluate(session, np.full((2,) + SHAPE, np.inf))
+    wrong = CKKSClient()
+    wrong.set_conv_geometry(4, 3)
+    with pytest.raises(ShapeError):
+        big = wrong.encrypt(np.zeros((1, 12, 12)), session=0)
+        header, parts = wire.unpack(big, "input", None)
+        server.open_session(wire.pack("input", client.context_id, parts, session=0, layout="batched", shape=[1, 12, 12]))
+
+
+def test_a_model_deeper_than_the_parameters_is_refused(model):
+    shallow = CKKSParameters(8192, (40, 40, 40, 40), 26)
+    with pytest.raises(InvalidValueError, match="scale out of bounds"):
+        shallow.check_depth(poly_cnn(model, SHAPE).depth, "small")
+    client = CKKSClient(shallow)
+    with pytest.raises(InvalidValueError, match="scale out of bounds"):
+        CKKSServer(client.context_message(), poly_cnn(model, SHAPE))
+
+
+def test_parameters_are_validated():
+    with pytest.raises(InvalidValueError, match="128-bit"):
+        CKKSParameters(8192, (60, 60, 60, 60))
+    with pytest.raises(InvalidValueError):
+        CKKSParameters(1000)
+    assert CKKSParameters().describe(5)["result_bits"] == 57
+
+
+def test_non_polynomial_models_are_refused():
+    with pytest.raises(InvalidValueError, match="lenet5"):
+        poly_cnn(lenet5(), (1, 28, 28), "lenet5")
+
+
+def test_budget_is_enforced_before_encryption(model, secrets):
+    ck = CKKSOracle(model, secrets, in_shape=SHAPE, budget=5)
+    with pytest.raises(QueryBudgetExhausted):
+        ck.same_label(torch.zeros((6,) + SHAPE), torch.zeros(6, dtype=torch.long))
+    assert ck.cost_summary()["evaluations"] == 0
+
+
+def test_exact_modular_linear_combination():
+    rng = np.random.default_rng(0)
+    moduli = np.array([2147352577, 67043329], dtype=np.uint64)  # 31- and 26-bit primes
+    x = np.stack([rng.integers(0, int(q), size=(300, 2, 16), dtype=np.uint64) for q in moduli], axis=2)
+    w = rng.integers(-(1 << 30), 1 << 30, size=(5, 300))
+    got = rns.lincomb(w, x, moduli)
+    for lvl, q in enumerate(int(m) for m in moduli):
+        for o in range(5):
+            want = [sum(int(w[o, f]) * int(x[f, s, lvl, i]) for f in range(300)) % q for s in range(2) for i in range(16)]
+            assert got[o, :, lvl, :].reshape(-1).tolist() == want
+
+
+def test_im2col_layout_matches_tenseal():
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[31, 26, 26, 26, 26, 26, 26, 31])
+    ctx.global_scale = 2 ** 26
+    image = np.arange(784, dtype=float).reshape(28, 28)
+    enc, windows = ts.im2col_encoding(ctx, image.tolist(), 7, 7, 3)
+    slots = im2col_slots((1, 28, 28), 7, 3)
+    decrypted = np.rint(np.array(enc.decrypt())).astype(int)
+    assert windows == 64 and np.array_equal(decrypted[:len(slots)], slots)
