@@ -56,7 +56,3 @@ def moduli_by_parms(context) -> dict[bytes, np.ndarray]:
         out[pid_bytes(data.parms_id())] = np.array([m.value() for m in data.parms().coeff_modulus()], dtype=np.uint64)
         data = data.next_context_data()
     return out
-
-
-def new_ciphertext() -> sa.Ciphertext:
-    return sa.Ciphertext()

@@ -12,7 +12,7 @@ import tenseal as ts
 import tenseal.sealapi as sa
 
 from ...errors import InvalidValueError, ShapeError
-from . import rns, wire
+from . import wire
 from ._seal import Scratch, galois_elements
 from .params import CKKSParameters
 
@@ -51,6 +51,7 @@ class CKKSClient:
             parts.append(self._scratch.save(keys))
         self._context_message = wire.pack("context", self.context_id, parts, layout=layout)
         self._labels: dict[int, int] = {}
+        self._kernel, self._stride = 7, 3  # hecnn's conv1; see set_conv_geometry
 
     def context_message(self) -> bytes:
         """The serialized public context (public key, relinearization keys, Galois keys if compact)."""
@@ -111,4 +112,4 @@ def unpack_bits(reply: bytes, count: int) -> np.ndarray:
     return np.unpackbits(np.frombuffer(reply, dtype=np.uint8), count=count).astype(bool)
 
 
-__all__ = ["CKKSClient", "LAYOUTS", "unpack_bits", "rns"]
+__all__ = ["CKKSClient", "LAYOUTS", "unpack_bits"]

@@ -14,7 +14,6 @@ import numpy as np
 import tenseal as ts
 
 from ...errors import InvalidValueError
-from . import wire
 from .params import CKKSParameters
 from .polymodel import PolyCNN, im2col_slots
 
@@ -90,4 +89,4 @@ class NaiveCKKS:
                 "context_bytes": self.context_bytes, "answers": answers}
 
 
-__all__ = ["NaiveCKKS", "wire"]
+__all__ = ["NaiveCKKS"]

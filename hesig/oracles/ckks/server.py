@@ -26,7 +26,7 @@ import tenseal.sealapi as sa
 from ...errors import InvalidValueError, MismatchError, ShapeError
 from . import rns, wire
 from ._seal import Scratch, moduli_by_parms, pid_bytes
-from .polymodel import PolyCNN, im2col_slots
+from .polymodel import PolyCNN
 
 WEIGHT_SCALE_BITS = 26
 
@@ -127,7 +127,6 @@ class CKKSServer:
             ct = self._to_seal(rns.RnsCiphertext(acc[f], self._first, scale, first.correction_factor, first.version))
             self._eval.rescale_to_next_inplace(ct)
             out.append(ct)
-        self._version = first.version
         return out
 
     def _features_compact(self, parts: list[bytes]) -> list:
@@ -135,7 +134,6 @@ class CKKSServer:
         if len(parts) != 1:
             raise ShapeError(f"the compact layout sends one ciphertext, got {len(parts)}")
         first = self._parse_input(parts[0])
-        self._version = first.version
         image = self._to_seal(first)
         o, c, k, _ = model.conv_weight.shape
         oh, ow = model.out_hw
