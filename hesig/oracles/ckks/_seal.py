@@ -14,7 +14,6 @@ import weakref
 from pathlib import Path
 
 import numpy as np
-import tenseal.sealapi as sa
 
 
 def galois_elements(steps: list[int], poly_modulus_degree: int) -> list[int]:
