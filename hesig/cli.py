@@ -17,9 +17,8 @@ from .errors import HesigError
 from .models import ARCHITECTURES
 from .data import DATASETS
 from .decoders import DEFAULT_NGF
+from .oracles.names import CKKS_LAYOUTS, ORACLES
 
-ORACLES = ("plaintext", "ckks")
-CKKS_LAYOUTS = ("batched", "compact")
 
 
 def _print_summary(summary: dict) -> None:

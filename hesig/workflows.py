@@ -24,10 +24,8 @@ from .io import atomic_write_json, ensure_writable_dir, save_tensors
 from .metrics import reconstruction_report
 from .models import accuracy, build_model, load_model, save_model, train_classifier
 from .oracles import PlaintextOracle, default_device
-from .oracles.ckks import LAYOUTS as CKKS_LAYOUTS
 from .oracles.ckks import POLY_CNN_DEPTH, CKKSOracle, CKKSParameters, poly_cnn
-
-ORACLES = ("plaintext", "ckks")
+from .oracles.names import CKKS_LAYOUTS, ORACLES
 from .search import BoundarySearch
 from . import viz
 

@@ -14,9 +14,9 @@ import tenseal.sealapi as sa
 from ...errors import InvalidValueError, ShapeError
 from . import wire
 from ._seal import Scratch, galois_elements
+from ..names import CKKS_LAYOUTS as LAYOUTS
 from .params import CKKSParameters
 
-LAYOUTS = ("batched", "compact")
 
 
 class CKKSClient:

@@ -34,10 +34,8 @@ WEIGHT_SCALE_BITS = 26
 class Session:
     """One encrypted secret image on the server: its conv1-feature ciphertexts."""
 
-    def __init__(self, session: int, features: list, setup_seconds: float, upload_bytes: int):
-        self.session, self.features = session, features
-        self.setup_seconds, self.upload_bytes = setup_seconds, upload_bytes
-        self.evaluations = 0
+    def __init__(self, session: int, features: list, setup_seconds: float):
+        self.session, self.features, self.setup_seconds = session, features, setup_seconds
 
 
 class CKKSServer:
@@ -80,7 +78,6 @@ class CKKSServer:
                 raise MismatchError("the Galois keys do not belong to this CKKS context") from None
         self.weight_scale = float(2 ** WEIGHT_SCALE_BITS)
         self._fc1 = np.rint(model.fc1_weight * self.weight_scale).astype(np.int64)
-        self.stats = {"evaluations": 0, "queries": 0, "seconds": 0.0, "bytes_down": 0}
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -93,7 +90,7 @@ class CKKSServer:
         if header.get("layout") != self.layout:
             raise MismatchError(f"input uses the {header.get('layout')} layout, the context was made for {self.layout}")
         features = self._features_batched(parts) if self.layout == "batched" else self._features_compact(parts)
-        return Session(int(header["session"]), features, time.perf_counter() - t0, len(message))
+        return Session(int(header["session"]), features, time.perf_counter() - t0)
 
     def _parse_input(self, blob: bytes) -> rns.RnsCiphertext:
         ct = rns.parse(blob)
@@ -170,7 +167,6 @@ class CKKSServer:
         perturbations: float [Q, C, H, W] (plaintext, the server's own). Returns the result
         message: 10 logit ciphertexts, slot j = query j, slot Q = the unperturbed input.
         """
-        t0 = time.perf_counter()
         model = self.model
         pert = np.asarray(perturbations, dtype=np.float64)
         if pert.ndim != 4 or tuple(pert.shape[1:]) != model.in_shape:
@@ -224,9 +220,4 @@ class CKKSServer:
             self._eval.rescale_to_next_inplace(logit)
             parts.append(self._scratch.save(logit))
         message = wire.pack("result", self.context_id, parts, session=session.session, count=int(count))
-        session.evaluations += 1
-        self.stats["evaluations"] += 1
-        self.stats["queries"] += count
-        self.stats["seconds"] += time.perf_counter() - t0
-        self.stats["bytes_down"] += len(message)
         return message
