@@ -13,6 +13,7 @@ import click
 
 from . import __version__
 from .directions import FAMILIES
+from .study import DEFAULT_COUNTS as STUDY_COUNTS, DEFAULT_FAMILIES as STUDY_FAMILIES, DEFAULT_MIX as STUDY_MIX
 from .errors import HesigError
 from .models import ARCHITECTURES
 from .data import DATASETS
@@ -66,17 +67,27 @@ def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, seed, data_root,
 
 
 @cli.command("directions")
-@click.option("--family", type=click.Choice(list(FAMILIES)), default="random", show_default=True)
+@click.option("--family", type=click.Choice(list(FAMILIES)), default="random", show_default=True,
+              help="random, rademacher: data-free; centroid, pca: from the training set; fgsm, pgd, uap: "
+                   "adversarial, from --model; mix: see --mix.")
 @click.option("--count", type=click.IntRange(min=1), default=100, show_default=True)
 @click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True,
-              help="Takes the input shape from this dataset.")
+              help="Input shape, and the training split for data-driven families.")
+@click.option("--model", "model_dir", type=click.Path(), default=None,
+              help="Model checkpoint directory (needed by fgsm, pgd, uap).")
+@click.option("--mix", default=None, help="For --family mix: weighted families, e.g. 'random:1,centroid:1'.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
-def directions_cmd(family, count, dataset, out, seed, data_root, download):
-    """Make a seeded, hashed direction set (unit L2 norm)."""
+@device_option
+def directions_cmd(family, count, dataset, model_dir, mix, out, seed, data_root, download, device):
+    """Make a seeded, hashed direction set (unit L2 norm).
+
+    Every family is prefix-consistent: the first k of a larger set equal the set of k.
+    """
     from .workflows import directions_job
-    _print_summary(directions_job(family, count, out, dataset=dataset, seed=seed, data_root=data_root, download=download))
+    _print_summary(directions_job(family, count, out, dataset=dataset, seed=seed, model_dir=model_dir, mix=mix,
+                                  device=device, data_root=data_root, download=download))
 
 
 @cli.command("fingerprint")
@@ -161,6 +172,56 @@ def reconstruct_cmd(decoder_dir, fingerprints_file, out, classifier_dir, figure_
     from .workflows import reconstruct_job
     _print_summary(reconstruct_job(decoder_dir, fingerprints_file, out, classifier_dir=classifier_dir,
                                    figure_class=figure_class, data_root=data_root, download=download))
+
+
+def _int_list(text: str, what: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated integers, got '{text}'") from None
+
+
+def _precision_list(text: str) -> tuple[tuple[int, float], ...]:
+    try:
+        return tuple((int(g), float(r)) for g, _, r in (item.partition(":") for item in text.split(",")))
+    except ValueError:
+        raise click.BadParameter(f"precisions are G:rtol pairs such as '8:0.01,1:0.3', got '{text}'") from None
+
+
+@cli.command("study-directions")
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
+@click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default="lenet5", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Study folder (resumable).")
+@click.option("--families", default=",".join(STUDY_FAMILIES), show_default=True)
+@click.option("--mix", default=STUDY_MIX, show_default=True, help="Components of the 'mix' family.")
+@click.option("--counts", default=",".join(map(str, STUDY_COUNTS)), show_default=True,
+              help="Direction counts (prefixes of one set of the largest count).")
+@click.option("--precisions", default="8:0.01", show_default=True,
+              help="Search precisions as coarse_points:rtol pairs; several give the budget curve.")
+@click.option("--n-train", type=click.IntRange(min=20), default=3000, show_default=True,
+              help="Training images fingerprinted for the decoder.")
+@click.option("--n-test", type=click.IntRange(min=1), default=500, show_default=True, help="Victims scored.")
+@click.option("--decoder-ngf", type=click.IntRange(min=1), default=16, show_default=True)
+@click.option("--decoder-epochs", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--model-from", type=click.Path(file_okay=False), default=None,
+              help="Reuse this target checkpoint instead of training one.")
+@click.option("--evaluator-from", type=click.Path(file_okay=False), default=None,
+              help="Reuse this evaluator checkpoint instead of training one.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@device_option
+@quiet_option
+def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, n_train, n_test, decoder_ngf,
+                         decoder_epochs, model_from, evaluator_from, seed, data_root, download, device, quiet):
+    """Leakage study: decoder quality against direction family, count and search precision."""
+    from .study import StudySettings, run_study
+    settings = StudySettings(n_train=n_train, n_test=n_test, counts=_int_list(counts, "--counts"), seed=seed,
+                             decoder_ngf=decoder_ngf, decoder_epochs=decoder_epochs, mix=mix)
+    cells = run_study(out, dataset, arch, settings, families=tuple(f.strip() for f in families.split(",")),
+                      precisions=_precision_list(precisions), model_from=model_from, evaluator_from=evaluator_from,
+                      device=device, data_root=data_root, download=download, progress=not quiet,
+                      log=lambda m: click.echo(m, err=True))
+    click.echo(f"{len(cells)} cells in {out}/cells")
 
 
 @cli.command("demo")

@@ -71,6 +71,22 @@ class Fingerprints:
                 "queries_per_fingerprint_mean": float(q.mean()), "queries_total": int(q.sum()),
                 "queries_per_pair_mean": float(self.queries.double().mean())}
 
+    def first_directions(self, directions: "Any") -> "Fingerprints":
+        """The fingerprints restricted to the first k = directions.count columns.
+
+        ``directions`` must be the prefix of the set these fingerprints were made with (its hash
+        is checked against the file's); the result carries the prefix's hash and count, so a
+        decoder trained on it refuses fingerprints of any other set. Valid because the search
+        treats every (row, direction) pair independently.
+        """
+        k = directions.count
+        if k > self.num_directions:
+            raise InvalidValueError(f"asked for the first {k} directions of fingerprints with {self.num_directions}")
+        meta = {**self.meta, "directions_hash": directions.hash, "directions_count": k,
+                "prefix_of": {"directions_hash": self.meta.get("directions_hash"), "count": self.num_directions}}
+        return Fingerprints(self.eps[:, :k].clone(), self.censored[:, :k].clone(), self.queries[:, :k].clone(),
+                            self.indices.clone(), meta)
+
     def check_compatible(self, reference: dict[str, Any], what: str) -> None:
         """Raise MismatchError unless model and directions hashes equal those in ``reference``."""
         for key in IDENTITY_KEYS:

@@ -17,7 +17,7 @@ import torch
 from . import __version__
 from .data import load_dataset
 from .decoders import DEFAULT_NGF, FingerprintDecoder, FingerprintFeatures, train_decoder
-from .directions import Directions, make_directions
+from .directions import Directions, make_directions, required_context
 from .errors import InvalidValueError, MismatchError, ShapeError
 from .fingerprints import Fingerprints, fingerprint_dataset
 from .io import atomic_write_json, ensure_writable_dir, save_tensors
@@ -93,9 +93,34 @@ def train_model_job(dataset: str, arch: str, out: str | Path, *, epochs: int | N
 # -- directions -------------------------------------------------------------------------------
 
 def directions_job(family: str, count: int, out: str | Path, *, dataset: str = "mnist", seed: int = 0,
-                   data_root=None, download: bool = False) -> dict[str, Any]:
-    shape = load_dataset(dataset, "test", data_root, download).shape
-    dirs = make_directions(family, count, shape, seed)
+                   model_dir: str | Path | None = None, mix: str | None = None, device: str | None = None,
+                   data_root=None, download: bool = False, **family_options: Any) -> dict[str, Any]:
+    """Build and save a direction set. Families that use data read the *train* split (the model
+    owner's own data); adversarial families also load the model from ``model_dir``. The data
+    split hash and model hash are recorded in the file's params."""
+    needs = required_context(family, mix)
+    if mix is not None and family != "mix":
+        raise InvalidValueError(f"--mix only applies to --family mix, not '{family}'")
+    context: dict[str, Any] = {k: v for k, v in family_options.items() if v is not None}
+    if mix is not None:
+        context["mix"] = mix
+    if "train_images" in needs or "train_labels" in needs:
+        train = load_dataset(dataset, "train", data_root, download)
+        shape = train.shape
+        context.update(train_images=train.images, train_labels=train.labels, dataset=dataset,
+                       split_hash=train.split_hash)
+    else:
+        shape = load_dataset(dataset, "test", data_root, download).shape
+    if "model" in needs:
+        if model_dir is None:
+            raise InvalidValueError(f"direction family '{family}' is built from the model: pass --model")
+        target = load_model(model_dir)
+        if tuple(target.in_shape) != tuple(shape):
+            raise ShapeError(f"model {target.arch} takes {list(target.in_shape)} but {dataset} images are {list(shape)}")
+        context.update(model=target.model.to(resolve_device(device)), model_hash=target.hash, arch=target.arch)
+    t0 = time.perf_counter()
+    dirs = make_directions(family, count, shape, seed, **context)
+    dirs.params["build_seconds"] = round(time.perf_counter() - t0, 2)
     dirs.save(out)
     return {"out": str(out), **dirs.meta()}
 

@@ -232,3 +232,57 @@ def test_unknown_ckks_layout_is_one_line(capsys, workspace, tmp_path):
     code, _, err = run(capsys, "fingerprint", "--oracle", "ckks", "--ckks-layout", "diagonal", "--model",
                        workspace / "model", "--directions", workspace / "dirs.safetensors", "--out", tmp_path / "f.safetensors")
     assert_one_line_error(code, err, "diagonal")
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["directions", "--dataset", "digits", "--family", "pgd", "--count", "4"], "pass --model"),
+    (["directions", "--dataset", "digits", "--family", "mix", "--count", "4"], "needs a mix"),
+    (["directions", "--dataset", "digits", "--family", "mix", "--mix", "random:1,tarot:1", "--count", "4"],
+     "unknown family 'tarot'"),
+    (["directions", "--dataset", "digits", "--family", "random", "--mix", "random:1,pca:1", "--count", "4"],
+     "only applies to --family mix"),
+    (["directions", "--dataset", "digits", "--family", "pca", "--count", "65"], "at most 64 components"),
+])
+def test_bad_direction_requests(capsys, tmp_path, argv, fragment):
+    code, _, err = run(capsys, *argv, "--out", tmp_path / "d.safetensors")
+    assert_one_line_error(code, err, fragment)
+    assert not (tmp_path / "d.safetensors").exists()
+
+
+def test_adversarial_directions_from_the_cli_record_model_and_data(workspace, capsys, tmp_path):
+    code, out, err = run(capsys, "directions", "--dataset", "digits", "--family", "uap", "--count", "12",
+                         "--model", workspace / "model", "--out", tmp_path / "uap.safetensors")
+    assert code == 0, err
+    from hesig.directions import Directions
+    from hesig.models import load_model
+    dirs = Directions.load(tmp_path / "uap.safetensors")
+    assert dirs.family == "uap" and dirs.count == 12
+    assert dirs.params["model_hash"] == load_model(workspace / "model").hash and dirs.params["split_hash"]
+
+
+def test_direction_study_runs_resumes_and_refuses_other_settings(workspace, capsys, tmp_path):
+    common = ["study-directions", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "study",
+              "--families", "random,centroid,mix", "--mix", "random:1,centroid:1", "--counts", "4,12",
+              "--n-train", "400", "--n-test", "60", "--decoder-epochs", "2",
+              "--model-from", workspace / "model", "--evaluator-from", workspace / "evaluator", "--quiet"]
+    code, out, err = run(capsys, *common)
+    assert code == 0, err
+    from hesig.study import collect_cells
+    cells = collect_cells(tmp_path / "study")
+    assert len(cells) == 6
+    for cell in cells:
+        assert cell["n_test"] == 60 and 0 <= cell["ssim"] <= 1 and cell["class_recovery"] is not None
+        assert cell["queries_per_fingerprint"] > cell["count"]  # several queries per direction
+        assert cell["hashes"]["model"] and cell["hashes"]["directions"] != cell["hashes"]["directions_full"] or cell["count"] == 12
+    by = {(c["family"], c["count"]): c for c in cells}
+    assert by[("random", 12)]["queries_per_fingerprint"] > by[("random", 4)]["queries_per_fingerprint"]
+    # A rerun reuses every artifact (no new cells, same numbers) ...
+    stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "study" / "cells").iterdir()}
+    code, _, err = run(capsys, *common)
+    assert code == 0 and "fingerprints" not in err
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "study" / "cells").iterdir()}
+    # ... and another setting in the same folder is refused in one line.
+    code, _, err = run(capsys, *[a if a != "400" else "300" for a in common])
+    assert_one_line_error(code, err, "another --out")
+    code, _, err = run(capsys, *common[:-1], "--precisions", "8:2")
+    assert_one_line_error(code, err, "precision")

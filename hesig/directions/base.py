@@ -1,4 +1,4 @@
-"""Perturbation direction families N_i (Moran & Juvekar, section 4).
+"""Direction sets, the family registry and :func:`make_directions`.
 
 A :class:`Directions` set is a float32 tensor [k, C, H, W] plus the family, seed and parameters
 that made it and a content hash. Unless a family says otherwise each direction has unit L2 norm,
@@ -10,6 +10,12 @@ Adding a family is one decorated function::
     def _name(count, shape, gen, **context) -> torch.Tensor  # [count, *shape]
 
 ``needs`` lists the context keys (e.g. "train_images", "model") the CLI must supply.
+
+**Prefix property.** Every family is built so that ``make_directions(f, k, seed=s)`` equals the
+first k rows of ``make_directions(f, K, seed=s)`` for k <= K. A count that is not a multiple of a
+family's natural block (10 classes, 90 class pairs) therefore takes a well-defined, balanced
+prefix, and the leakage study can fingerprint once with K directions and read off every smaller
+count from the first columns (tests/test_directions.py checks this for every family).
 """
 
 from __future__ import annotations
@@ -20,9 +26,9 @@ from typing import Any, Callable
 
 import torch
 
-from . import __version__
-from .errors import CheckpointError, InvalidValueError, ShapeError
-from .io import load_tensors, save_tensors, tensor_hash
+from .. import __version__
+from ..errors import CheckpointError, InvalidValueError, ShapeError
+from ..io import load_tensors, save_tensors, tensor_hash
 
 
 @dataclass(frozen=True)
@@ -49,12 +55,6 @@ def unit_l2(vectors: torch.Tensor) -> torch.Tensor:
     if (norms <= 1e-12).any():
         raise InvalidValueError("a direction has zero norm and cannot be normalised")
     return vectors / norms.view(-1, *([1] * (vectors.ndim - 1)))
-
-
-@register_family("random")
-def _random(count: int, shape: tuple[int, ...], gen: torch.Generator, **_: Any) -> torch.Tensor:
-    """i.i.d. standard Gaussian entries, scaled to unit L2 norm (the paper's choice)."""
-    return unit_l2(torch.randn((count, *shape), generator=gen))
 
 
 @dataclass
@@ -85,6 +85,13 @@ class Directions:
     @property
     def hash(self) -> str:
         return tensor_hash(self.vectors)
+
+    def first(self, k: int) -> "Directions":
+        """The first k directions (every family is prefix-consistent, so this is the set of k)."""
+        if not 1 <= k <= self.count:
+            raise InvalidValueError(f"cannot take the first {k} of {self.count} directions")
+        return Directions(self.vectors[:k].clone(), self.family, self.seed, {**self.params, "prefix_of": self.hash},
+                          self.norm)
 
     def check_input_shape(self, shape: tuple[int, ...], what: str = "the model input") -> None:
         if tuple(shape) != self.shape:
@@ -119,6 +126,35 @@ def make_directions(family: str, count: int, shape: tuple[int, int, int], seed: 
     if missing:
         raise InvalidValueError(f"direction family '{family}' needs {', '.join(missing)}")
     gen = torch.Generator().manual_seed(int(seed))
-    vectors = fam.build(int(count), tuple(shape), gen, **context)
+    vectors = fam.build(int(count), tuple(shape), gen, seed=int(seed), **context)
+    if tuple(vectors.shape) != (count, *shape):
+        raise ShapeError(f"family '{family}' built {tuple(vectors.shape)}, expected {(count, *shape)}")
     params = {k: v for k, v in context.items() if isinstance(v, (int, float, str, bool))}
-    return Directions(vectors, family, int(seed), params)
+    return Directions(unit_l2(vectors), family, int(seed), params)
+
+
+def balanced_class_pairs(num_classes: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    """All C(C-1) ordered pairs (source a, target b), a != b, in blocks of C.
+
+    Block s pairs every class a with (a + shift_s) mod C for one shift, so each block of C uses
+    every class exactly once as source and once as target: any prefix of a multiple of C is
+    class-balanced, and a shorter prefix never repeats a class. The order of the shifts and of
+    the classes inside a block is a seeded shuffle.
+    """
+    shifts = (torch.randperm(num_classes - 1, generator=gen) + 1).tolist()
+    pairs = []
+    for shift in shifts:
+        for a in torch.randperm(num_classes, generator=gen).tolist():
+            pairs.append((a, (a + shift) % num_classes))
+    return pairs
+
+
+def class_sample_order(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """A seeded permutation of the indices of each class c (list of C LongTensors)."""
+    order = []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        if idx.numel() == 0:
+            raise InvalidValueError(f"the attacker's training data has no images of class {c}")
+        order.append(idx[torch.randperm(idx.numel(), generator=gen)])
+    return order

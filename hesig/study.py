@@ -1,0 +1,244 @@
+"""The leakage study (issue 4): reconstruction quality against direction family, count and query budget.
+
+For one (dataset, target architecture) the study
+
+1. trains (or reuses) the target M and an independent evaluator for class recovery;
+2. for each family builds ``max(counts)`` directions once (every family is prefix-consistent,
+   so the first k are exactly the set of k), and fingerprints ``n_train`` training and
+   ``n_test`` test images through the plaintext oracle at each search precision
+   (coarse points G, relative tolerance rtol);
+3. for every (family, precision, count) trains a DCGAN decoder on the first ``count`` columns of
+   the training fingerprints and scores it on the test fingerprints: PSNR, SSIM (data_range 1.0),
+   class recovery, beside the mean-image and class-mean baselines, with the mean oracle queries
+   per test fingerprint (the sum over the first ``count`` directions of the queries each pair cost).
+
+Every step writes its artifact atomically and is skipped when the artifact exists, so an
+interrupted study resumes. Cells are JSON files ``cells/<family>_g<G>_r<rtol>_k<count>.json``;
+:func:`collect_cells` gathers them for tables and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from . import __version__
+from .data import load_dataset
+from .decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
+from .directions import FAMILIES, Directions
+from .errors import InvalidValueError, MismatchError
+from .fingerprints import Fingerprints
+from .io import atomic_write_json, ensure_writable_dir
+from .metrics import reconstruction_report
+from .models import load_model
+
+#: Families the study compares by default. ``fgsm`` is left out of the default grid: its
+#: directions are sign vectors of single training samples (close to Rademacher noise shaped by
+#: one image), while ``pgd`` and ``uap`` are the two adversarial constructions that aim at class
+#: boundaries; it can be added with ``--families``.
+DEFAULT_FAMILIES = ("random", "rademacher", "centroid", "pca", "pgd", "uap", "mix")
+#: The mix of the default grid, fixed before any result was seen: half principal components
+#: (where the images vary), half adversarial walks (where the classes meet).
+DEFAULT_MIX = "pca:1,pgd:1"
+DEFAULT_COUNTS = (10, 25, 50, 100, 200)
+#: The paper's search precision (8 coarse points, rtol 1e-2) -- the grid's default.
+DEFAULT_PRECISION = (8, 1e-2)
+#: Precisions of the budget curve, from ~4 to ~20 queries per direction.
+BUDGET_PRECISIONS = ((1, 0.3), (2, 0.1), (8, 1e-2), (8, 1e-3))
+
+
+@dataclass
+class StudySettings:
+    """Scale of one study run. Validated at construction (one-line ``InvalidValueError``).
+
+    n_train / n_test: images fingerprinted from the start of each split (the attacker's decoder
+    training set, and the victims scored). counts: direction counts, read off as prefixes.
+    decoder_ngf / decoder_epochs / decoder_patience: the DCGAN decoder (see hesig.decoders).
+    """
+
+    n_train: int = 3000
+    n_test: int = 500
+    counts: tuple[int, ...] = DEFAULT_COUNTS
+    eps_max: float = 60.0
+    decoder_ngf: int = 16
+    decoder_epochs: int = 15
+    decoder_patience: int = 4
+    seed: int = 0
+    mix: str = DEFAULT_MIX
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.n_train < 20 or self.n_test < 1:
+            raise InvalidValueError(f"n_train must be >= 20 and n_test >= 1, got {self.n_train} and {self.n_test}")
+        counts = tuple(sorted({int(c) for c in self.counts}))
+        if not counts or counts[0] < 1:
+            raise InvalidValueError(f"direction counts must be positive integers, got {self.counts}")
+        self.counts = counts
+
+    def key(self) -> dict[str, Any]:
+        """What must match for a resumed study to reuse artifacts."""
+        return {k: v for k, v in asdict(self).items() if k != "extra"}
+
+
+def _tag(coarse_points: int, rtol: float) -> str:
+    return f"g{coarse_points}_r{rtol:g}"
+
+
+def _once(path: Path, make: Callable[[], Any], log: Callable[[str], None], what: str) -> None:
+    if path.exists():
+        return
+    t0 = time.perf_counter()
+    log(f"[{what}] ...")
+    make()
+    log(f"[{what}] done in {time.perf_counter() - t0:.1f} s")
+
+
+def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings, *,
+              families: tuple[str, ...] = DEFAULT_FAMILIES, precisions: tuple[tuple[int, float], ...] = (DEFAULT_PRECISION,),
+              model_from: str | Path | None = None, evaluator_from: str | Path | None = None,
+              device: str | None = None, data_root=None, download: bool = False, progress: bool = False,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run (or resume) the study for one dataset and architecture; returns the cell dicts.
+
+    model_from / evaluator_from: copy an existing checkpoint instead of training one (it must be
+    of ``arch`` on ``dataset``); the copy keeps its hash, which every cell records.
+    """
+    # Imported here: workflows pulls in TenSEAL, which the study itself does not need.
+    from .workflows import DEMO_SETTINGS, directions_job, fingerprint_job, train_model_job
+
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise InvalidValueError(f"unknown direction family '{unknown[0]}' (choose from {', '.join(FAMILIES)})")
+    for g, r in precisions:
+        if int(g) != g or g < 1 or not 0 < r < 1:
+            raise InvalidValueError(f"a precision is (coarse_points >= 1, 0 < rtol < 1), got ({g}, {r})")
+    out = ensure_writable_dir(out)
+    config = {"dataset": dataset, "arch": arch, **settings.key(), "hesig_version": __version__}
+    config_file = out / "study.json"
+    if config_file.exists():
+        old = json.loads(config_file.read_text())
+        if {k: v for k, v in old.items() if k != "hesig_version"} != \
+                {k: v for k, v in json.loads(json.dumps(config)).items() if k != "hesig_version"}:
+            raise MismatchError(f"{out} holds a study with other settings; choose another --out")
+    else:
+        atomic_write_json(config_file, config)
+    common = {"data_root": data_root, "download": download}
+
+    def model_step(name: str, source, train_arch: str, seed: int) -> Path:
+        path = out / name
+        if not (path / "model.safetensors").exists():
+            if source is not None:
+                loaded = load_model(source)
+                if loaded.arch != train_arch or loaded.meta.get("dataset") != dataset:
+                    raise MismatchError(f"{source} is a {loaded.arch} on {loaded.meta.get('dataset')}, "
+                                        f"not a {train_arch} on {dataset}")
+                tmp = out / f".{name}.tmp"
+                shutil.rmtree(tmp, ignore_errors=True)
+                shutil.copytree(source, tmp)
+                tmp.rename(path)
+                log(f"[{name}] copied from {source}")
+            else:
+                _once(path / "model.safetensors", lambda: train_model_job(
+                    dataset, train_arch, path, seed=seed, device=device, progress=progress, **common), log, name)
+        return path
+
+    model_dir = model_step("model", model_from, arch, settings.seed)
+    evaluator_arch = DEMO_SETTINGS.get(dataset, {}).get("evaluator", "lenet5")
+    evaluator_dir = model_step("evaluator", evaluator_from, evaluator_arch, settings.seed + 1000)
+    evaluator = load_model(evaluator_dir)
+    target_hash = load_model(model_dir).hash
+    if evaluator.hash == target_hash:
+        raise InvalidValueError("the evaluator must be trained independently of the target model")
+
+    train = load_dataset(dataset, "train", data_root, download)
+    test = load_dataset(dataset, "test", data_root, download)
+    train_x = train.images[:settings.n_train]
+    test_x, test_y = test.images[:settings.n_test], test.labels[:settings.n_test]
+    cells_dir = ensure_writable_dir(out / "cells")
+    cells = []
+    max_count = settings.counts[-1]
+    baselines = None
+    for family in families:
+        fam_dir = ensure_writable_dir(out / family)
+        dir_file = fam_dir / "directions.safetensors"
+        _once(dir_file, lambda: directions_job(family, max_count, dir_file, dataset=dataset, seed=settings.seed,
+                                               model_dir=model_dir, mix=settings.mix if family == "mix" else None,
+                                               device=device, **common), log, f"{family} directions")
+        directions = Directions.load(dir_file)
+        for g, rtol in precisions:
+            tag = _tag(g, rtol)
+            fps = {}
+            for split, n in (("train", settings.n_train), ("test", settings.n_test)):
+                fp_file = fam_dir / f"fp_{split}_{tag}.safetensors"
+                _once(fp_file, lambda: fingerprint_job(model_dir, dir_file, dataset, split, fp_file, indices=f"0:{n}",
+                                                       eps_max=settings.eps_max, rtol=rtol, coarse_points=g,
+                                                       device=device, progress=progress, **common),
+                      log, f"{family} {tag} fingerprints {split}")
+                fps[split] = Fingerprints.load(fp_file)
+            for count in settings.counts:
+                cell_file = cells_dir / f"{family}_{tag}_k{count}.json"
+                if not cell_file.exists():
+                    t0 = time.perf_counter()
+                    prefix = directions.first(count)
+                    fp_train, fp_test = (fps[s].first_directions(prefix) for s in ("train", "test"))
+                    feats = FingerprintFeatures.fit(fp_train.eps, fp_train.censored, settings.eps_max)
+                    net, rep = train_decoder(feats.transform(fp_train.eps, fp_train.censored), train_x,
+                                             ngf=settings.decoder_ngf, epochs=settings.decoder_epochs,
+                                             patience=settings.decoder_patience, seed=settings.seed, progress=False)
+                    decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
+                    recon = decoder.reconstruct(fp_test)
+                    report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
+                    baselines = {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")}
+                    cell = {
+                        "dataset": dataset, "arch": arch, "family": family, "count": count,
+                        "coarse_points": g, "rtol": rtol, "mix": settings.mix if family == "mix" else None,
+                        "n_train": settings.n_train, "n_test": settings.n_test,
+                        "psnr": report["attack"]["psnr_mean"], "psnr_std": report["attack"]["psnr_std"],
+                        "ssim": report["attack"]["ssim_mean"], "ssim_std": report["attack"]["ssim_std"],
+                        "class_recovery": report["attack"]["class_recovery"],
+                        "queries_per_fingerprint": float(fp_test.queries.sum(1).double().mean()),
+                        "queries_per_direction": float(fp_test.queries.double().mean()),
+                        "censored_fraction": float(fp_test.censored.float().mean()),
+                        "decoder": {"ngf": settings.decoder_ngf, "epochs_run": rep.epochs_run,
+                                    "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
+                        "baselines": baselines,
+                        "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,
+                                   "directions_full": directions.hash, "train_split": train.split_hash,
+                                   "test_split": test.split_hash},
+                        "directions_build_seconds": directions.params.get("build_seconds"),
+                        "cell_seconds": round(time.perf_counter() - t0, 1),
+                        "seed": settings.seed, "hesig_version": __version__,
+                    }
+                    atomic_write_json(cell_file, cell)
+                    log(f"[cell] {dataset} {arch} {family} {tag} k={count}: PSNR {cell['psnr']:.2f} "
+                        f"SSIM {cell['ssim']:.3f} class {cell['class_recovery']:.3f} "
+                        f"q/fp {cell['queries_per_fingerprint']:.0f}")
+                cells.append(json.loads(cell_file.read_text()))
+    return cells
+
+
+def collect_cells(*study_dirs: str | Path) -> list[dict[str, Any]]:
+    """All cell dicts of the given study folders, sorted by dataset, arch, family, precision, count."""
+    cells = [json.loads(p.read_text()) for d in study_dirs for p in sorted(Path(d).glob("cells/*.json"))]
+    return sorted(cells, key=lambda c: (c["dataset"], c["arch"], c["family"], c["coarse_points"], -c["rtol"], c["count"]))
+
+
+def pareto_front(cells: list[dict[str, Any]], metric: str = "ssim") -> list[dict[str, Any]]:
+    """The best allocation at each budget: cells no other cell beats with fewer or equal queries.
+
+    Sorted by queries per fingerprint; each returned cell has a strictly higher ``metric`` than
+    every cheaper one, so "the best reconstruction for at most B queries" is the last entry with
+    queries <= B.
+    """
+    front, best = [], -float("inf")
+    for cell in sorted(cells, key=lambda c: (c["queries_per_fingerprint"], -c[metric])):
+        if cell[metric] > best:
+            front.append(cell)
+            best = cell[metric]
+    return front
