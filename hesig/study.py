@@ -34,7 +34,7 @@ from .decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
 from .directions import FAMILIES, Directions
 from .errors import InvalidValueError, MismatchError
 from .fingerprints import Fingerprints
-from .io import atomic_write_json, ensure_writable_dir
+from .io import atomic_write_json, ensure_writable_dir, save_tensors
 from .metrics import reconstruction_report
 from .models import load_model
 
@@ -51,6 +51,8 @@ DEFAULT_COUNTS = (10, 25, 50, 100, 200)
 DEFAULT_PRECISION = (8, 1e-2)
 #: Precisions of the budget curve, from ~4 to ~20 queries per direction.
 BUDGET_PRECISIONS = ((1, 0.3), (2, 0.1), (8, 1e-2), (8, 1e-3))
+#: Test victims whose reconstructions each cell keeps for figures.
+SAMPLE_FIGURE = 10
 
 
 @dataclass
@@ -215,6 +217,10 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
                         "cell_seconds": round(time.perf_counter() - t0, 1),
                         "seed": settings.seed, "hesig_version": __version__,
                     }
+                    # A few reconstructions for figures (the decoder itself is not kept).
+                    save_tensors(fam_dir / f"recon_{tag}_k{count}.safetensors",
+                                 {"reconstructions": recon[:SAMPLE_FIGURE], "indices": fp_test.indices[:SAMPLE_FIGURE]},
+                                 {"family": family, "count": count, "directions_hash": prefix.hash})
                     atomic_write_json(cell_file, cell)
                     log(f"[cell] {dataset} {arch} {family} {tag} k={count}: PSNR {cell['psnr']:.2f} "
                         f"SSIM {cell['ssim']:.3f} class {cell['class_recovery']:.3f} "

@@ -83,6 +83,8 @@ def pgd_from_centroids(count: int, shape: tuple[int, ...], gen: torch.Generator,
 
     Each step moves ``pgd_step`` (L2, pixel units) along -∇_x CE(M(x), b) / ||·||; a walk stops
     as soon as M predicts b, or after ``pgd_steps`` steps (its displacement is used either way).
+    Every walk takes at least one step: a class mean can already be labelled b (it happens on
+    Fashion-MNIST), and its direction is then the first gradient step.
     """
     labels = train_labels.long()
     x0, targets = _pgd_starts(count, train_images, labels, gen)
@@ -90,19 +92,18 @@ def pgd_from_centroids(count: int, shape: tuple[int, ...], gen: torch.Generator,
     active = torch.ones(count, dtype=torch.bool)
     model.eval()
     dev = _model_device(model)
-    for _ in range(int(pgd_steps)):
-        with torch.no_grad():
-            pred = model(x.to(dev)).argmax(1).cpu()
-        active &= pred != targets
-        if not active.any():
-            break
+    for step in range(int(pgd_steps)):
+        if step > 0:  # every walk takes at least one step, even from a start M already labels b
+            with torch.no_grad():
+                pred = model(x.to(dev)).argmax(1).cpu()
+            active &= pred != targets
+            if not active.any():
+                break
         idx = torch.nonzero(active).flatten()
         g = _gradient(model, x[idx], targets[idx])
         norms = g.flatten(1).norm(dim=1).clamp_min(1e-12).view(-1, *([1] * len(shape)))
         x[idx] = x[idx] - pgd_step * g / norms
-    disp = x - x0
-    # A walk that never moved (gradient exactly zero) falls back to the plain centroid difference.
-    return disp.view(count, *shape)
+    return (x - x0).view(count, *shape)
 
 
 @register_family("uap", needs=NEEDS)
