@@ -49,8 +49,6 @@ DEFAULT_MIX = "pca:1,pgd:1"
 DEFAULT_COUNTS = (10, 25, 50, 100, 200)
 #: The paper's search precision (8 coarse points, rtol 1e-2) -- the grid's default.
 DEFAULT_PRECISION = (8, 1e-2)
-#: Precisions of the budget curve, from ~4 to ~20 queries per direction.
-BUDGET_PRECISIONS = ((1, 0.3), (2, 0.1), (8, 1e-2), (8, 1e-3))
 #: Test victims whose reconstructions each cell keeps for figures.
 SAMPLE_FIGURE = 10
 

@@ -75,6 +75,11 @@ def answer_for(cells, metric="ssim"):
         "query_ratio": best["queries_per_fingerprint"] / ref["queries_per_fingerprint"],
         "cheapest_matching_reference": summary(min((c for c in cells if c[metric] >= ref[metric]),
                                                     key=lambda c: c["queries_per_fingerprint"])),
+        # Within one standard error of the reference's mean (per-image std / sqrt(n_test)).
+        "standard_error": ref[f"{metric}_std"] / ref["n_test"] ** 0.5,
+        "cheapest_within_one_standard_error": summary(min(
+            (c for c in cells if c[metric] >= ref[metric] - ref[f"{metric}_std"] / ref["n_test"] ** 0.5),
+            key=lambda c: c["queries_per_fingerprint"])),
         "per_count_at_paper_precision": hypothesis,
     }
 
@@ -118,7 +123,13 @@ def table(configs, answers, answers_psnr):
                               f"for {r['queries_per_fingerprint']:.0f} queries; the best cell within that budget is "
                               f"**{b['family']} k = {b['count']}** (G {b['coarse_points']}, rtol {b['rtol']:g}): "
                               f"SSIM {ans['ssim_gain']:+.3f}, PSNR {ans['psnr_gain']:+.2f} dB, "
-                              f"{100 * ans['query_ratio']:.0f}% of the queries."]
+                              f"{100 * ans['query_ratio']:.0f}% of the queries. "
+                              f"Cheapest cell within one standard error ({ans['standard_error']:.3g}) of the reference: "
+                              f"**{ans['cheapest_within_one_standard_error']['family']} k = "
+                              f"{ans['cheapest_within_one_standard_error']['count']}** "
+                              f"(G {ans['cheapest_within_one_standard_error']['coarse_points']}, rtol "
+                              f"{ans['cheapest_within_one_standard_error']['rtol']:g}), "
+                              f"{ans['cheapest_within_one_standard_error']['queries_per_fingerprint']:.0f} queries."]
         lines.append("")
     return "\n".join(lines)
 

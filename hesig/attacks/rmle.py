@@ -14,6 +14,7 @@ the observed features; it never sees x0.
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
 
 import torch
@@ -74,7 +75,6 @@ class RMLE:
         The loss is summed over images, so each image's gradient -- and, Adam being per
         coordinate, its whole trajectory -- is independent of the others in the batch.
         """
-        import time
         if not torch.isfinite(observed).all():
             raise InvalidValueError("observed features contain NaN or infinity")
         device = next(self.edge.parameters()).device
