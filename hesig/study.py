@@ -163,7 +163,6 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
     cells_dir = ensure_writable_dir(out / "cells")
     cells = []
     max_count = settings.counts[-1]
-    baselines = None
     for family in families:
         fam_dir = ensure_writable_dir(out / family)
         dir_file = fam_dir / "directions.safetensors"
@@ -194,7 +193,6 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
                     decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
                     recon = decoder.reconstruct(fp_test)
                     report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
-                    baselines = {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")}
                     cell = {
                         "dataset": dataset, "arch": arch, "family": family, "count": count,
                         "coarse_points": g, "rtol": rtol, "mix": settings.mix if family == "mix" else None,
@@ -207,7 +205,7 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
                         "censored_fraction": float(fp_test.censored.float().mean()),
                         "decoder": {"ngf": settings.decoder_ngf, "epochs_run": rep.epochs_run,
                                     "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
-                        "baselines": baselines,
+                        "baselines": {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")},
                         "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,
                                    "directions_full": directions.hash, "train_split": train.split_hash,
                                    "test_split": test.split_hash},

@@ -5,7 +5,7 @@
 #           (8 coarse points, rtol 1e-2); 3,000 training images fingerprinted for the decoder,
 #           500 test victims scored.
 #   budget: hecnn on MNIST, families random and pca, four search precisions x five counts.
-# Each study folder in runs/study/ resumes where it stopped. About 2 h of CPU on 2 cores
+# Each study folder in runs/study/ resumes where it stopped. About 2.5 h of CPU core time
 # (run two of the study commands at once, one per core, to halve the wall time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
