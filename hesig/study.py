@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -71,7 +71,6 @@ class StudySettings:
     decoder_patience: int = 4
     seed: int = 0
     mix: str = DEFAULT_MIX
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if self.n_train < 20 or self.n_test < 1:
@@ -83,7 +82,7 @@ class StudySettings:
 
     def key(self) -> dict[str, Any]:
         """What must match for a resumed study to reuse artifacts."""
-        return {k: v for k, v in asdict(self).items() if k != "extra"}
+        return asdict(self)
 
 
 def _tag(coarse_points: int, rtol: float) -> str:

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 
 from ..errors import InvalidValueError
-from .base import FAMILIES, register_family
+from .base import FAMILIES, register_family, unit_l2
 
 
 def parse_mix(spec: str) -> list[tuple[str, float]]:
@@ -66,7 +66,7 @@ def mix(count: int, shape: tuple[int, ...], gen: torch.Generator, *, mix: str | 
             raise InvalidValueError(f"direction family '{name}' (in the mix) needs {', '.join(missing)}")
         # Each component uses the mix's seed, so it is exactly that family's own prefix.
         sub = fam.build(len(rows), shape, torch.Generator().manual_seed(seed), seed=seed, **context)
-        out[rows] = sub / sub.flatten(1).norm(dim=1).view(-1, *([1] * len(shape)))
+        out[rows] = unit_l2(sub)
     return out
 
 
