@@ -16,9 +16,12 @@ from .directions import FAMILIES
 from .study import DEFAULT_COUNTS as STUDY_COUNTS, DEFAULT_FAMILIES as STUDY_FAMILIES, DEFAULT_MIX as STUDY_MIX
 from .errors import HesigError
 from .models import ARCHITECTURES
-from .data import DATASETS
+from .data import DATASETS, HALVES
 from .decoders import DEFAULT_NGF
 from .oracles.names import CKKS_LAYOUTS, ORACLES
+from .attacks.inverse_network import DESIGNS
+from .attacks.shadow_model import STRUCTURES
+from .attack_jobs import QUERY_SETS, SHADOW_DATA
 
 
 
@@ -55,14 +58,18 @@ def cli():
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: per arch (lenet5 12, hecnn 12, mlp 40).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
+@click.option("--train-half", type=click.Choice(HALVES), default="all", show_default=True,
+              help="Train on one fixed half of the train split (a), leaving the other (b) to an adversary "
+                   "with 'a different set from the same distribution'.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @device_option
 @quiet_option
-def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, seed, data_root, download, device, quiet):
+def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, train_half, seed, data_root, download, device, quiet):
     """Train a target (or evaluator) classifier; writes model.safetensors + model.json."""
     from .workflows import train_model_job
     _print_summary(train_model_job(dataset, arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
+                                   train_half=train_half,
                                    data_root=data_root, download=download, device=device, progress=not quiet))
 
 
@@ -252,6 +259,110 @@ def demo_cmd(dataset, arch, out, count, train_limit, decoder_epochs, seed, data_
         click.echo(f"  {name:22s} {row['psnr_mean']:8.2f} {row['ssim_mean']:7.3f} {row['class_recovery']:15.3f}")
     click.echo(f"\nartifacts in {out}: model/, evaluator/, directions.safetensors, fingerprints_*.safetensors, "
                f"decoder/, reconstruct/ (metrics.json, fig2_reconstructions.png, fig3_single_class.png), summary.json")
+
+
+# -- attack (He et al.) -------------------------------------------------------------------------
+
+@cli.group("attack")
+def attack_group():
+    """Collaborative-inference attacks of He et al. (ACSAC 2019) on a split target model."""
+
+
+def _attack_options(fn):
+    options = [
+        click.option("--model", "model_dir", type=click.Path(), required=True, help="Target model checkpoint directory."),
+        click.option("--split", required=True, help="Layer the model is cut after (e.g. conv1, ReLU2); the adversary "
+                                                    "sees this layer's output."),
+        click.option("--out", type=click.Path(file_okay=False), required=True, help="Output folder (resumable)."),
+        click.option("--indices", default=None, help="Test images attacked: A:B or i,j,k (default: all)."),
+        click.option("--feature-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Defense: Gaussian noise σ added on the trusted side to every intermediate output."),
+        click.option("--seed", type=int, default=0, show_default=True),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return data_options(device_option(quiet_option(fn)))
+
+
+def _rmle_options(fn):
+    options = [
+        click.option("--iterations", type=click.IntRange(min=1), default=500, show_default=True, help="Adam steps T."),
+        click.option("--rmle-lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+                     help="Adam step size."),
+        click.option("--tv-weight", type=click.FloatRange(min=0), default=0.0, show_default=True, help="λ of eq. 3c."),
+        click.option("--tv-beta", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+                     help="β of eq. 3b (paper text: 1; their code: 2)."),
+        click.option("--init-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
+                     help="Jitter σ on the constant-gray start (0 = the paper's)."),
+        click.option("--no-clip", is_flag=True, help="Do not project x into [0, 1] after each step."),
+        click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True,
+                     help="Images per resumable rMLE chunk."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _rmle_settings(iterations, rmle_lr, tv_weight, tv_beta, init_noise, no_clip) -> dict:
+    return {"iterations": iterations, "lr": rmle_lr, "tv_weight": tv_weight, "tv_beta": tv_beta,
+            "init_noise": init_noise, "clip": not no_clip}
+
+
+def _run_attack(attack, quiet, **kwargs):
+    from .attack_jobs import attack_job
+    _print_summary(attack_job(attack, progress=not quiet, log=lambda m: None if quiet else click.echo(m, err=True),
+                              **kwargs))
+
+
+@attack_group.command("rmle")
+@_attack_options
+@_rmle_options
+def attack_rmle_cmd(model_dir, split, out, indices, feature_noise, seed, iterations, rmle_lr, tv_weight, tv_beta,
+                    init_noise, no_clip, chunk_size, data_root, download, device, quiet):
+    """White-box rMLE (Algorithm 1): the adversary holds the edge's weights; 0 queries."""
+    _run_attack("rmle", quiet, model_dir=model_dir, split=split, out=out, indices=indices, feature_noise=feature_noise,
+                seed=seed, rmle=_rmle_settings(iterations, rmle_lr, tv_weight, tv_beta, init_noise, no_clip),
+                chunk_size=chunk_size, data_root=data_root, download=download, device=device)
+
+
+@attack_group.command("inverse-network")
+@_attack_options
+@click.option("--query-set", type=click.Choice(QUERY_SETS), default="train", show_default=True,
+              help="train: the target's training set; disjoint: the other half of the training split (target "
+                   "trained with --train-half); gaussian: standard Gaussian noise.")
+@click.option("--queries", type=click.IntRange(min=1), default=None, help="Queries to the edge (default: the whole set).")
+@click.option("--design", type=click.Choice(DESIGNS), default="auto", show_default=True,
+              help="Inverse architecture: 'paper' (LeNet-5 conv1/ReLU2 only) or 'auto' (any split).")
+@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+def attack_inverse_cmd(model_dir, split, out, indices, feature_noise, seed, query_set, queries, design, epochs,
+                       batch_size, lr, data_root, download, device, quiet):
+    """Black-box Inverse-Network (Algorithm 2): query the edge, learn its inverse."""
+    _run_attack("inverse-network", quiet, model_dir=model_dir, split=split, out=out, indices=indices,
+                feature_noise=feature_noise, seed=seed, query_set=query_set, queries=queries, design=design,
+                epochs=epochs, batch_size=batch_size, lr=lr, data_root=data_root, download=download, device=device)
+
+
+@attack_group.command("shadow")
+@_attack_options
+@click.option("--shadow-data", type=click.Choice(SHADOW_DATA), default="same", show_default=True,
+              help="same: the target's training set; disjoint: the other half of the training split.")
+@click.option("--structure", type=click.Choice(STRUCTURES), default="same", show_default=True,
+              help="same: the edge's architecture; different: He et al.'s Table 5 (k5 conv -> two k3 convs).")
+@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Shadow training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@_rmle_options
+def attack_shadow_cmd(model_dir, split, out, indices, feature_noise, seed, shadow_data, structure, epochs, batch_size,
+                      lr, iterations, rmle_lr, tv_weight, tv_beta, init_noise, no_clip, chunk_size, data_root,
+                      download, device, quiet):
+    """Query-free (Algorithm 3): train a shadow edge through the cloud part, then rMLE on it."""
+    _run_attack("shadow", quiet, model_dir=model_dir, split=split, out=out, indices=indices,
+                feature_noise=feature_noise, seed=seed, shadow_data=shadow_data, structure=structure, epochs=epochs,
+                batch_size=batch_size, lr=lr, rmle=_rmle_settings(iterations, rmle_lr, tv_weight, tv_beta, init_noise,
+                                                                   no_clip),
+                chunk_size=chunk_size, data_root=data_root, download=download, device=device)
 
 
 def _int_option(value: str, name: str) -> int:

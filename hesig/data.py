@@ -64,7 +64,8 @@ import torch
 from .errors import DataError, InvalidValueError, ShapeError
 from .io import tensor_hash
 
-__all__ = ["DATASETS", "SPLITS", "CIFAR10_CLASSES", "Dataset", "resolve_data_root", "load_dataset"]
+__all__ = ["DATASETS", "SPLITS", "HALVES", "CIFAR10_CLASSES", "Dataset", "resolve_data_root", "load_dataset",
+           "train_half"]
 
 #: Dataset names accepted by :func:`load_dataset`.
 DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
@@ -465,3 +466,28 @@ def _load_cifar10(split: str, root: Path, download: bool) -> Dataset:
         target = root if _is_writable(root) else mirror
         return _load_cifar10_torchvision(target, split, download=True)
     raise _not_found("cifar10", root, f"cifar10/cifar10.npz or {CIFAR10.base_folder}/")
+
+
+# --------------------------------------------------------------------------------------------- halves
+
+#: Parts of a training split: all of it, or one of two fixed disjoint halves.
+HALVES = ("all", "a", "b")
+#: Seed of the fixed permutation that cuts a training split into halves a and b.
+HALF_SEED = 0
+
+
+def train_half(train: Dataset, half: str) -> Dataset:
+    """Half ``a`` or ``b`` of a training split (or ``all`` of it), by a fixed seeded permutation.
+
+    He et al. distinguish an adversary who queries with the target's own training set from one
+    with "a different set from the same distribution". MNIST has no second training set, so hesig
+    trains the target on half ``a`` (``perm[:N//2]`` of ``np.random.default_rng(0).permutation(N)``)
+    and gives the adversary half ``b`` (``perm[N//2:]``): disjoint, same distribution.
+    """
+    if half not in HALVES:
+        raise InvalidValueError(f"unknown training half {half!r} (choose from {_choices(HALVES)})")
+    if half == "all":
+        return train
+    perm = torch.from_numpy(np.random.default_rng(HALF_SEED).permutation(len(train)))
+    cut = len(train) // 2
+    return train.subset(perm[:cut] if half == "a" else perm[cut:])

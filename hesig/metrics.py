@@ -240,6 +240,24 @@ def class_mean_baseline(train_images: torch.Tensor, train_labels: Any, labels: A
     return means[labels].float()
 
 
+def ssim_own_range(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM per image with data_range = that reconstruction's own max - min -> ``[N]``.
+
+    Not hesig's metric: this reproduces how He et al. (ACSAC 2019) scored, letting the range
+    follow the reconstruction, so results can be set against their tables cell by cell. A dim
+    reconstruction gets smaller SSIM constants C1, C2 and usually a different score than with
+    the fixed data_range 1.0 of :func:`ssim`. A constant reconstruction (range 0) falls back to 1.0.
+    """
+    _check_pair(recon, target)
+    kernel, sigma = ssim_window(target.shape[-2], target.shape[-1])
+    scores = []
+    for r, t in zip(recon, target):
+        span = float(r.max() - r.min())
+        scores.append(_tm_ssim(r[None].float(), t[None].float(), data_range=span if span > 0 else DATA_RANGE, gaussian_kernel=True,
+                               kernel_size=kernel, sigma=sigma, reduction="none").reshape(()))
+    return torch.stack(scores).float()
+
+
 # --------------------------------------------------------------------------------------------
 # summaries
 
@@ -307,5 +325,5 @@ def reconstruction_report(recon: torch.Tensor, target: torch.Tensor, labels: Any
 
 __all__ = [
     "DATA_RANGE", "MSE_FLOOR", "check_images", "psnr", "ssim_window", "ssim", "class_recovery",
-    "mean_image_baseline", "class_mean_baseline", "summarize", "reconstruction_report",
+    "mean_image_baseline", "class_mean_baseline", "summarize", "reconstruction_report", "ssim_own_range",
 ]

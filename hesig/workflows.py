@@ -16,6 +16,7 @@ import torch
 
 from . import __version__
 from .data import load_dataset
+from .data import train_half as select_train_half
 from .decoders import DEFAULT_NGF, FingerprintDecoder, FingerprintFeatures, train_decoder
 from .directions import Directions, make_directions, required_context
 from .errors import InvalidValueError, MismatchError, ShapeError
@@ -67,12 +68,13 @@ def parse_indices(spec: str | None, n: int) -> torch.Tensor:
 # -- train-model ------------------------------------------------------------------------------
 
 def train_model_job(dataset: str, arch: str, out: str | Path, *, epochs: int | None = None, seed: int = 0,
-                    batch_size: int = 128, lr: float = 2e-3, data_root=None, download: bool = False,
-                    device: str | None = None, progress: bool = True) -> dict[str, Any]:
-    """Train ``arch`` on ``dataset``'s train split; save weights + metadata into ``out``."""
+                    batch_size: int = 128, lr: float = 2e-3, train_half: str = "all", data_root=None,
+                    download: bool = False, device: str | None = None, progress: bool = True) -> dict[str, Any]:
+    """Train ``arch`` on ``dataset``'s train split (or one fixed half of it, see
+    :func:`hesig.data.train_half`); save weights + metadata into ``out``."""
     ensure_writable_dir(out)
     dev = resolve_device(device)
-    train = load_dataset(dataset, "train", data_root, download)
+    train = select_train_half(load_dataset(dataset, "train", data_root, download), train_half)
     test = load_dataset(dataset, "test", data_root, download)
     model = build_model(arch, train.shape, train.num_classes)
     epochs = epochs or DEFAULT_EPOCHS.get(arch, 10)
@@ -82,11 +84,11 @@ def train_model_job(dataset: str, arch: str, out: str | Path, *, epochs: int | N
     seconds = time.perf_counter() - t0
     test_acc = accuracy(model, test.images, test.labels)
     meta = {"arch": arch, "dataset": train.name, "in_shape": list(train.shape), "num_classes": train.num_classes,
-            "classes": list(train.classes), "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+            "classes": list(train.classes), "train_half": train_half, "seed": seed, "epochs": epochs, "batch_size": batch_size, "lr": lr,
             "train_split_hash": train.split_hash, "test_accuracy": test_acc, "train_loss": history,
             "train_seconds": round(seconds, 1), "device": str(dev)}
     save_model(model.cpu(), out, meta)
-    return {"out": str(out), "arch": arch, "dataset": train.name, "test_accuracy": test_acc,
+    return {"out": str(out), "arch": arch, "dataset": train.name, "train_half": train_half, "test_accuracy": test_acc,
             "train_seconds": round(seconds, 1), "model_hash": load_model(out).hash}
 
 

@@ -54,23 +54,41 @@ class RMLE:
     tv_weight: λ of eq. 3c. tv_beta: β of eq. 3b.
     init: the constant-gray start value. clip: project x into [0, 1] after every step (images
     live there; the paper does not say -- see the sweep in results/ for its effect).
+    init_noise: standard deviation of Gaussian jitter added to the gray start (seeded by ``seed``).
+    0 is the paper's constant init. Behind a ReLU a constant image can map to an all-zero feature
+    map, whose gradient is exactly zero, and then the paper's init never moves (we met a trained
+    LeNet-5 whose ReLU2 did this); a jitter breaks the tie. results/collab_inference/rmle_sweep.json
+    compares both starts.
     """
 
     def __init__(self, edge: nn.Module, *, iterations: int = 500, lr: float = 1e-2, tv_weight: float = 0.0,
-                 tv_beta: float = 1.0, init: float = 0.5, clip: bool = True):
+                 tv_beta: float = 1.0, init: float = 0.5, clip: bool = True, init_noise: float = 0.0,
+                 seed: int = 0):
         if int(iterations) != iterations or iterations < 1:
             raise InvalidValueError(f"iterations must be an integer >= 1, got {iterations}")
-        for name, value in (("lr", lr), ("tv_weight", tv_weight), ("tv_beta", tv_beta), ("init", init)):
+        for name, value in (("lr", lr), ("tv_weight", tv_weight), ("tv_beta", tv_beta), ("init", init),
+                            ("init_noise", init_noise)):
             if not (isinstance(value, (int, float)) and math.isfinite(value)):
                 raise InvalidValueError(f"{name} must be a finite number, got {value!r}")
-        if lr <= 0 or tv_weight < 0 or tv_beta <= 0:
-            raise InvalidValueError("lr and tv_beta must be > 0 and tv_weight >= 0")
+        if lr <= 0 or tv_weight < 0 or tv_beta <= 0 or init_noise < 0:
+            raise InvalidValueError("lr and tv_beta must be > 0, tv_weight and init_noise >= 0")
         self.edge = edge.eval()
         self.iterations, self.lr, self.tv_weight, self.tv_beta = int(iterations), float(lr), float(tv_weight), float(tv_beta)
-        self.init, self.clip = float(init), bool(clip)
+        self.init, self.clip, self.init_noise, self.seed = float(init), bool(clip), float(init_noise), int(seed)
 
-    def run(self, observed: torch.Tensor, in_shape: tuple[int, int, int]) -> tuple[torch.Tensor, RMLEReport]:
+    def initial_images(self, n: int, in_shape: tuple[int, int, int]) -> torch.Tensor:
+        """The start x⁽⁰⁾ [n, *in_shape]: gray ``init`` plus the seeded jitter. Generate it once for
+        a whole set and pass slices to :meth:`run`, so chunking does not change any image's start."""
+        x = torch.full((n, *in_shape), self.init)
+        if self.init_noise > 0:
+            x += self.init_noise * torch.randn(x.shape, generator=torch.Generator().manual_seed(self.seed))
+        return x
+
+    def run(self, observed: torch.Tensor, in_shape: tuple[int, int, int],
+            initial: torch.Tensor | None = None) -> tuple[torch.Tensor, RMLEReport]:
         """Recover inputs [n, *in_shape] in [0, 1] from observed edge outputs [n, ...].
+
+        ``initial`` [n, *in_shape]: the start (default :meth:`initial_images`).
 
         The loss is summed over images, so each image's gradient -- and, Adam being per
         coordinate, its whole trajectory -- is independent of the others in the batch.
@@ -80,7 +98,10 @@ class RMLE:
         device = next(self.edge.parameters()).device
         observed = observed.to(device)
         n = observed.shape[0]
-        x = torch.full((n, *in_shape), self.init, device=device, requires_grad=True)
+        x = self.initial_images(n, in_shape) if initial is None else initial.detach().clone().float()
+        if tuple(x.shape) != (n, *in_shape):
+            raise ShapeError(f"initial images have shape {list(x.shape)}, expected {[n, *in_shape]}")
+        x = x.to(device).requires_grad_(True)
         with torch.no_grad():
             probe = self.edge(x[:1])
         if probe.shape[1:] != observed.shape[1:]:

@@ -8,6 +8,7 @@ exist, and :func:`hesig.models.split.split_model` cuts at any name.
 * ``hecnn`` -- the CKKS-friendly CNN of TenSEAL's MNIST tutorial: conv1 1->4 k7 stride 3,
   act1 (x^2), fc1 256->64, act2 (x^2), fc2 64->10. Multiplicative depth 2 per square plus the
   plaintext-ciphertext products, which is what the CKKS oracle evaluates.
+* ``cifar_cnn`` -- He et al.'s 6 conv + 2 fc CIFAR-10 network (conv11 ... ReLU32, fc1, fc2).
 * ``mlp`` -- fc1 (C*H*W -> 64), fc1act, fc2 64->classes. For the bundled 8x8 digits, where the
   convolutional models do not fit; used by ``hesig demo``.
 """
@@ -72,7 +73,30 @@ def mlp(in_shape: tuple[int, int, int] = (1, 8, 8), num_classes: int = 10) -> nn
     ]))
 
 
-ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {"lenet5": lenet5, "hecnn": hecnn, "mlp": mlp}
+def cifar_cnn(in_shape: tuple[int, int, int] = (3, 32, 32), num_classes: int = 10) -> nn.Sequential:
+    """He et al.'s CIFAR-10 target, "6 conv + 2 fc", with their split names conv11, ReLU22, ReLU32.
+
+    The paper gives only conv11 = one 3x3 layer of 64 filters and ReLU22 = two 3x3 64-filter plus
+    two 3x3 128-filter layers (Table 5); the third block's width (128) and fc1's (512) are ours.
+    3x3 convolutions with padding 1, 2x2 max pooling after each block.
+    """
+    c, h, w = in_shape
+    if h % 8 or w % 8:
+        raise ShapeError(f"cifar_cnn needs input sides divisible by 8, got {h}x{w}")
+    layers: list[tuple[str, nn.Module]] = []
+    widths = [(c, 64), (64, 64), (64, 128), (128, 128), (128, 128), (128, 128)]
+    for i, (cin, cout) in enumerate(widths):
+        block, j = i // 2 + 1, i % 2 + 1
+        layers += [(f"conv{block}{j}", nn.Conv2d(cin, cout, 3, padding=1)), (f"ReLU{block}{j}", nn.ReLU())]
+        if j == 2:
+            layers.append((f"pool{block}", nn.MaxPool2d(2)))
+    layers += [("flatten", nn.Flatten()), ("fc1", nn.Linear(128 * (h // 8) * (w // 8), 512)), ("fc1act", nn.ReLU()),
+               ("fc2", nn.Linear(512, num_classes))]
+    return nn.Sequential(OrderedDict(layers))
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Sequential]] = {"lenet5": lenet5, "hecnn": hecnn, "mlp": mlp,
+                                                          "cifar_cnn": cifar_cnn}
 
 
 def build_model(arch: str, in_shape: tuple[int, int, int], num_classes: int) -> nn.Sequential:

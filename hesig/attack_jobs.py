@@ -1,0 +1,239 @@
+"""Jobs behind ``hesig attack rmle | inverse-network | shadow`` (He et al., ACSAC 2019).
+
+Each job loads a target checkpoint, splits it at a named layer into edge f_θ1 (trusted side) and
+cloud f_θ2 (the adversary's side), lets the trusted side compute the victims' intermediate
+outputs (plus optional Gaussian noise, the §7.4 defense), hands the adversary only what its
+threat model allows, and scores the reconstructions with :mod:`hesig.metrics` (data_range 1.0)
+on the attacked test images and on He et al.'s protocol (the first test image of each class).
+
+What each adversary receives:
+
+* ``rmle`` (white box): the edge's weights and the observed features. 0 queries.
+* ``inverse-network`` (black box): query access to the edge (one query per input of its query
+  set, answered with the same noise as the victims get) and the observed features.
+* ``shadow`` (query-free): the cloud part, the edge's *structure* (or not: ``different``), a
+  labelled set from the training distribution, and the observed features. 0 queries.
+
+rMLE runs in chunks written atomically under ``out/chunks``; a shadow is saved once trained;
+rerunning the same command resumes and a different command refuses to mix with them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from . import __version__, viz
+from .attacks.inverse_network import DESIGNS, InverseNetwork
+from .attacks.rmle import RMLE
+from .attacks.shadow_model import STRUCTURES, ShadowModel, shadow_architecture
+from .data import Dataset, load_dataset, train_half
+from .defenses import FeatureNoise, edge_features, split_accuracy
+from .errors import InvalidValueError, MismatchError
+from .io import atomic_write_json, ensure_writable_dir, load_tensors, save_tensors, state_dict_hash, tensor_hash
+from .metrics import reconstruction_report, ssim_own_range, summarize
+from .models import build_model, load_model, split_model
+from .workflows import parse_indices, resolve_device
+
+ATTACKS = ("rmle", "inverse-network", "shadow")
+#: Black-box query sets (Algorithm 2, GenerateTrainingSet): the target's training set, a disjoint
+#: set from the same distribution (the other half of the training split), standard Gaussian noise.
+QUERY_SETS = ("train", "disjoint", "gaussian")
+#: Query-free adversary's labelled data: the target's training set or the disjoint half.
+SHADOW_DATA = ("same", "disjoint")
+#: He et al. §4.1: shallow splits 500 Adam steps at 1e-2; see results/collab_inference for ours.
+RMLE_DEFAULTS = {"iterations": 500, "lr": 1e-2, "tv_weight": 0.0, "tv_beta": 1.0, "init_noise": 0.0, "clip": True}
+
+
+def protocol_indices(test: Dataset) -> torch.Tensor:
+    """He et al.'s evaluation images: the first test image of each class, in class order -> [classes]."""
+    first = [int((test.labels == c).nonzero()[0]) for c in range(test.num_classes) if (test.labels == c).any()]
+    return torch.tensor(first, dtype=torch.long)
+
+
+def _settings_key(settings: dict[str, Any]) -> str:
+    return tensor_hash(torch.frombuffer(bytearray(json.dumps(settings, sort_keys=True).encode()), dtype=torch.uint8))
+
+
+def _adversary_data(meta: dict[str, Any], which: str, data_root, download: bool) -> Dataset:
+    """The target's own training data (``train``/``same``) or the disjoint half (``disjoint``)."""
+    half = meta.get("train_half", "all")
+    full = load_dataset(meta["dataset"], "train", data_root, download)
+    if which in ("train", "same"):
+        data = train_half(full, half)
+        if meta.get("train_split_hash") not in (None, data.split_hash):
+            raise MismatchError(f"the data at hand is not what model was trained on (split hash {data.split_hash} != "
+                                f"{meta.get('train_split_hash')}); check --data-root")
+        return data
+    if half == "all":
+        raise InvalidValueError("the target was trained on the whole training split, so no disjoint set from the same "
+                                "distribution exists; train it with 'hesig train-model --train-half a'")
+    return train_half(full, "b" if half == "a" else "a")
+
+
+def _rmle_chunked(rmle: RMLE, observed: torch.Tensor, in_shape, out: Path, key: str, chunk_size: int,
+                  log) -> tuple[torch.Tensor, float, list[float]]:
+    """Run rMLE over ``observed`` in chunks, resuming finished ones; returns (recon, seconds, distances)."""
+    chunks = out / "chunks"
+    chunks.mkdir(parents=True, exist_ok=True)
+    initial = rmle.initial_images(len(observed), in_shape)
+    recon, seconds, dists = [], 0.0, []
+    for start in range(0, len(observed), chunk_size):
+        stop = min(start + chunk_size, len(observed))
+        path = chunks / f"rmle_{start:06d}_{stop:06d}.safetensors"
+        if path.exists():
+            tensors, meta = load_tensors(path, what="rMLE chunk")
+            if meta.get("key") == key:
+                recon.append(tensors["recon"])
+                seconds += float(meta["seconds"])
+                dists += tensors["distance"].tolist()
+                continue
+        part, report = rmle.run(observed[start:stop], in_shape, initial[start:stop])
+        save_tensors(path, {"recon": part, "distance": torch.tensor(report.final_feature_distance)},
+                     {"key": key, "seconds": report.seconds})
+        log(f"rMLE images {start}-{stop - 1} of {len(observed)}: {report.seconds:.1f}s")
+        recon.append(part)
+        seconds += report.seconds
+        dists += report.final_feature_distance
+    return torch.cat(recon), seconds, dists
+
+
+def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, *, indices: str | None = None,
+               feature_noise: float = 0.0, seed: int = 0, rmle: dict[str, Any] | None = None,
+               query_set: str = "train", queries: int | None = None, design: str = "auto",
+               epochs: int | None = None, batch_size: int = 128, lr: float = 1e-3,
+               shadow_data: str = "same", structure: str = "same", chunk_size: int = 1000,
+               device: str | None = None, data_root=None, download: bool = False, progress: bool = True,
+               log=lambda message: None) -> dict[str, Any]:
+    """Run one attack cell; write reconstructions, metrics.json and protocol.png into ``out``.
+
+    rmle: rMLE settings (keys of :data:`RMLE_DEFAULTS`), used by ``rmle`` and ``shadow``.
+    query_set / queries / design: the inverse network's query set, its size (default: all of
+    it; Gaussian: as many as the target's training set) and architecture.
+    shadow_data / structure: the shadow's labelled data and architecture knowledge.
+    epochs, batch_size, lr: training of the inverse network (default 20 epochs) or shadow (5).
+    """
+    if attack not in ATTACKS:
+        raise InvalidValueError(f"unknown attack {attack!r} (choose from {', '.join(ATTACKS)})")
+    for name, value, options in (("query set", query_set, QUERY_SETS), ("design", design, DESIGNS),
+                                 ("shadow data", shadow_data, SHADOW_DATA), ("structure", structure, STRUCTURES)):
+        if value not in options:
+            raise InvalidValueError(f"unknown {name} {value!r} (choose from {', '.join(options)})")
+    rmle_settings = {**RMLE_DEFAULTS, **(rmle or {})}
+    unknown = set(rmle_settings) - set(RMLE_DEFAULTS)
+    if unknown:
+        raise InvalidValueError(f"unknown rMLE settings: {', '.join(sorted(unknown))}")
+    ensure_writable_dir(out)
+    out = Path(out)
+    dev = resolve_device(device)
+    target = load_model(model_dir, dev)
+    meta, in_shape = target.meta, target.in_shape
+    edge, cloud = split_model(target.model, split)
+    test = load_dataset(meta["dataset"], "test", data_root, download)
+    victims = test.subset(parse_indices(indices, len(test)))
+
+    # Trusted side: the victims' features (what the adversary observes) and the defended accuracy.
+    observed = edge_features(edge, victims.images, FeatureNoise(feature_noise, seed))
+    defended_acc = split_accuracy(edge, cloud, test.images, test.labels, FeatureNoise(feature_noise, seed + 2))
+    settings = {"attack": attack, "model_hash": target.hash, "split": split, "test_split_hash": test.split_hash,
+                "indices": victims.indices.tolist(), "feature_noise": feature_noise, "seed": seed}
+    info: dict[str, Any] = {"queries": 0}
+    t0 = time.perf_counter()
+
+    if attack == "rmle":
+        settings["rmle"] = rmle_settings
+        attacker = RMLE(edge, seed=seed, **rmle_settings)
+        recon, seconds, dists = _rmle_chunked(attacker, observed, in_shape, out, _settings_key(settings), chunk_size, log)
+        info.update(rmle=rmle_settings, attack_seconds=seconds, final_feature_distance_mean=sum(dists) / len(dists))
+    elif attack == "inverse-network":
+        epochs = epochs or 20
+        if query_set == "gaussian":
+            own = _adversary_data(meta, "train", data_root, download)
+            m = queries or len(own)
+            # standard Gaussian inputs (zero mean, unit variance), as in He et al. §5.1
+            inputs = torch.randn((m, *in_shape), generator=torch.Generator().manual_seed(seed))
+            query_hash = f"gaussian:{m}:{seed}"
+        else:
+            pool = _adversary_data(meta, query_set, data_root, download)
+            m = min(queries or len(pool), len(pool))
+            pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:m]
+            inputs = pool.images[pick]
+            query_hash = tensor_hash(inputs)
+        answers = edge_features(edge, inputs, FeatureNoise(feature_noise, seed + 1))  # the m black-box queries
+        settings.update(query_set=query_set, queries=m, design=design, epochs=epochs, batch_size=batch_size, lr=lr)
+        inverse = InverseNetwork(design=design, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=dev,
+                                 progress=progress)
+        report = inverse.fit(answers, inputs)
+        t1 = time.perf_counter()
+        recon = inverse.run(observed)
+        info.update(queries=m, query_set=query_set, query_set_hash=query_hash, design=design, epochs=epochs,
+                    train_seconds=report.seconds, inversion_seconds=time.perf_counter() - t1,
+                    attack_seconds=report.seconds + time.perf_counter() - t1, final_train_loss=report.train_loss[-1])
+    else:
+        epochs = epochs or 5
+        data = _adversary_data(meta, shadow_data, data_root, download)
+        settings.update(shadow_data=shadow_data, structure=structure, epochs=epochs, batch_size=batch_size, lr=lr,
+                        shadow_data_hash=data.split_hash, rmle=rmle_settings)
+        # The adversary knows the architecture's *structure* (same) or not (different), never its weights:
+        # the template is a freshly built, untrained copy of the target's arch, split at the same layer.
+        template, _ = split_model(build_model(meta["arch"], in_shape, meta["num_classes"]), split)
+        key = _settings_key(settings)
+        shadow_file = out / "shadow.safetensors"
+        shadow = None
+        if shadow_file.exists():
+            state, smeta = load_tensors(shadow_file, what="shadow model")
+            if smeta.get("key") == key:
+                shadow = shadow_architecture(template, structure)
+                shadow.load_state_dict(state)
+                shadow.to(dev).eval()
+                shadow_info = smeta["report"]
+        if shadow is None:
+            trainer = ShadowModel(structure=structure, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                                  device=dev, progress=progress)
+            shadow, sreport = trainer.fit(template, cloud, data.images, data.labels)
+            shadow_info = {"seconds": sreport.seconds, "train_loss": sreport.train_loss,
+                           "train_accuracy": sreport.train_accuracy}
+            save_tensors(shadow_file, {k: v.detach().cpu() for k, v in shadow.state_dict().items()},
+                         {"key": key, "report": shadow_info})
+        shadow_acc = split_accuracy(shadow, cloud, test.images, test.labels)
+        attacker = RMLE(shadow, seed=seed, **rmle_settings)
+        recon, seconds, dists = _rmle_chunked(attacker, observed, in_shape, out, key, chunk_size, log)
+        info.update(rmle=rmle_settings, shadow_data=shadow_data, structure=structure, epochs=epochs,
+                    shadow_train_seconds=shadow_info["seconds"], shadow_train_accuracy=shadow_info["train_accuracy"],
+                    shadow_test_accuracy_through_cloud=shadow_acc, shadow_hash=state_dict_hash(shadow.state_dict()),
+                    rmle_seconds=seconds, attack_seconds=shadow_info["seconds"] + seconds,
+                    final_feature_distance_mean=sum(dists) / len(dists))
+
+    # Scoring: all attacked images (hesig's metrics) and He et al.'s ten-image protocol.
+    own = _adversary_data(meta, "train", data_root, download)
+    report = reconstruction_report(recon, victims.images, victims.labels, own.images, own.labels)
+    wanted = protocol_indices(test)
+    where = {int(i): p for p, i in enumerate(victims.indices.tolist())}
+    present = [where[int(i)] for i in wanted if int(i) in where]
+    protocol = None
+    if present:
+        r, t = recon[present], victims.images[present]
+        protocol = {**summarize(r, t), "ssim_own_range_mean": float(ssim_own_range(r, t).mean()),
+                    "test_indices": [int(victims.indices[p]) for p in present]}
+        viz.reconstruction_grid([t, r], ["original", attack], out / "protocol.png",
+                                title=f"{attack} at {split} ({meta['arch']}, {meta['dataset']}): first test image "
+                                      f"of each class", col_labels=[str(int(victims.labels[p])) for p in present])
+    metrics = {"attack": attack, "split": split, "arch": meta["arch"], "dataset": meta["dataset"],
+               "model_hash": target.hash, "train_half": meta.get("train_half", "all"),
+               "target_test_accuracy": meta.get("test_accuracy"), "feature_noise": feature_noise,
+               "defended_accuracy": defended_acc, "feature_rms": float(observed.pow(2).mean().sqrt()),
+               "n": len(victims), "test_split_hash": test.split_hash, "indices_hash": tensor_hash(victims.indices),
+               "metrics": report, "protocol": protocol, **info, "wall_seconds": time.perf_counter() - t0,
+               "seed": seed, "device": str(dev), "hesig_version": __version__}
+    save_tensors(out / "reconstructions.safetensors", {"reconstructions": recon, "indices": victims.indices},
+                 {"model_hash": target.hash, "attack": attack, "split": split})
+    atomic_write_json(out / "metrics.json", metrics)
+    a = report["attack"]
+    return {"out": str(out), "attack": attack, "split": split, "n": len(victims), "psnr_mean": a["psnr_mean"],
+            "ssim_mean": a["ssim_mean"], "protocol_psnr": protocol and protocol["psnr_mean"],
+            "protocol_ssim": protocol and protocol["ssim_mean"], "queries": info["queries"],
+            "attack_seconds": round(info["attack_seconds"], 2), "defended_accuracy": defended_acc}

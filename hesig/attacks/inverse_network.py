@@ -1,0 +1,151 @@
+"""Black-box model inversion with an Inverse-Network (He et al., ACSAC 2019, Algorithm 2).
+
+Threat model: the untrusted party cannot see the edge part f_θ1 but can query it -- send any x,
+observe v = f_θ1(x). It queries with a bag X (the target's training set, a disjoint set from the
+same distribution, or standard Gaussian noise), then fits g ≈ f_θ1⁻¹ by
+
+    g = argmin_g (1/m) Σ_i ||g(f_θ1(x_i)) - x_i||²₂                                 (eq. 4)
+
+and recovers a secret input as x̂0 = g(v0). One query per element of X; none per victim.
+
+Architectures (``design``):
+
+* ``paper`` -- He et al.'s MNIST inverses, defined for LeNet-5's two split points only:
+  conv1 [8, 24, 24] -> Conv2d(8, 1, k5, padding 4);
+  ReLU2 [16, 8, 8] -> ConvT(16, 8, k5), ReLU, ConvT(8, 1, k5, stride 2, output_padding 1).
+* ``auto`` -- ours, for any split: a feature map [C, h, w] goes through Conv3x3(C->64), ReLU,
+  bilinear resize to the input's H x W, Conv3x3(64->32), ReLU, Conv3x3(32->C_in); a flat vector
+  [d] through Linear(d->512), ReLU, Linear(512->C_in·H·W).
+
+Both are Xavier-initialised (the paper) and trained with Adam at lr 1e-3 (the paper's §3.2
+optimiser for every model; its §5.1 says SGD).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..errors import InvalidValueError, ShapeError
+
+DESIGNS = ("auto", "paper")
+
+
+class _Resize(nn.Module):
+    def __init__(self, size: tuple[int, int]):
+        super().__init__()
+        self.size = tuple(size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.interpolate(x, size=self.size, mode="bilinear", align_corners=False)
+
+
+def inverse_architecture(feature_shape: tuple[int, ...], in_shape: tuple[int, int, int],
+                         design: str = "auto") -> nn.Sequential:
+    """An untrained inverse mapping features [*feature_shape] to inputs [*in_shape] (see module doc)."""
+    feature_shape, in_shape = tuple(int(v) for v in feature_shape), tuple(int(v) for v in in_shape)
+    c_in, h, w = in_shape
+    if design == "paper":
+        if in_shape == (1, 28, 28) and feature_shape == (8, 24, 24):
+            return nn.Sequential(nn.Conv2d(8, 1, 5, padding=4))
+        if in_shape == (1, 28, 28) and feature_shape == (16, 8, 8):
+            return nn.Sequential(nn.ConvTranspose2d(16, 8, 5), nn.ReLU(),
+                                 nn.ConvTranspose2d(8, 1, 5, stride=2, output_padding=1))
+        raise ShapeError(f"the paper's inverse networks exist for LeNet-5 conv1 [8, 24, 24] and ReLU2 [16, 8, 8] "
+                         f"features of 1x28x28 inputs, not {list(feature_shape)}; use design 'auto'")
+    if design != "auto":
+        raise InvalidValueError(f"unknown inverse-network design {design!r} (choose from {', '.join(DESIGNS)})")
+    if len(feature_shape) == 3:
+        return nn.Sequential(nn.Conv2d(feature_shape[0], 64, 3, padding=1), nn.ReLU(), _Resize((h, w)),
+                             nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, c_in, 3, padding=1))
+    if len(feature_shape) == 1:
+        return nn.Sequential(nn.Linear(feature_shape[0], 512), nn.ReLU(), nn.Linear(512, c_in * h * w),
+                             nn.Unflatten(1, in_shape))
+    raise ShapeError(f"features must be [C, h, w] maps or flat [d] vectors, got {list(feature_shape)}")
+
+
+def _xavier(module: nn.Module) -> None:
+    if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        nn.init.xavier_uniform_(module.weight)
+        nn.init.zeros_(module.bias)
+
+
+@dataclass
+class InverseNetworkReport:
+    queries: int
+    epochs: int
+    seconds: float
+    train_loss: list[float] = field(default_factory=list)
+
+
+class InverseNetwork:
+    """Fit g on (f_θ1(x_i), x_i) pairs, then invert observed features. Parameters validated here.
+
+    design: ``auto`` or ``paper`` (module doc). epochs, batch_size, lr: Adam training of eq. 4.
+    seed: weight init and batch order.
+    """
+
+    def __init__(self, *, design: str = "auto", epochs: int = 20, batch_size: int = 128, lr: float = 1e-3,
+                 seed: int = 0, device: str | torch.device = "cpu", progress: bool = False):
+        if design not in DESIGNS:
+            raise InvalidValueError(f"unknown inverse-network design {design!r} (choose from {', '.join(DESIGNS)})")
+        if int(epochs) != epochs or epochs < 1 or int(batch_size) != batch_size or batch_size < 1:
+            raise InvalidValueError("epochs and batch_size must be integers >= 1")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise InvalidValueError(f"lr must be a finite number > 0, got {lr!r}")
+        self.design, self.epochs, self.batch_size, self.lr = design, int(epochs), int(batch_size), float(lr)
+        self.seed, self.device, self.progress = int(seed), torch.device(device), progress
+        self.network: nn.Sequential | None = None
+
+    def fit(self, features: torch.Tensor, inputs: torch.Tensor) -> InverseNetworkReport:
+        """Train on query answers ``features`` [m, ...] = f_θ1(``inputs``) and ``inputs`` [m, C, H, W]."""
+        if features.shape[0] != inputs.shape[0] or inputs.ndim != 4 or features.shape[0] < 1:
+            raise ShapeError(f"need m >= 1 matching pairs, got features {list(features.shape)} and inputs {list(inputs.shape)}")
+        if not (torch.isfinite(features).all() and torch.isfinite(inputs).all()):
+            raise InvalidValueError("query features or inputs contain NaN or infinity")
+        torch.manual_seed(self.seed)
+        net = inverse_architecture(tuple(features.shape[1:]), tuple(inputs.shape[1:]), self.design)
+        net.apply(_xavier)
+        net.to(self.device).train()
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr)
+        gen = torch.Generator().manual_seed(self.seed)
+        m = features.shape[0]
+        history = []
+        t0 = time.perf_counter()
+        bar = tqdm(total=self.epochs, desc="inverse-network", unit="epoch", disable=not self.progress, leave=False)
+        for _ in range(self.epochs):
+            order = torch.randperm(m, generator=gen)
+            total = 0.0
+            for start in range(0, m, self.batch_size):
+                idx = order[start:start + self.batch_size]
+                v, x = features[idx].to(self.device), inputs[idx].to(self.device)
+                # eq. 4: per-image squared L2 in pixel space, averaged over the batch
+                loss = (net(v) - x).flatten(1).pow(2).sum(1).mean()
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+            history.append(total / m)
+            bar.update(1)
+            bar.set_postfix(loss=f"{history[-1]:.3f}")
+        bar.close()
+        self.network, self.feature_shape = net.eval(), tuple(features.shape[1:])
+        return InverseNetworkReport(queries=m, epochs=self.epochs, seconds=time.perf_counter() - t0, train_loss=history)
+
+    @torch.no_grad()
+    def run(self, observed: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+        """x̂0 = g(v0) for observed features [n, ...] -> [n, C, H, W], clamped to [0, 1]."""
+        if self.network is None:
+            raise InvalidValueError("the inverse network is not trained yet (call fit first)")
+        if tuple(observed.shape[1:]) != self.feature_shape:
+            raise ShapeError(f"observed features are {list(observed.shape[1:])} per input, the inverse network was "
+                             f"trained on {list(self.feature_shape)}")
+        if not torch.isfinite(observed).all():
+            raise InvalidValueError("observed features contain NaN or infinity")
+        out = [self.network(observed[s:s + batch_size].to(self.device)).cpu() for s in range(0, len(observed), batch_size)]
+        return torch.cat(out).clamp(0.0, 1.0)

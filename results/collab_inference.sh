@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# He et al. (ACSAC 2019) on MNIST LeNet-5: Tables 3, 4, 6, the split-point study and the §7.4
+# defenses, all through `hesig attack`. Resumable: rerun to finish. Usage:
+#   bash results/collab_inference.sh [target|sweep|table|splits|defenses|report|all]
+# CPU: the parts run one after another; `table` and `splits`+`defenses` can run in two shells.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-runs/collab}
+OUT=results/collab_inference
+part=${1:-all}
+TARGET=$RUNS/target
+# rMLE settings chosen by rmle_sweep.py on adversary-side images (see rmle_sweep.json):
+# shallow splits keep the paper's T=500, lr 1e-2, λ 0; from ReLU2 on T=2000, lr 1e-2, λ 0.3, jitter 0.1.
+SHALLOW="--iterations 500 --rmle-lr 1e-2 --tv-weight 0"
+DEEP="--iterations 2000 --rmle-lr 1e-2 --tv-weight 0.3 --tv-beta 1 --init-noise 0.1"
+TABLE_IDX=0:1000   # rMLE and shadow cells: the first 1,000 test images (CPU time); inverse network: all 10,000
+STUDY_IDX=0:200
+rmle_for() { case $1 in conv1|ReLU1|pool1) echo "$SHALLOW";; *) echo "$DEEP";; esac; }
+
+if [[ $part == target || $part == all ]]; then
+  [[ -f $TARGET/model.json ]] || hesig train-model --dataset mnist --arch lenet5 --train-half a --seed 0 --quiet --out $TARGET
+fi
+if [[ $part == sweep || $part == all ]]; then
+  [[ -f $OUT/rmle_sweep.json ]] || python $OUT/rmle_sweep.py $TARGET
+fi
+if [[ $part == table || $part == all ]]; then
+  for split in conv1 ReLU2; do
+    [[ -f $RUNS/table/rmle_$split/metrics.json ]] || hesig attack rmle --model $TARGET --split $split \
+      --indices $TABLE_IDX $(rmle_for $split) --quiet --out $RUNS/table/rmle_$split
+    for qs in train disjoint gaussian; do
+      [[ -f $RUNS/table/inverse_${qs}_$split/metrics.json ]] || hesig attack inverse-network --model $TARGET \
+        --split $split --query-set $qs --design paper --epochs 20 --quiet --out $RUNS/table/inverse_${qs}_$split
+    done
+    for data in same disjoint; do for structure in same different; do
+      [[ -f $RUNS/table/shadow_${data}_${structure}_$split/metrics.json ]] || hesig attack shadow --model $TARGET \
+        --split $split --shadow-data $data --structure $structure --epochs 5 --indices $TABLE_IDX $(rmle_for $split) \
+        --quiet --out $RUNS/table/shadow_${data}_${structure}_$split
+    done; done
+  done
+fi
+if [[ $part == splits || $part == all ]]; then
+  # every layer (flatten is pool2's output reshaped: same information, skipped)
+  for split in conv1 ReLU1 pool1 conv2 ReLU2 pool2 fc1 fc1act fc2 fc2act fc3; do
+    [[ -f $RUNS/splits/rmle_$split/metrics.json ]] || hesig attack rmle --model $TARGET --split $split \
+      --indices $STUDY_IDX $(rmle_for $split) --quiet --out $RUNS/splits/rmle_$split
+    [[ -f $RUNS/splits/inverse_$split/metrics.json ]] || hesig attack inverse-network --model $TARGET --split $split \
+      --query-set disjoint --design auto --epochs 10 --quiet --out $RUNS/splits/inverse_$split
+    [[ -f $RUNS/splits/shadow_$split/metrics.json ]] || hesig attack shadow --model $TARGET --split $split \
+      --shadow-data disjoint --structure same --epochs 5 --indices $STUDY_IDX $(rmle_for $split) --quiet \
+      --out $RUNS/splits/shadow_$split
+  done
+fi
+if [[ $part == defenses || $part == all ]]; then
+  for split in conv1 ReLU2; do for sigma in 0.1 0.3 1 3; do
+    [[ -f $RUNS/defenses/rmle_${split}_$sigma/metrics.json ]] || hesig attack rmle --model $TARGET --split $split \
+      --feature-noise $sigma --indices $STUDY_IDX $(rmle_for $split) --quiet --out $RUNS/defenses/rmle_${split}_$sigma
+    [[ -f $RUNS/defenses/inverse_${split}_$sigma/metrics.json ]] || hesig attack inverse-network --model $TARGET \
+      --split $split --feature-noise $sigma --query-set disjoint --design paper --epochs 20 --quiet \
+      --out $RUNS/defenses/inverse_${split}_$sigma
+  done; done
+fi
+if [[ $part == report || $part == all ]]; then
+  python $OUT/report.py $RUNS
+fi
