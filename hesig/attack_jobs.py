@@ -135,6 +135,7 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
     edge, cloud = split_model(target.model, split)
     test = load_dataset(meta["dataset"], "test", data_root, download)
     victims = test.subset(parse_indices(indices, len(test)))
+    own = _adversary_data(meta, "train", data_root, download)  # the target's training data (baselines, queries)
 
     # Trusted side: the victims' features (what the adversary observes) and the defended accuracy.
     observed = edge_features(edge, victims.images, FeatureNoise(feature_noise, seed))
@@ -152,13 +153,12 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
     elif attack == "inverse-network":
         epochs = epochs or 20
         if query_set == "gaussian":
-            own = _adversary_data(meta, "train", data_root, download)
             m = queries or len(own)
             # standard Gaussian inputs (zero mean, unit variance), as in He et al. §5.1
             inputs = torch.randn((m, *in_shape), generator=torch.Generator().manual_seed(seed))
             query_hash = f"gaussian:{m}:{seed}"
         else:
-            pool = _adversary_data(meta, query_set, data_root, download)
+            pool = own if query_set == "train" else _adversary_data(meta, query_set, data_root, download)
             m = min(queries or len(pool), len(pool))
             pick = torch.randperm(len(pool), generator=torch.Generator().manual_seed(seed))[:m]
             inputs = pool.images[pick]
@@ -175,7 +175,7 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
                     attack_seconds=report.seconds + time.perf_counter() - t1, final_train_loss=report.train_loss[-1])
     else:
         epochs = epochs or 5
-        data = _adversary_data(meta, shadow_data, data_root, download)
+        data = own if shadow_data == "same" else _adversary_data(meta, shadow_data, data_root, download)
         settings.update(shadow_data=shadow_data, structure=structure, epochs=epochs, batch_size=batch_size, lr=lr,
                         shadow_data_hash=data.split_hash, rmle=rmle_settings)
         # The adversary knows the architecture's *structure* (same) or not (different), never its weights:
@@ -209,7 +209,6 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
                     final_feature_distance_mean=sum(dists) / len(dists))
 
     # Scoring: all attacked images (hesig's metrics) and He et al.'s ten-image protocol.
-    own = _adversary_data(meta, "train", data_root, download)
     report = reconstruction_report(recon, victims.images, victims.labels, own.images, own.labels)
     wanted = protocol_indices(test)
     where = {int(i): p for p, i in enumerate(victims.indices.tolist())}

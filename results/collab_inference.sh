@@ -38,13 +38,26 @@ if [[ $part == table || $part == all ]]; then
     done; done
   done
 fi
+if [[ $part == extra || $part == all ]]; then
+  # Variants for the conv1 cells below the paper: the paper's one-layer inverse trained 3x longer, and
+  # query-free rMLE with the TV prior (λ 0.3) that the deep splits use, since a shadow is not the edge.
+  for qs in train disjoint; do
+    [[ -f $RUNS/extra/inverse_${qs}_conv1/metrics.json ]] || hesig attack inverse-network --model $TARGET \
+      --split conv1 --query-set $qs --design paper --epochs 60 --quiet --out $RUNS/extra/inverse_${qs}_conv1
+  done
+  for data in same disjoint; do for structure in same different; do
+    [[ -f $RUNS/extra/shadow_${data}_${structure}_conv1/metrics.json ]] || hesig attack shadow --model $TARGET \
+      --split conv1 --shadow-data $data --structure $structure --epochs 5 --indices $TABLE_IDX $SHALLOW \
+      --tv-weight 0.3 --quiet --out $RUNS/extra/shadow_${data}_${structure}_conv1
+  done; done
+fi
 if [[ $part == splits || $part == all ]]; then
   # every layer (flatten is pool2's output reshaped: same information, skipped)
   for split in conv1 ReLU1 pool1 conv2 ReLU2 pool2 fc1 fc1act fc2 fc2act fc3; do
     [[ -f $RUNS/splits/rmle_$split/metrics.json ]] || hesig attack rmle --model $TARGET --split $split \
       --indices $STUDY_IDX $(rmle_for $split) --quiet --out $RUNS/splits/rmle_$split
     [[ -f $RUNS/splits/inverse_$split/metrics.json ]] || hesig attack inverse-network --model $TARGET --split $split \
-      --query-set disjoint --design auto --epochs 10 --quiet --out $RUNS/splits/inverse_$split
+      --query-set disjoint --queries 10000 --design auto --epochs 10 --quiet --out $RUNS/splits/inverse_$split
     [[ -f $RUNS/splits/shadow_$split/metrics.json ]] || hesig attack shadow --model $TARGET --split $split \
       --shadow-data disjoint --structure same --epochs 5 --indices $STUDY_IDX $(rmle_for $split) --quiet \
       --out $RUNS/splits/shadow_$split

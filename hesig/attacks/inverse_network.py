@@ -13,8 +13,8 @@ Architectures (``design``):
 * ``paper`` -- He et al.'s MNIST inverses, defined for LeNet-5's two split points only:
   conv1 [8, 24, 24] -> Conv2d(8, 1, k5, padding 4);
   ReLU2 [16, 8, 8] -> ConvT(16, 8, k5), ReLU, ConvT(8, 1, k5, stride 2, output_padding 1).
-* ``auto`` -- ours, for any split: a feature map [C, h, w] goes through Conv3x3(C->64), ReLU,
-  bilinear resize to the input's H x W, Conv3x3(64->32), ReLU, Conv3x3(32->C_in); a flat vector
+* ``auto`` -- ours, for any split: a feature map [C, h, w] goes through Conv3x3(C->32), ReLU,
+  bilinear resize to the input's H x W, Conv3x3(32->16), ReLU, Conv3x3(16->C_in); a flat vector
   [d] through Linear(d->512), ReLU, Linear(512->C_in·H·W).
 
 Both are Xavier-initialised (the paper) and trained with Adam at lr 1e-3 (the paper's §3.2
@@ -23,7 +23,6 @@ optimiser for every model; its §5.1 says SGD).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -31,6 +30,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._checks import check_training
 from ..errors import InvalidValueError, ShapeError
 
 DESIGNS = ("auto", "paper")
@@ -61,8 +61,9 @@ def inverse_architecture(feature_shape: tuple[int, ...], in_shape: tuple[int, in
     if design != "auto":
         raise InvalidValueError(f"unknown inverse-network design {design!r} (choose from {', '.join(DESIGNS)})")
     if len(feature_shape) == 3:
-        return nn.Sequential(nn.Conv2d(feature_shape[0], 64, 3, padding=1), nn.ReLU(), _Resize((h, w)),
-                             nn.Conv2d(64, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, c_in, 3, padding=1))
+        # narrow on purpose: it trains at every split of the split-point study on one CPU core
+        return nn.Sequential(nn.Conv2d(feature_shape[0], 32, 3, padding=1), nn.ReLU(), _Resize((h, w)),
+                             nn.Conv2d(32, 16, 3, padding=1), nn.ReLU(), nn.Conv2d(16, c_in, 3, padding=1))
     if len(feature_shape) == 1:
         return nn.Sequential(nn.Linear(feature_shape[0], 512), nn.ReLU(), nn.Linear(512, c_in * h * w),
                              nn.Unflatten(1, in_shape))
@@ -94,10 +95,7 @@ class InverseNetwork:
                  seed: int = 0, device: str | torch.device = "cpu", progress: bool = False):
         if design not in DESIGNS:
             raise InvalidValueError(f"unknown inverse-network design {design!r} (choose from {', '.join(DESIGNS)})")
-        if int(epochs) != epochs or epochs < 1 or int(batch_size) != batch_size or batch_size < 1:
-            raise InvalidValueError("epochs and batch_size must be integers >= 1")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise InvalidValueError(f"lr must be a finite number > 0, got {lr!r}")
+        check_training(epochs, batch_size, lr)
         self.design, self.epochs, self.batch_size, self.lr = design, int(epochs), int(batch_size), float(lr)
         self.seed, self.device, self.progress = int(seed), torch.device(device), progress
         self.network: nn.Sequential | None = None

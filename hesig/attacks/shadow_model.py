@@ -21,7 +21,6 @@ Structures (``structure``), the adversary's knowledge of the edge architecture:
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -29,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from ._checks import check_training
 from ..errors import InvalidValueError, ShapeError
 
 STRUCTURES = ("same", "different")
@@ -90,10 +90,7 @@ class ShadowModel:
                  seed: int = 0, device: str | torch.device = "cpu", progress: bool = False):
         if structure not in STRUCTURES:
             raise InvalidValueError(f"unknown shadow structure {structure!r} (choose from {', '.join(STRUCTURES)})")
-        if int(epochs) != epochs or epochs < 1 or int(batch_size) != batch_size or batch_size < 1:
-            raise InvalidValueError("epochs and batch_size must be integers >= 1")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise InvalidValueError(f"lr must be a finite number > 0, got {lr!r}")
+        check_training(epochs, batch_size, lr)
         self.structure, self.epochs, self.batch_size, self.lr = structure, int(epochs), int(batch_size), float(lr)
         self.seed, self.device, self.progress = int(seed), torch.device(device), progress
 

@@ -43,6 +43,10 @@ LAYERS = ["conv1", "ReLU1", "pool1", "conv2", "ReLU2", "pool2", "fc1", "fc1act",
 SIGMAS = ["0.1", "0.3", "1", "3"]
 
 
+def fmt(cell, key, spec):
+    return format(cell[key], spec) if cell else "-"
+
+
 def load(path: Path):
     f = path / "metrics.json"
     return json.loads(f.read_text()) if f.exists() else None
@@ -110,12 +114,11 @@ def main(runs: str) -> None:
     if cells["splits"]:
         lines += ["## Split-point study (every LeNet-5 layer; their Figures 11-12)", "",
                   "First 200 test images for rMLE and query-free (shadow: disjoint half, same structure); all 10,000 for",
-                  "the inverse network (disjoint half, 'auto' design, 10 epochs, 30,000 queries).", "",
+                  "the inverse network (disjoint half, 'auto' design, 10 epochs, 10,000 queries).", "",
                   "| layer | rMLE PSNR | rMLE SSIM | inverse PSNR | inverse SSIM | shadow PSNR | shadow SSIM | shadow acc. through cloud |",
                   "|---|---|---|---|---|---|---|---|"]
         for layer in LAYERS:
             r, i, s = (cells["splits"].get(f"{a}@{layer}") for a in ("rmle", "inverse", "shadow"))
-            fmt = lambda c, k, f: format(c[k], f) if c else "-"
             lines.append(f"| {layer} | {fmt(r, 'psnr', '.2f')} | {fmt(r, 'ssim', '.3f')} | {fmt(i, 'psnr', '.2f')} | "
                          f"{fmt(i, 'ssim', '.3f')} | {fmt(s, 'psnr', '.2f')} | {fmt(s, 'ssim', '.3f')} | "
                          f"{fmt(s, 'shadow_test_accuracy', '.3f')} |")
@@ -132,8 +135,7 @@ def main(runs: str) -> None:
                 c = r or i
                 if not c:
                     continue
-                fmt = lambda c, k, f: format(c[k], f) if c else "-"
-                lines.append(f"| {split} | {sigma} ({c['feature_rms']:.2f}) | {c['defended_accuracy']:.4f} | "
+                    lines.append(f"| {split} | {sigma} ({c['feature_rms']:.2f}) | {c['defended_accuracy']:.4f} | "
                              f"{fmt(r, 'psnr', '.2f')} | {fmt(r, 'ssim', '.3f')} | {fmt(i, 'psnr', '.2f')} | {fmt(i, 'ssim', '.3f')} |")
         lines.append("")
     atomic_write_text(HERE / "TABLE.md", "\n".join(lines))
