@@ -22,6 +22,8 @@ from .oracles.names import CKKS_LAYOUTS, ORACLES
 from .attacks.inverse_network import DESIGNS
 from .attacks.shadow_model import STRUCTURES
 from .attack_jobs import QUERY_SETS, SHADOW_DATA
+from .attacks.vicious import RELEASES as VICIOUS_RELEASES
+from .risk import REGULARISATIONS as RISK_REGULARISATIONS
 
 
 
@@ -265,7 +267,7 @@ def demo_cmd(dataset, arch, out, count, train_limit, decoder_epochs, seed, data_
 
 @cli.group("attack")
 def attack_group():
-    """Collaborative-inference attacks of He et al. (ACSAC 2019) on a split target model."""
+    """Attacks of the sibling papers: He et al.'s three on a split model, and vicious classifiers."""
 
 
 def _attack_options(fn):
@@ -363,6 +365,88 @@ def attack_shadow_cmd(model_dir, split, out, indices, feature_noise, seed, shado
                 batch_size=batch_size, lr=lr, rmle=_rmle_settings(iterations, rmle_lr, tv_weight, tv_beta, init_noise,
                                                                    no_clip),
                 chunk_size=chunk_size, data_root=data_root, download=download, device=device)
+
+
+@attack_group.command("vicious")
+@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
+@click.option("--beta", default="3/1", show_default=True,
+              help="β^R/β^C of eq. 4: 0/1 honest classifier, 1/0 reconstruction only, e.g. 1/1, 3/1, 5/1.")
+@click.option("--release", type=click.Choice(VICIOUS_RELEASES), default="logits", show_default=True,
+              help="What the user sends back and G reads: raw logits or softmax probabilities.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory (F, G, metrics).")
+@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True, help="Paper: 50.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--ngf", type=click.IntRange(min=1), default=16, show_default=True, help="Decoder G width.")
+@click.option("--image-size", type=click.IntRange(min=8), default=32, show_default=True,
+              help="Images are resized to this square size (paper: 32).")
+@click.option("--ssim-weight", type=click.FloatRange(min=0), default=15.0, show_default=True, help="α of eq. 3.")
+@click.option("--huber-weight", type=click.FloatRange(min=0), default=3.0, show_default=True, help="γ of eq. 3.")
+@click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
+@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              show_default=True, help="Share of the training split held out for model selection.")
+@click.option("--train-limit", type=click.IntRange(min=10), default=None, help="Train on the first N images only.")
+@click.option("--risk-regularisation", type=click.Choice(RISK_REGULARISATIONS), default="pinv", show_default=True,
+              help="How Σ is inverted for R (eq. 6).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@device_option
+@quiet_option
+def attack_vicious_cmd(dataset, beta, release, out, epochs, batch_size, lr, ngf, image_size, ssim_weight, huber_weight,
+                       huber_delta, valid_fraction, train_limit, risk_regularisation, seed, data_root, download, device,
+                       quiet):
+    """Vicious classifier (Malekzadeh & Gündüz, Algorithm 1): train F and its decoder G jointly, score on the test split."""
+    from .vicious_jobs import train_vicious_job
+    result = train_vicious_job(dataset, beta, release, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
+                               ngf=ngf, image_size=image_size, ssim_weight=ssim_weight, huber_weight=huber_weight,
+                               huber_delta=huber_delta, valid_fraction=valid_fraction, train_limit=train_limit,
+                               risk_regularisation=risk_regularisation, data_root=data_root, download=download,
+                               device=device, progress=not quiet)
+    _print_summary({"out": out, "resumed": result.get("resumed", False), "best_epoch": result["best_epoch"],
+                    "train_seconds": round(result["train_seconds"], 1), **result["test"]})
+
+
+@cli.command("detect-vicious")
+@click.argument("run_dirs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for detection.json and detection.png.")
+@click.option("--finetune-size", type=click.IntRange(min=1), default=250, show_default=True,
+              help="K labelled samples of D^test+ the auditor fine-tunes on.")
+@click.option("--probe-size", type=click.IntRange(min=1), default=1000, show_default=True,
+              help="M test images the outputs are compared on (eq. 19).")
+@click.option("--rounds", type=click.IntRange(min=1), default=10, show_default=True, help="Full-batch Adam steps.")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--draws", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Independent D^test+ draws per model.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@device_option
+@quiet_option
+def detect_vicious_cmd(run_dirs, out, finetune_size, probe_size, rounds, lr, draws, seed, data_root, download, device,
+                       quiet):
+    """Vicious-likelihood v (Appendix I.2, eq. 19-20) of each run; ROC/AUC when honest and vicious runs are mixed."""
+    from .vicious_jobs import detect_vicious_job
+    _print_summary(detect_vicious_job(run_dirs, out, finetune_size=finetune_size, probe_size=probe_size, rounds=rounds,
+                                      lr=lr, draws=draws, seed=seed, data_root=data_root, download=download,
+                                      device=device, progress=not quiet))
+
+
+@cli.command("output-defenses")
+@click.option("--run", "run_dir", type=click.Path(), required=True, help="A vicious run directory (β^R > 0).")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Folder for defenses.json and defenses.png.")
+@click.option("--defense", "defenses", multiple=True, required=True,
+              help="none, round:q, noise:sigma, topk:k or argmax; repeat the option for a curve.")
+@click.option("--adapt-epochs", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Epochs the adaptive server fine-tunes G on defended outputs (0: fixed G only).")
+@click.option("--test-limit", type=click.IntRange(min=1), default=None, help="Score on the first N test images.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@device_option
+@quiet_option
+def output_defenses_cmd(run_dir, out, defenses, adapt_epochs, test_limit, seed, data_root, download, device, quiet):
+    """Output defenses (Appendix I): rounding, Gaussian noise, top-k, argmax -- accuracy vs reconstruction."""
+    from .vicious_jobs import output_defenses_job
+    _print_summary(output_defenses_job(run_dir, out, defenses, adapt_epochs=adapt_epochs, test_limit=test_limit, seed=seed,
+                                       data_root=data_root, download=download, device=device, progress=not quiet))
 
 
 def _int_option(value: str, name: str) -> int:

@@ -1,0 +1,356 @@
+"""Jobs behind ``hesig attack vicious``, ``hesig detect-vicious`` and ``hesig output-defenses``.
+
+A vicious run directory holds::
+
+    model/              F as an ordinary hesig checkpoint (arch bn_cnn), meta: beta, release, dataset ...
+    decoder.safetensors G's weights; metadata pins F's model hash and the release mode
+    metrics.json        test accuracy, PSNR (per image and dataset-level), SSIM (hesig's and the
+                        interior-only convention), R (eq. 6), training time, hashes, settings
+    history.json        per-epoch training and validation losses
+    reconstructions.png the first ten test images and their reconstructions
+
+Runs are resumable at the run level: a directory whose metrics.json was written with the same
+settings is returned as it is. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from . import __version__
+from .attacks.vicious import RELEASES, ViciousAttack, ViciousModel, check_labelled, resize_images
+from .attacks.vicious_detection import HONEST_THRESHOLD, vicious_likelihood
+from .data import Dataset, load_dataset
+from .decoders import DCGANDecoder
+from .errors import CheckpointError, InvalidValueError
+from .io import atomic_write_json, ensure_writable_dir, load_tensors, save_tensors, state_dict_hash, tensor_hash
+from .metrics import dataset_psnr, psnr, ssim, ssim_interior
+from .models import load_model, save_model
+from .output_defenses import OutputDefense, parse_output_defense
+from .risk import ReconstructionRisk
+from .workflows import resolve_device
+
+DECODER_FILE = "decoder.safetensors"
+METRICS_FILE = "metrics.json"
+#: Their E.1 resizes every dataset to 32 x 32.
+PAPER_IMAGE_SIZE = 32
+
+
+def vicious_data(dataset: str, image_size: int, data_root=None, download: bool = False,
+                 train_limit: int | None = None) -> tuple[Dataset, Dataset, torch.Tensor, torch.Tensor]:
+    """(train, test, train images resized, test images resized); ``train_limit`` keeps the first N training images."""
+    if int(image_size) < 8 or int(image_size) % 8:
+        raise InvalidValueError(f"image size must be a multiple of 8 (bn_cnn pools three times), got {image_size}")
+    train = load_dataset(dataset, "train", data_root=data_root, download=download)
+    test = load_dataset(dataset, "test", data_root=data_root, download=download)
+    if train_limit is not None:
+        if int(train_limit) < 10:
+            raise InvalidValueError(f"train limit must be >= 10, got {train_limit}")
+        train = train.subset(slice(0, int(train_limit)))
+    return train, test, resize_images(train.images, image_size), resize_images(test.images, image_size)
+
+
+def evaluate(model: ViciousModel, images: torch.Tensor, labels: torch.Tensor, risk: ReconstructionRisk | None) -> dict[str, Any]:
+    """Accuracy of F and, when there is a G, reconstruction quality of G(released) on ``images``."""
+    released = model.outputs(images)
+    result: dict[str, Any] = {"n": int(len(images)), "accuracy": float((released.argmax(1) == labels).double().mean())}
+    if model.decoder is None:
+        return result
+    recon = model.reconstruct(released)
+    p, s, si = psnr(recon, images).double(), ssim(recon, images).double(), ssim_interior(recon, images).double()
+    result.update({
+        "psnr_mean": float(p.mean()), "psnr_std": float(p.std()), "psnr_dataset": dataset_psnr(recon, images),
+        "ssim_mean": float(s.mean()), "ssim_std": float(s.std()),
+        "ssim_interior_mean": float(si.mean()), "ssim_interior_std": float(si.std()),
+    })
+    if risk is not None:
+        r = risk.per_image(recon, images)
+        result.update({"risk_R": float(r.mean()), "risk_R_std": float(r.std())})
+    return result
+
+
+def _save_decoder(decoder: DCGANDecoder, path: Path, meta: dict[str, Any]) -> None:
+    tensors = {k: v.detach().cpu() for k, v in decoder.state_dict().items()}
+    save_tensors(path, tensors, {**meta, "decoder_hash": state_dict_hash(tensors), "in_features": decoder.in_features,
+                                 "out_shape": list(decoder.out_shape), "ngf": decoder.ngf})
+
+
+def load_vicious(run_dir: str | Path, device: str | torch.device = "cpu") -> tuple[ViciousModel, dict[str, Any]]:
+    """A run directory -> (ViciousModel, F's metadata). Refuses a decoder trained against another F."""
+    run_dir = Path(run_dir)
+    loaded = load_model(run_dir / "model", device=device)
+    meta = loaded.meta
+    if "release" not in meta or meta.get("release") not in RELEASES:
+        raise CheckpointError(f"{run_dir / 'model'} is not a vicious-classifier checkpoint (no release mode in its metadata)")
+    decoder = None
+    if float(meta.get("beta_r", 0)) > 0:
+        tensors, dmeta = load_tensors(run_dir / DECODER_FILE, what="decoder checkpoint")
+        if dmeta.get("model_hash") != loaded.hash:
+            raise CheckpointError(f"{run_dir / DECODER_FILE} was trained against model {dmeta.get('model_hash')}, "
+                                  f"not {loaded.hash}")
+        if state_dict_hash(tensors) != dmeta.get("decoder_hash"):
+            raise CheckpointError(f"{run_dir / DECODER_FILE} is corrupt: its weights do not match the recorded hash")
+        try:
+            decoder = DCGANDecoder(int(dmeta["in_features"]), tuple(dmeta["out_shape"]), int(dmeta["ngf"]))
+            decoder.load_state_dict(tensors, strict=True)
+        except (KeyError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"{run_dir / DECODER_FILE} does not fit its recorded shape ({type(exc).__name__})") from None
+        decoder = decoder.to(device).eval()
+    return ViciousModel(loaded.model, decoder, meta["release"]), meta
+
+
+def train_vicious_job(dataset: str, beta: str, release: str, out: str | Path, *, epochs: int = 50, seed: int = 0,
+                      batch_size: int = 250, lr: float = 1e-3, ngf: int = 16, image_size: int = PAPER_IMAGE_SIZE,
+                      ssim_weight: float = 15.0, huber_weight: float = 3.0, huber_delta: float = 1.0,
+                      valid_fraction: float = 0.1, train_limit: int | None = None, risk_regularisation: str = "pinv",
+                      data_root=None, download: bool = False, device: str | None = "auto", progress: bool = True) -> dict[str, Any]:
+    """Train one (F, G) pair with Algorithm 1 and evaluate it on the whole test split -> metrics dict."""
+    attack = ViciousAttack(beta, release, epochs=epochs, batch_size=batch_size, lr=lr, valid_fraction=valid_fraction,
+                           ngf=ngf, ssim_weight=ssim_weight, huber_weight=huber_weight, huber_delta=huber_delta,
+                           seed=seed, device=resolve_device(device), progress=progress)
+    out = ensure_writable_dir(out)
+    settings = {**attack.settings(), "dataset": dataset, "image_size": int(image_size), "train_limit": train_limit,
+                "risk_regularisation": risk_regularisation}
+    done = out / METRICS_FILE
+    if done.exists():
+        previous = json.loads(done.read_text())
+        if previous.get("settings") == settings:
+            return {**previous, "resumed": True}
+        raise InvalidValueError(f"{out} already holds a vicious run with other settings; choose another --out")
+    train, test, x_train, x_test = vicious_data(dataset, image_size, data_root, download, train_limit)
+    check_labelled(x_train, train.labels, train.num_classes)
+    model = attack.fit(x_train, train.labels, train.num_classes)
+    t0 = time.perf_counter()
+    risk = ReconstructionRisk.fit(x_train, risk_regularisation) if model.decoder is not None else None
+    metrics = evaluate(model, x_test, test.labels, risk)
+    eval_seconds = time.perf_counter() - t0
+    meta = {"arch": "bn_cnn", "in_shape": list(x_train.shape[1:]), "num_classes": train.num_classes, "dataset": dataset,
+            "beta": attack.beta, "beta_r": attack.beta_r, "beta_c": attack.beta_c, "release": release, "seed": seed,
+            "image_size": int(image_size), "train_split_hash": train.split_hash, "test_split_hash": test.split_hash}
+    save_model(model.classifier.cpu(), out / "model", meta)
+    model_hash = load_model(out / "model").hash
+    if model.decoder is not None:
+        _save_decoder(model.decoder.cpu(), out / DECODER_FILE, {"model_hash": model_hash, "release": release,
+                                                                 "hesig_version": __version__})
+        from .viz import reconstruction_grid
+        first = x_test[:10]
+        reconstruction_grid([first, model.reconstruct(model.outputs(first))], ["original", f"G({release})"],
+                            out / "reconstructions.png", f"{dataset}, beta^R/beta^C = {attack.beta}, {release} released")
+    result = {"settings": settings, "test": metrics, "best_epoch": model.best_epoch, "train_seconds": model.train_seconds,
+              "eval_seconds": eval_seconds, "queries": int(len(x_test)),
+              "queries_note": "one inference per test image; the server sees only its released vector",
+              "risk": risk.describe() if risk is not None else None, "model_hash": model_hash,
+              "train_split_hash": train.split_hash, "test_split_hash": test.split_hash,
+              "device": str(attack.device), "torch_threads": torch.get_num_threads(), "hesig_version": __version__}
+    atomic_write_json(out / "history.json", model.history)
+    atomic_write_json(done, result)
+    return result
+
+
+# --------------------------------------------------------------------------------------------
+# detection
+
+
+def detect_vicious_job(run_dirs: Sequence[str | Path], out: str | Path, *, finetune_size: int = 250, probe_size: int = 1000,
+                       rounds: int = 10, lr: float = 1e-3, draws: int = 3, seed: int = 0, data_root=None,
+                       download: bool = False, device: str | None = "auto", progress: bool = True) -> dict[str, Any]:
+    """Eq. (19)-(20) for every run, several fine-tuning draws each; ROC/AUC when honest and vicious runs are both given.
+
+    Data: the probe set is the first ``probe_size`` test images; each draw's D^test+ is ``finetune_size``
+    labelled images drawn (seeded) from the rest of the test split -- never from the training split.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+    if not run_dirs:
+        raise InvalidValueError("give at least one vicious run directory")
+    for name, value in (("finetune_size", finetune_size), ("probe_size", probe_size), ("draws", draws)):
+        if int(value) < 1:
+            raise InvalidValueError(f"{name} must be >= 1, got {value}")
+    out = ensure_writable_dir(out)
+    dev = resolve_device(device)
+    cache: dict[tuple, tuple[Dataset, torch.Tensor]] = {}
+    rows = []
+    for run_dir in run_dirs:
+        model, meta = load_vicious(run_dir, device=dev)
+        key = (meta["dataset"], int(meta["image_size"]))
+        if key not in cache:
+            test = load_dataset(meta["dataset"], "test", data_root=data_root, download=download)
+            cache[key] = (test, resize_images(test.images, key[1]))
+        test, x_test = cache[key]
+        if test.split_hash != meta.get("test_split_hash"):
+            raise CheckpointError(f"{run_dir}: the test split differs from the one this model was evaluated on")
+        if probe_size + finetune_size > len(x_test):
+            raise InvalidValueError(f"probe_size + finetune_size = {probe_size + finetune_size} exceeds the {len(x_test)} test images")
+        probe = x_test[:probe_size]
+        pool = torch.arange(probe_size, len(x_test))
+        for draw in range(int(draws)):
+            gen = torch.Generator().manual_seed(int(seed) * 1000 + draw)
+            pick = pool[torch.randperm(len(pool), generator=gen)[:finetune_size]]
+            res = vicious_likelihood(model.classifier, x_test[pick], test.labels[pick], probe, rounds=rounds, lr=lr,
+                                     seed=int(seed) * 1000 + draw)
+            rows.append({"run": str(run_dir), "dataset": meta["dataset"], "beta": meta["beta"], "release": meta["release"],
+                         "seed": meta["seed"], "model_hash": meta["model_hash"], "draw": draw,
+                         "vicious": float(meta["beta_r"]) > 0, **res})
+    summary: dict[str, Any] = {"rows": rows, "threshold_v": HONEST_THRESHOLD, "settings": {
+        "finetune_size": finetune_size, "probe_size": probe_size, "rounds": rounds, "lr": lr, "draws": draws, "seed": seed},
+        "hesig_version": __version__}
+    groups = {"all": rows, **{d: [r for r in rows if r["dataset"] == d] for d in sorted({r["dataset"] for r in rows})}}
+    summary["roc"] = {}
+    for name, group in groups.items():
+        truth = [int(r["vicious"]) for r in group]
+        if 0 < sum(truth) < len(truth):
+            scores = [r["v"] for r in group]
+            fpr, tpr, thr = roc_curve(truth, scores)
+            flagged = [r["v"] > HONEST_THRESHOLD for r in group]
+            summary["roc"][name] = {
+                "auc": float(roc_auc_score(truth, scores)), "fpr": fpr.tolist(), "tpr": tpr.tolist(),
+                "thresholds": [float(t) if math.isfinite(t) else None for t in thr],
+                "n_honest": len(truth) - sum(truth), "n_vicious": sum(truth),
+                "paper_threshold_tpr": sum(f and t for f, t in zip(flagged, truth)) / sum(truth),
+                "paper_threshold_fpr": sum(f and not t for f, t in zip(flagged, truth)) / (len(truth) - sum(truth))}
+    atomic_write_json(out / "detection.json", summary)
+    _detection_figure(summary, out / "detection.png")
+    return {"runs": len(run_dirs), "rows": len(rows), "auc": {k: v["auc"] for k, v in summary["roc"].items()},
+            "out": str(out / "detection.json")}
+
+
+def _detection_figure(summary: dict[str, Any], path: Path) -> None:
+    from .viz import new_figure, save_figure
+    fig = new_figure(11, 4.2)
+    ax_roc, ax_curve = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for name, roc in summary["roc"].items():
+        ax_roc.plot(roc["fpr"], roc["tpr"], label=f"{name} (AUC {roc['auc']:.3f})")
+    ax_roc.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":")
+    ax_roc.set(xlabel="false-positive rate (honest flagged)", ylabel="true-positive rate (vicious flagged)",
+               title="ROC of the vicious-likelihood v (eq. 20)")
+    ax_roc.legend(fontsize=8)
+    by_kind: dict[str, list[list[float]]] = {}
+    for r in summary["rows"]:
+        by_kind.setdefault(f"{r['dataset']} {r['beta']} {r['release']}", []).append(r["cosine_by_round"])
+    for label, curves in sorted(by_kind.items()):
+        mean = torch.tensor(curves).mean(0)
+        ax_curve.plot(range(1, len(mean) + 1), mean.numpy(), label=label, lw=1.2,
+                      ls="-" if label.split()[1].startswith("0/") else "--")
+    ax_curve.set(xlabel="fine-tuning round", ylabel="cosine similarity C (eq. 19)", title="F vs F+ on the probe set")
+    ax_curve.legend(fontsize=6, ncol=2)
+    save_figure(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# output defenses
+
+
+def _adapt_decoder(model: ViciousModel, released_fn, x_train: torch.Tensor, epochs: int, batch_size: int, lr: float,
+                   seed: int, loss_fn) -> DCGANDecoder:
+    """The adaptive server: fine-tune a copy of G on defended outputs of its own training images (F frozen)."""
+    import copy
+    decoder = copy.deepcopy(model.decoder)
+    device = next(decoder.parameters()).device
+    opt = torch.optim.Adam(decoder.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(seed)
+    for epoch in range(epochs):
+        released = released_fn(seed * 100 + epoch)  # fresh noise every epoch for the noise defense
+        decoder.train()
+        order = torch.randperm(len(x_train), generator=gen)
+        for start in range(0, len(order) - batch_size + 1, batch_size):
+            idx = order[start:start + batch_size]
+            loss = loss_fn(decoder(released[idx].to(device)), x_train[idx].to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+    return decoder.eval()
+
+
+def output_defenses_job(run_dir: str | Path, out: str | Path, defenses: Sequence[str], *, adapt_epochs: int = 2,
+                        test_limit: int | None = None, batch_size: int = 250, lr: float = 1e-3, seed: int = 0,
+                        data_root=None, download: bool = False, device: str | None = "auto",
+                        progress: bool = True) -> dict[str, Any]:
+    """Task accuracy and reconstruction quality under each output defense -> defenses.json + figure.
+
+    Two servers per defense: the *fixed* one reuses G as trained (the paper's setting), the
+    *adaptive* one fine-tunes G for ``adapt_epochs`` on defended outputs of the server's own
+    training images (F untouched; the server knows the mechanism, not the noise draws).
+    """
+    from tqdm.auto import tqdm
+    from .attacks.vicious import ReconstructionLoss
+    parsed = [parse_output_defense(d) for d in defenses]
+    if not parsed:
+        raise InvalidValueError("give at least one output defense")
+    if int(adapt_epochs) < 0:
+        raise InvalidValueError(f"adapt_epochs must be >= 0, got {adapt_epochs}")
+    dev = resolve_device(device)
+    model, meta = load_vicious(run_dir, device=dev)
+    if model.decoder is None:
+        raise InvalidValueError(f"{run_dir} is an honest model (beta^R = 0): there is no reconstruction to defend against")
+    out = ensure_writable_dir(out)
+    train, test, x_train, x_test = vicious_data(meta["dataset"], int(meta["image_size"]), data_root, download)
+    if test.split_hash != meta.get("test_split_hash") or train.split_hash != meta.get("train_split_hash"):
+        raise CheckpointError(f"{run_dir}: the dataset splits differ from those this model was trained on")
+    labels = test.labels
+    if test_limit is not None:
+        x_test, labels = x_test[:int(test_limit)], labels[:int(test_limit)]
+    risk = ReconstructionRisk.fit(x_train)
+    clean_test, clean_train = model.outputs(x_test), model.outputs(x_train)
+    loss_fn = ReconstructionLoss()
+    rows = []
+    for i, defense in enumerate(tqdm(parsed, desc="output defenses", disable=not progress, leave=False)):
+        t0 = time.perf_counter()
+        released = defense.apply(clean_test, seed=seed + 7919 * (i + 1))
+        row: dict[str, Any] = {"defense": defense.spec, "kind": defense.kind, "value": defense.value,
+                               "accuracy": float((released.argmax(1) == labels).double().mean())}
+        fixed = ViciousModel(model.classifier, model.decoder, model.release)
+        row["fixed"] = _quality(fixed.reconstruct(released), x_test, risk)
+        if adapt_epochs and defense.kind != "none":
+            decoder = _adapt_decoder(model, lambda s: defense.apply(clean_train, seed=s), x_train, int(adapt_epochs),
+                                     batch_size, lr, seed, loss_fn)
+            row["adaptive"] = _quality(ViciousModel(model.classifier, decoder, model.release).reconstruct(released), x_test, risk)
+        row["seconds"] = time.perf_counter() - t0
+        rows.append(row)
+    summary = {"run": str(run_dir), "model_hash": meta["model_hash"], "dataset": meta["dataset"], "beta": meta["beta"],
+               "release": meta["release"], "n_test": int(len(x_test)), "adapt_epochs": int(adapt_epochs), "seed": seed,
+               "rows": rows, "hesig_version": __version__}
+    atomic_write_json(out / "defenses.json", summary)
+    _defense_figure(summary, out / "defenses.png")
+    return {"defenses": len(rows), "out": str(out / "defenses.json"),
+            "table": {r["defense"]: (round(r["accuracy"], 4), round(r["fixed"]["ssim_mean"], 3),
+                                     round(r.get("adaptive", r["fixed"])["ssim_mean"], 3)) for r in rows}}
+
+
+def _quality(recon: torch.Tensor, target: torch.Tensor, risk: ReconstructionRisk) -> dict[str, float]:
+    p, s = psnr(recon, target).double(), ssim(recon, target).double()
+    return {"psnr_mean": float(p.mean()), "psnr_dataset": dataset_psnr(recon, target), "ssim_mean": float(s.mean()),
+            "risk_R": risk.score(recon, target)}
+
+
+def _defense_figure(summary: dict[str, Any], path: Path) -> None:
+    from .viz import new_figure, save_figure
+    fig = new_figure(11, 4.2)
+    axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    kinds = [k for k in ("round", "noise", "topk") if any(r["kind"] == k for r in summary["rows"])]
+    markers = {"round": "o", "noise": "s", "topk": "^"}
+    for ax, metric, label in zip(axes, ("ssim_mean", "psnr_mean"), ("SSIM (data range 1)", "PSNR (dB, per-image mean)")):
+        for kind in kinds:
+            rows = sorted((r for r in summary["rows"] if r["kind"] == kind), key=lambda r: r["accuracy"])
+            for server, ls in (("fixed", "--"), ("adaptive", "-")):
+                pts = [(r["accuracy"] * 100, r[server][metric]) for r in rows if server in r]
+                if pts:
+                    ax.plot(*zip(*pts), ls=ls, marker=markers[kind], label=f"{kind}, {server} G")
+        for r in summary["rows"]:
+            if r["kind"] in ("none", "argmax"):
+                for server in ("fixed", "adaptive"):
+                    if server in r:
+                        ax.scatter(r["accuracy"] * 100, r[server][metric], marker="*" if r["kind"] == "none" else "x",
+                                   s=70, color="black" if server == "fixed" else "red", zorder=3,
+                                   label=f"{r['kind']}, {server} G")
+        ax.set(xlabel="task accuracy (%)", ylabel=label,
+               title=f"{summary['dataset']} {summary['beta']} {summary['release']}: defense vs leakage")
+        ax.legend(fontsize=6)
+    save_figure(fig, path)
+
+
+__all__ = ["train_vicious_job", "detect_vicious_job", "output_defenses_job", "load_vicious", "evaluate", "vicious_data"]
