@@ -316,3 +316,19 @@ def test_cli_vicious_bad_input(capsys, vicious_runs, tmp_path):
     (broken / "decoder.safetensors").write_bytes(data[: len(data) // 2])
     code, _, err = run(capsys, "output-defenses", "--run", broken, "--out", tmp_path / "d", "--defense", "argmax")
     assert_one_line_error(code, err, "decoder")
+
+
+def test_risk_cache_reuses_the_fit_for_the_same_split_only(tmp_path, monkeypatch, digits):
+    from hesig.vicious_jobs import fitted_risk
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    train, _, x_train, _ = digits
+    first = fitted_risk(train, x_train, "pinv")
+    assert len(list((tmp_path / "hesig" / "risk").glob("*.safetensors"))) == 1
+    again = fitted_risk(train, x_train, "pinv")
+    assert torch.equal(first.precision, again.precision) and torch.equal(first.mean, again.mean)
+    other = train.subset(slice(0, 500))
+    fitted_risk(other, x_train[:500], "pinv")
+    assert len(list((tmp_path / "hesig" / "risk").glob("*.safetensors"))) == 2
+    entry = next((tmp_path / "hesig" / "risk").glob("*.safetensors"))
+    entry.write_bytes(b"garbage")  # a damaged entry is refitted, not trusted
+    assert fitted_risk(train, x_train, "pinv").precision.shape == first.precision.shape

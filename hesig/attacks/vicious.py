@@ -213,9 +213,7 @@ class ViciousAttack:
                  ssim_weight: float = PAPER_LOSS["ssim_weight"], huber_weight: float = PAPER_LOSS["huber_weight"],
                  huber_delta: float = PAPER_LOSS["huber_delta"], seed: int = 0, device: str | torch.device = "cpu",
                  progress: bool = True):
-        self.beta_r, self.beta_c = parse_beta(beta) if isinstance(beta, str) else tuple(float(b) for b in beta)
-        if isinstance(beta, tuple):
-            parse_beta(f"{self.beta_r}/{self.beta_c}")
+        self.beta_r, self.beta_c = parse_beta(beta if isinstance(beta, str) else "/".join(str(b) for b in beta))
         if release not in RELEASES:
             raise InvalidValueError(f"unknown release '{release}' (choose from {', '.join(RELEASES)})")
         for name, value in (("epochs", epochs), ("batch_size", batch_size), ("ngf", ngf)):
