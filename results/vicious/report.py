@@ -176,6 +176,8 @@ def main(runs: Path) -> None:
                "|---|---|---|---|---|---|---|"]
         for ds, d in ext["detection"].items():
             for g, r in d["roc"].items():
+                if g == "all" and len(d["roc"]) == 2:  # one dataset per detection run: "all" repeats it
+                    continue
                 md.append(f"| {DATASETS[ds]} | {g} | {r['auc']:.3f} | {r['n_honest']} | {r['n_vicious']} | "
                           f"{r['paper_threshold_tpr']:.2f} | {r['paper_threshold_fpr']:.2f} |")
         md += ["", "Mean (min, max) vicious-likelihood v per model kind:", ""]
