@@ -57,22 +57,24 @@ def vicious_data(dataset: str, image_size: int, data_root=None, download: bool =
     return train, test, resize_images(train.images, image_size), resize_images(test.images, image_size)
 
 
+def reconstruction_quality(recon: torch.Tensor, target: torch.Tensor, risk: ReconstructionRisk | None) -> dict[str, float]:
+    """PSNR (per image and dataset-level), SSIM (full and interior) and R of ``recon`` [n, C, H, W] against ``target``."""
+    p, s, si = psnr(recon, target).double(), ssim(recon, target).double(), ssim_interior(recon, target).double()
+    result = {"psnr_mean": float(p.mean()), "psnr_std": float(p.std()), "psnr_dataset": dataset_psnr(recon, target),
+              "ssim_mean": float(s.mean()), "ssim_std": float(s.std()),
+              "ssim_interior_mean": float(si.mean()), "ssim_interior_std": float(si.std())}
+    if risk is not None:
+        r = risk.per_image(recon, target)
+        result.update({"risk_R": float(r.mean()), "risk_R_std": float(r.std())})
+    return result
+
+
 def evaluate(model: ViciousModel, images: torch.Tensor, labels: torch.Tensor, risk: ReconstructionRisk | None) -> dict[str, Any]:
     """Accuracy of F and, when there is a G, reconstruction quality of G(released) on ``images``."""
     released = model.outputs(images)
     result: dict[str, Any] = {"n": int(len(images)), "accuracy": float((released.argmax(1) == labels).double().mean())}
-    if model.decoder is None:
-        return result
-    recon = model.reconstruct(released)
-    p, s, si = psnr(recon, images).double(), ssim(recon, images).double(), ssim_interior(recon, images).double()
-    result.update({
-        "psnr_mean": float(p.mean()), "psnr_std": float(p.std()), "psnr_dataset": dataset_psnr(recon, images),
-        "ssim_mean": float(s.mean()), "ssim_std": float(s.std()),
-        "ssim_interior_mean": float(si.mean()), "ssim_interior_std": float(si.std()),
-    })
-    if risk is not None:
-        r = risk.per_image(recon, images)
-        result.update({"risk_R": float(r.mean()), "risk_R_std": float(r.std())})
+    if model.decoder is not None:
+        result.update(reconstruction_quality(model.reconstruct(released), images, risk))
     return result
 
 
@@ -329,12 +331,12 @@ def output_defenses_job(run_dir: str | Path, out: str | Path, defenses: Sequence
         released = defense.apply(clean_test, seed=seed + 7919 * (i + 1))
         row: dict[str, Any] = {"defense": defense.spec, "kind": defense.kind, "value": defense.value,
                                "accuracy": float((released.argmax(1) == labels).double().mean())}
-        fixed = ViciousModel(model.classifier, model.decoder, model.release)
-        row["fixed"] = _quality(fixed.reconstruct(released), x_test, risk)
+        row["fixed"] = reconstruction_quality(model.reconstruct(released), x_test, risk)
         if adapt_epochs:  # also for "none": the extra epochs alone, so the defended rows compare like with like
             decoder = _adapt_decoder(model, lambda s: defense.apply(clean_train, seed=s), x_train, int(adapt_epochs),
                                      batch_size, lr, seed, loss_fn)
-            row["adaptive"] = _quality(ViciousModel(model.classifier, decoder, model.release).reconstruct(released), x_test, risk)
+            adapted = ViciousModel(model.classifier, decoder, model.release)
+            row["adaptive"] = reconstruction_quality(adapted.reconstruct(released), x_test, risk)
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
     summary = {"run": str(run_dir), "model_hash": meta["model_hash"], "dataset": meta["dataset"], "beta": meta["beta"],
@@ -345,12 +347,6 @@ def output_defenses_job(run_dir: str | Path, out: str | Path, defenses: Sequence
     return {"defenses": len(rows), "out": str(out / "defenses.json"),
             "table": {r["defense"]: (round(r["accuracy"], 4), round(r["fixed"]["ssim_mean"], 3),
                                      round(r.get("adaptive", r["fixed"])["ssim_mean"], 3)) for r in rows}}
-
-
-def _quality(recon: torch.Tensor, target: torch.Tensor, risk: ReconstructionRisk) -> dict[str, float]:
-    p, s = psnr(recon, target).double(), ssim(recon, target).double()
-    return {"psnr_mean": float(p.mean()), "psnr_dataset": dataset_psnr(recon, target), "ssim_mean": float(s.mean()),
-            "risk_R": risk.score(recon, target)}
 
 
 def _defense_figure(summary: dict[str, Any], path: Path) -> None:
@@ -379,4 +375,4 @@ def _defense_figure(summary: dict[str, Any], path: Path) -> None:
     save_figure(fig, path)
 
 
-__all__ = ["train_vicious_job", "detect_vicious_job", "output_defenses_job", "load_vicious", "evaluate", "vicious_data"]
+__all__ = ["train_vicious_job", "detect_vicious_job", "output_defenses_job", "load_vicious", "evaluate", "reconstruction_quality", "vicious_data"]
