@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-import torch
 
 from . import __version__
 from .data import load_dataset
@@ -243,3 +242,27 @@ def pareto_front(cells: list[dict[str, Any]], metric: str = "ssim") -> list[dict
             front.append(cell)
             best = cell[metric]
     return front
+
+
+def family_reconstructions(study_dir: str | Path, cells: list[dict[str, Any]], path: str | Path, count: int = 100,
+                           data_root=None, download: bool = False) -> Path | None:
+    """Figure: the first test victims and each family's reconstructions of them at ``count``
+    directions (the paper's precision), from the samples every cell keeps. None if any is missing."""
+    from . import viz
+    from .io import load_tensors
+    study_dir = Path(study_dir)
+    by = {c["family"]: c for c in cells if (c["coarse_points"], c["rtol"]) == DEFAULT_PRECISION and c["count"] == count}
+    families = sorted(by, key=lambda f: viz.FAMILY_ORDER.index(f) if f in viz.FAMILY_ORDER else 99)
+    tag = _tag(*DEFAULT_PRECISION)
+    files = [study_dir / f / f"recon_{tag}_k{count}.safetensors" for f in families]
+    if not families or not all(f.exists() for f in files):
+        return None
+    recons = [load_tensors(f)[0] for f in files]
+    idx = recons[0]["indices"]
+    first = by[families[0]]
+    test = load_dataset(first["dataset"], "test", data_root, download)
+    labels = ["original"] + [f"{f}\nSSIM {by[f]['ssim']:.2f}" for f in families]
+    return viz.reconstruction_grid([test.images[idx]] + [r["reconstructions"] for r in recons], labels, path,
+                                   f"{first['arch']} on {first['dataset']}: first {len(idx)} test victims, "
+                                   f"{count} directions per family (mean SSIM over {first['n_test']})",
+                                   col_labels=[str(int(test.labels[i])) for i in idx])

@@ -1,4 +1,5 @@
-"""Figures: reconstruction grids, ε-signatures and the label-change confidence curve.
+"""Figures: reconstruction grids, ε-signatures, the label-change confidence curve, direction sets and
+quality against queries.
 
 Figures are built on :class:`matplotlib.figure.Figure` objects with an Agg canvas (no pyplot,
 no global state, works headless) and written through :func:`save_figure`, which renders the PNG
@@ -272,4 +273,119 @@ def confidence_curve(eps_grid: torch.Tensor, probs: torch.Tensor, eps_star: floa
     return save_figure(fig, path)
 
 
-__all__ = ["save_figure", "new_figure", "reconstruction_grid", "class_grid", "signature_plot", "confidence_curve"]
+#: One colour per direction family in every panel and figure.
+FAMILY_ORDER = ("random", "rademacher", "pca", "centroid", "pgd", "uap", "fgsm", "mix")
+
+
+def family_colour(family: str) -> str:
+    """Matplotlib colour of a direction family (the same in every figure)."""
+    return f"C{FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)}"
+
+
+def _family_sort_key(family: str) -> int:
+    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+
+
+def log_query_axis(ax: Any) -> None:
+    """Log-scaled x axis with plain-number ticks (30, 100, 300, ...) for query counts."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator([10, 30, 100, 300, 1000, 3000, 10000, 30000]))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def quality_against_queries(configs: dict[tuple[str, str], list[dict[str, Any]]], path: str | os.PathLike,
+                            metric: str = "ssim", precision: tuple[int, float] | None = (8, 1e-2)) -> Path:
+    """Reconstruction quality against oracle queries per fingerprint, one line per direction family.
+
+    Args:
+        configs: ``{(dataset, arch): cells}``, one panel each; cells are the dicts of
+            :func:`hesig.study.run_study` (keys family, count, coarse_points, rtol,
+            queries_per_fingerprint, ``metric``, baselines). A line joins one family's cells in
+            order of direction count.
+        path: PNG output path.
+        metric: ``"ssim"`` (data_range 1.0) or ``"psnr"`` (dB).
+        precision: keep only cells searched at this (coarse points, rtol); None keeps all.
+    Returns the written path.
+    """
+    if metric not in ("ssim", "psnr"):
+        raise InvalidValueError(f"metric must be 'ssim' or 'psnr', got {metric!r}")
+    if not configs or not all(configs.values()):
+        raise ShapeError("quality_against_queries needs at least one non-empty panel")
+    n = len(configs)
+    fig = new_figure(5.0 * n, 4.2)
+    max_families = max(len({c["family"] for c in cells}) for cells in configs.values())
+    legend_done = False
+    for i, ((dataset, arch), cells) in enumerate(configs.items()):
+        ax = fig.add_subplot(1, n, i + 1)
+        if precision is not None:
+            cells = [c for c in cells if (c["coarse_points"], c["rtol"]) == tuple(precision)]
+        if not cells:
+            raise ShapeError(f"no cells of {arch} on {dataset} at precision {precision}")
+        families = sorted({c["family"] for c in cells}, key=_family_sort_key)
+        for fam in families:
+            row = sorted((c for c in cells if c["family"] == fam), key=lambda c: c["count"])
+            label = fam if fam != "mix" else f"mix ({row[0].get('mix')})"
+            ax.plot([c["queries_per_fingerprint"] for c in row], [c[metric] for c in row], marker="o",
+                    color=family_colour(fam), linewidth=2.6 if fam == "random" else 1.3, label=label)
+        base = cells[0]["baselines"]["baseline_class_mean"][f"{metric}_mean"]
+        ax.axhline(base, color="grey", linestyle=":", label="class-mean baseline")
+        log_query_axis(ax)
+        counts = ", ".join(str(c) for c in sorted({c["count"] for c in cells}))
+        ax.set_xlabel("mean oracle queries per fingerprint (log scale)")
+        ax.set_ylabel("SSIM (data_range 1.0)" if metric == "ssim" else "PSNR (dB)")
+        ax.set_title(f"{arch} on {dataset}\n(points: {counts} directions)", fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(families) == max_families and not legend_done:
+            ax.legend(fontsize=7)
+            legend_done = True
+    return save_figure(fig, path)
+
+
+def direction_grid(families: dict[str, torch.Tensor], path: str | os.PathLike, title: str, per_row: int = 8) -> Path:
+    """The first directions of several families, one row per family, in a diverging colour map.
+
+    Args:
+        families: ``{family: [k, C, H, W]}`` direction vectors (unit L2 norm, signed); the first
+            ``per_row`` of each are drawn (channel mean for C = 3).
+        path: PNG output path.
+        title: figure title.
+        per_row: directions per row.
+    Each row shares one symmetric colour scale ±max|value| with its own colour bar, so signs and
+    relative magnitudes inside a family can be read; white is 0.
+    Returns the written path.
+    """
+    if not families:
+        raise ShapeError("direction_grid needs at least one family")
+    rows = []
+    for name, vectors in families.items():
+        v = torch.as_tensor(vectors).detach().cpu().float()
+        if v.ndim != 4 or v.shape[0] == 0:
+            raise ShapeError(f"directions of {name} must be [k, C, H, W] with k >= 1, got {tuple(v.shape)}")
+        if not bool(torch.isfinite(v).all()):
+            raise InvalidValueError(f"directions of {name} contain NaN or infinity")
+        rows.append((name, v[:per_row].mean(1)))
+    cols = max(v.shape[0] for _, v in rows)
+    fig = new_figure(CELL_INCHES * cols + 2.2, CELL_INCHES * len(rows) + 0.7)
+    grid = fig.add_gridspec(len(rows), cols + 1, width_ratios=[1.0] * cols + [0.08], wspace=0.08, hspace=0.15)
+    for r, (name, v) in enumerate(rows):
+        vmax = float(v.abs().max()) or 1.0
+        image = None
+        for c in range(cols):
+            ax = fig.add_subplot(grid[r, c])
+            _blank(ax)
+            if c < v.shape[0]:
+                image = ax.imshow(v[c].numpy(), cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+            if c == 0:
+                ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=9)
+        cbar = fig.colorbar(image, cax=fig.add_subplot(grid[r, cols]))
+        cbar.ax.tick_params(labelsize=6)
+        cbar.set_label("pixel value", fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    return save_figure(fig, path)
+
+
+__all__ = ["save_figure", "new_figure", "reconstruction_grid", "class_grid", "signature_plot", "confidence_curve",
+           "family_colour", "log_query_axis", "quality_against_queries", "direction_grid"]

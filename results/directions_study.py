@@ -15,26 +15,10 @@ import json
 from pathlib import Path
 
 from hesig.io import atomic_write_json, atomic_write_text
-from hesig.study import DEFAULT_PRECISION, collect_cells, pareto_front
-from hesig import viz
-from hesig.viz import new_figure, save_figure
+from hesig.study import DEFAULT_PRECISION, collect_cells, family_reconstructions, pareto_front
+from hesig.viz import log_query_axis, new_figure, quality_against_queries, save_figure
 
 REFERENCE = ("random", 100)  # the paper's setting
-#: One colour per family in every panel and figure.
-FAMILY_ORDER = ("random", "rademacher", "pca", "centroid", "pgd", "uap", "fgsm", "mix")
-
-
-def family_colour(family: str) -> str:
-    return f"C{FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)}"
-
-
-def log_query_axis(ax) -> None:
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator, ScalarFormatter
-    ax.set_xscale("log")
-    ax.xaxis.set_major_locator(FixedLocator([30, 100, 300, 1000, 3000, 10000]))
-    ax.xaxis.set_major_formatter(ScalarFormatter())
-    ax.xaxis.set_minor_locator(NullLocator())
-    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def is_default(cell) -> bool:
@@ -134,33 +118,6 @@ def table(configs, answers, answers_psnr):
     return "\n".join(lines)
 
 
-def plot_grid(configs, path, metric="ssim"):
-    n = len(configs)
-    fig = new_figure(5.0 * n, 4.2)
-    max_families = max(len({c["family"] for c in cells}) for cells in configs.values())
-    legend_done = False
-    for i, ((dataset, arch), cells) in enumerate(configs.items()):
-        ax = fig.add_subplot(1, n, i + 1)
-        cells = [c for c in cells if is_default(c)]
-        families = sorted({c["family"] for c in cells}, key=lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99)
-        for fam in families:
-            row = sorted((c for c in cells if c["family"] == fam), key=lambda c: c["count"])
-            label = fam if fam != "mix" else f"mix ({row[0].get('mix')})"
-            ax.plot([c["queries_per_fingerprint"] for c in row], [c[metric] for c in row], marker="o",
-                    color=family_colour(fam), linewidth=2.6 if fam == "random" else 1.3, label=label)
-        base = cells[0]["baselines"]["baseline_class_mean"][f"{metric}_mean"]
-        ax.axhline(base, color="grey", linestyle=":", label="class-mean baseline")
-        log_query_axis(ax)
-        ax.set_xlabel("mean oracle queries per fingerprint (log scale)")
-        ax.set_ylabel("SSIM (data_range 1.0)" if metric == "ssim" else "PSNR (dB)")
-        ax.set_title(f"{arch} on {dataset}\n(points: 10, 25, 50, 100, 200 directions)", fontsize=10)
-        ax.grid(alpha=0.3)
-        if len(families) == max_families and not legend_done:
-            ax.legend(fontsize=7)
-            legend_done = True
-    return save_figure(fig, path)
-
-
 def plot_budget(cells, path, title):
     fig = new_figure(7.5, 5.0)
     ax = fig.add_subplot(1, 1, 1)
@@ -181,26 +138,6 @@ def plot_budget(cells, path, title):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, path)
-
-
-def plot_reconstructions(study_dir: Path, cells, path, count=100) -> Path | None:
-    """Originals and each family's reconstructions of the same test victims at ``count`` directions."""
-    from hesig.data import load_dataset
-    from hesig.io import load_tensors
-    families = sorted({c["family"] for c in cells if is_default(c) and c["count"] == count},
-                      key=lambda f: FAMILY_ORDER.index(f) if f in FAMILY_ORDER else 99)
-    files = [study_dir / f / f"recon_g8_r0.01_k{count}.safetensors" for f in families]
-    if not families or not all(f.exists() for f in files):
-        return None
-    recons = [load_tensors(f)[0] for f in files]
-    idx = recons[0]["indices"]
-    test = load_dataset(cells[0]["dataset"], "test")
-    by = {c["family"]: c for c in cells if is_default(c) and c["count"] == count}
-    labels = ["original"] + [f"{f}\nSSIM {by[f]['ssim']:.2f}" for f in families]
-    return viz.reconstruction_grid([test.images[idx]] + [r["reconstructions"] for r in recons], labels, path,
-                                   f"{cells[0]['arch']} on {cells[0]['dataset']}: first {len(idx)} test victims, "
-                                   f"{count} directions per family (mean SSIM over {cells[0]['n_test']})",
-                                   col_labels=[str(int(test.labels[i])) for i in idx])
 
 
 def main():
@@ -235,9 +172,9 @@ def main():
         key = json.loads((Path(study) / "study.json").read_text())
         group = configs.get((key["dataset"], key["arch"]), [])
         if group:
-            plot_reconstructions(Path(study), group, out / f"reconstructions_{key['dataset']}_{key['arch']}.png")
-    plot_grid(configs, out / "grid.png")
-    plot_grid(configs, out / "grid_psnr.png", metric="psnr")
+            family_reconstructions(Path(study), group, out / f"reconstructions_{key['dataset']}_{key['arch']}.png")
+    quality_against_queries(configs, out / "grid.png")
+    quality_against_queries(configs, out / "grid_psnr.png", metric="psnr")
     atomic_write_text(out / "TABLE.md", table(configs, answers, answers_psnr))
     print((out / "TABLE.md").read_text())
 

@@ -56,6 +56,7 @@ def test_server_holds_only_a_public_context(batched):
     sent = ts.context_from(parts[0])
     assert not sent.is_private() and not sent.has_secret_key()
     assert not server._ctx.is_private() and not server._ctx.has_secret_key()
+    assert server.holds_secret_key is False
     assert not any(hasattr(server, name) for name in ("_decryptor", "secret_key"))
 
 
@@ -74,9 +75,10 @@ def test_results_decrypt_to_the_plaintext_logits(batched, model, secrets):
     session = server.open_session(client.encrypt(secrets[0].numpy(), session=0))
     pert = np.random.default_rng(0).normal(0, 0.3, (50,) + SHAPE)
     result = server.evaluate(session, pert)
-    _, logits = client._logits(result)
+    logits = client.decrypt_logits(result)
     want = poly_cnn(model, SHAPE).forward(secrets[0].double().numpy()[None] + pert)
-    assert np.abs(logits[:, :50].T - want).max() < 1e-3 * max(1.0, np.abs(want).max())
+    assert logits.shape == want.shape == (50, 3)
+    assert np.abs(logits - want).max() < 1e-3 * max(1.0, np.abs(want).max())
     bits = unpack_bits(client.answer(result), 50)
     reference = poly_cnn(model, SHAPE).forward(secrets[0].double().numpy()[None]).argmax(1)
     assert np.array_equal(bits, want.argmax(1) == reference)
@@ -179,6 +181,9 @@ def test_budget_is_enforced_before_encryption(model, secrets):
     with pytest.raises(QueryBudgetExhausted):
         ck.same_label(torch.zeros((6,) + SHAPE), torch.zeros(6, dtype=torch.long))
     assert ck.cost_summary()["evaluations"] == 0
+    with pytest.raises(ShapeError):
+        ck.session(2)  # two secrets: rows 0 and 1
+    assert ck.cost_summary()["upload_bytes"] == 0  # nothing was encrypted for the refused row
 
 
 def test_exact_modular_linear_combination():

@@ -88,3 +88,32 @@ def test_unwritable_path_raises_output_error(tmp_path):
         viz.reconstruction_grid([_images(2)], ["original"], blocker / "fig.png", "t")
     with pytest.raises(OutputError):
         viz.signature_plot(torch.ones(1, 3), torch.zeros(1, 3, dtype=torch.bool), [0], blocker / "s.png", "t")
+
+
+def test_direction_grid(tmp_path):
+    families = {"random": torch.randn(10, 1, 8, 8), "pca": torch.randn(3, 1, 8, 8), "rgb": torch.randn(4, 3, 8, 8)}
+    _assert_png(viz.direction_grid(families, tmp_path / "dirs.png", title="directions"))
+    with pytest.raises(ShapeError):
+        viz.direction_grid({}, tmp_path / "x.png", title="t")
+    with pytest.raises(ShapeError):
+        viz.direction_grid({"flat": torch.randn(3, 64)}, tmp_path / "x.png", title="t")
+    with pytest.raises(InvalidValueError):
+        viz.direction_grid({"nan": torch.full((2, 1, 4, 4), float("nan"))}, tmp_path / "x.png", title="t")
+
+
+def _cell(family, count, ssim, queries, g=8, rtol=1e-2):
+    base = {"psnr_mean": 13.0, "ssim_mean": 0.48}
+    return {"family": family, "count": count, "coarse_points": g, "rtol": rtol, "queries_per_fingerprint": queries,
+            "ssim": ssim, "psnr": 10 + 10 * ssim, "mix": None, "baselines": {"baseline_class_mean": base}}
+
+
+def test_quality_against_queries(tmp_path):
+    cells = [_cell(f, k, 0.3 + k / 500 + i / 100, 13 * k) for i, f in enumerate(("random", "pca", "mix")) for k in (10, 50, 100)]
+    cells.append(_cell("random", 100, 0.9, 400, g=1, rtol=0.3))  # another precision: filtered out
+    _assert_png(viz.quality_against_queries({("mnist", "hecnn"): cells}, tmp_path / "q.png"))
+    _assert_png(viz.quality_against_queries({("mnist", "hecnn"): cells, ("digits", "mlp"): cells[:3]},
+                                            tmp_path / "q2.png", metric="psnr", precision=None))
+    with pytest.raises(InvalidValueError):
+        viz.quality_against_queries({("mnist", "hecnn"): cells}, tmp_path / "x.png", metric="mse")
+    with pytest.raises(ShapeError):
+        viz.quality_against_queries({("mnist", "hecnn"): cells}, tmp_path / "x.png", precision=(3, 0.5))

@@ -92,6 +92,15 @@ class CKKSClient:
             out.append(self._encoder.decode_double(plain))
         return header, np.asarray(out)
 
+    def decrypt_logits(self, message: bytes) -> np.ndarray:
+        """The decrypted logits float64 [count, num_classes] of a result's queries, in query order.
+
+        The client's private view, for illustration (the confidence-against-ε figure) and tests.
+        hesig's protocol never sends it anywhere: :meth:`answer` is the only reply.
+        """
+        header, logits = self._logits(message)
+        return logits[:, :int(header["count"])].T.copy()
+
     def answer(self, message: bytes) -> bytes:
         """Decrypt a result and reveal, per query, only top-1 == own unperturbed top-1 (packed bits).
 

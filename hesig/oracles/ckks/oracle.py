@@ -47,7 +47,12 @@ class CKKSOracle(Oracle):
                       "evaluations": 0, "client_encrypt_seconds": 0.0, "server_setup_seconds": 0.0,
                       "server_eval_seconds": 0.0, "client_decrypt_seconds": 0.0, "slots_used": 0}
 
-    def _session(self, row: int):
+    def session(self, row: int):
+        """The server's session for secret row ``row``: the client encrypts the row and the server
+        opens it on first use (both timed and byte-counted in :meth:`cost_summary`)."""
+        if not 0 <= int(row) < self.num_rows:
+            raise ShapeError(f"row index out of range 0..{self.num_rows - 1}")
+        row = int(row)
         if row not in self._sessions:
             t0 = time.perf_counter()
             message = self.client.encrypt(self._secrets[row], session=row)
@@ -68,7 +73,7 @@ class CKKSOracle(Oracle):
         answer = np.zeros(len(rows_np), dtype=bool)
         for row in np.unique(rows_np):
             where = np.flatnonzero(rows_np == row)
-            session = self._session(int(row))
+            session = self.session(int(row))
             for start in range(0, len(where), self.capacity):
                 idx = where[start:start + self.capacity]
                 t0 = time.perf_counter()

@@ -81,6 +81,11 @@ class CKKSServer:
 
     # -- sessions ---------------------------------------------------------------------------
 
+    @property
+    def holds_secret_key(self) -> bool:
+        """Always False: construction refuses a context that carries a secret key."""
+        return bool(self._ctx.is_private() or self._ctx.has_secret_key())
+
     def open_session(self, message: bytes) -> Session:
         """Receive one encrypted image; compute its conv1-feature ciphertexts."""
         t0 = time.perf_counter()
