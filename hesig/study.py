@@ -252,7 +252,7 @@ def family_reconstructions(study_dir: str | Path, cells: list[dict[str, Any]], p
     from .io import load_tensors
     study_dir = Path(study_dir)
     by = {c["family"]: c for c in cells if (c["coarse_points"], c["rtol"]) == DEFAULT_PRECISION and c["count"] == count}
-    families = sorted(by, key=lambda f: viz.FAMILY_ORDER.index(f) if f in viz.FAMILY_ORDER else 99)
+    families = sorted(by, key=viz.family_sort_key)
     tag = _tag(*DEFAULT_PRECISION)
     files = [study_dir / f / f"recon_{tag}_k{count}.safetensors" for f in families]
     if not families or not all(f.exists() for f in files):

@@ -282,7 +282,8 @@ def family_colour(family: str) -> str:
     return f"C{FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)}"
 
 
-def _family_sort_key(family: str) -> int:
+def family_sort_key(family: str) -> int:
+    """Position of a family in :data:`FAMILY_ORDER` (unknown families last), for sorting."""
     return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
@@ -324,7 +325,7 @@ def quality_against_queries(configs: dict[tuple[str, str], list[dict[str, Any]]]
             cells = [c for c in cells if (c["coarse_points"], c["rtol"]) == tuple(precision)]
         if not cells:
             raise ShapeError(f"no cells of {arch} on {dataset} at precision {precision}")
-        families = sorted({c["family"] for c in cells}, key=_family_sort_key)
+        families = sorted({c["family"] for c in cells}, key=family_sort_key)
         for fam in families:
             row = sorted((c for c in cells if c["family"] == fam), key=lambda c: c["count"])
             label = fam if fam != "mix" else f"mix ({row[0].get('mix')})"
@@ -388,4 +389,4 @@ def direction_grid(families: dict[str, torch.Tensor], path: str | os.PathLike, t
 
 
 __all__ = ["save_figure", "new_figure", "reconstruction_grid", "class_grid", "signature_plot", "confidence_curve",
-           "family_colour", "log_query_axis", "quality_against_queries", "direction_grid"]
+           "family_colour", "family_sort_key", "log_query_axis", "quality_against_queries", "direction_grid"]
