@@ -26,14 +26,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-
-from . import __version__
+from . import __version__, viz
 from .data import load_dataset
 from .decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
 from .directions import FAMILIES, Directions
 from .errors import InvalidValueError, MismatchError
 from .fingerprints import Fingerprints
-from .io import atomic_write_json, ensure_writable_dir, save_tensors
+from .io import atomic_write_json, ensure_writable_dir, load_tensors, save_tensors
 from .metrics import reconstruction_report
 from .models import load_model
 
@@ -248,8 +247,6 @@ def family_reconstructions(study_dir: str | Path, cells: list[dict[str, Any]], p
                            data_root=None, download: bool = False) -> Path | None:
     """Figure: the first test victims and each family's reconstructions of them at ``count``
     directions (the paper's precision), from the samples every cell keeps. None if any is missing."""
-    from . import viz
-    from .io import load_tensors
     study_dir = Path(study_dir)
     by = {c["family"]: c for c in cells if (c["coarse_points"], c["rtol"]) == DEFAULT_PRECISION and c["count"] == count}
     families = sorted(by, key=viz.family_sort_key)
