@@ -158,14 +158,14 @@ def longer_training(runs: Path, cells: dict) -> list[dict]:
     if rows:
         fig = new_figure(11, 4.2)
         ax_acc, ax_rec = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-        for row in rows:
-            label = f"{DATASETS[row['dataset']]} {row['beta']} {row['release']}"
+        for i, row in enumerate(rows):
+            label, colour = f"{DATASETS[row['dataset']]} {row['beta']} {row['release']}", f"C{i}"
             for name, style in (("long", "-"), ("short", "--")):
                 h = row[name]["history"]
-                line = ax_acc.plot([e["epoch"] for e in h], [e["valid_acc"] * 100 for e in h], style,
-                                   label=f"{label}, {row[name]['epochs']} epochs")[0]
-                ax_rec.plot([e["epoch"] for e in h], [e["valid_rec"] for e in h], style, color=line.get_color())
-            ax_acc.axhline(row["paper"]["acc"], color=line.get_color(), lw=0.8, ls=":")
+                ax_acc.plot([e["epoch"] for e in h], [e["valid_acc"] * 100 for e in h], style, color=colour,
+                            label=f"{label}, {row[name]['epochs']} epochs")
+                ax_rec.plot([e["epoch"] for e in h], [e["valid_rec"] for e in h], style, color=colour)
+            ax_acc.axhline(row["paper"]["acc"], color=colour, lw=0.8, ls=":")
         ax_acc.set(xlabel="epoch", ylabel="validation accuracy of F (%)", title="accuracy (dotted: paper, 50 epochs)")
         ax_rec.set(xlabel="epoch", ylabel="validation reconstruction loss (15 SSIM-loss + 3 Huber)",
                    title="reconstruction loss of G(F(x))")
