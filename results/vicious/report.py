@@ -160,15 +160,19 @@ def longer_training(runs: Path, cells: dict) -> list[dict]:
         ax_acc, ax_rec = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
         for i, row in enumerate(rows):
             label, colour = f"{DATASETS[row['dataset']]} {row['beta']} {row['release']}", f"C{i}"
-            for name, style in (("long", "-"), ("short", "--")):
+            # Same seed, so the long run's first epochs replay the short run: the short one is drawn as
+            # markers on top, which shows that as well.
+            for name, style in (("long", "-"), ("short", "o")):
                 h = row[name]["history"]
                 ax_acc.plot([e["epoch"] for e in h], [e["valid_acc"] * 100 for e in h], style, color=colour,
-                            label=f"{label}, {row[name]['epochs']} epochs")
-                ax_rec.plot([e["epoch"] for e in h], [e["valid_rec"] for e in h], style, color=colour)
+                            mfc="none", label=f"{label}, {row[name]['epochs']} epochs")
+                ax_rec.plot([e["epoch"] for e in h], [e["valid_rec"] for e in h], style, color=colour, mfc="none")
             ax_acc.axhline(row["paper"]["acc"], color=colour, lw=0.8, ls=":")
         ax_acc.set(xlabel="epoch", ylabel="validation accuracy of F (%)", title="accuracy (dotted: paper, 50 epochs)")
         ax_rec.set(xlabel="epoch", ylabel="validation reconstruction loss (15 SSIM-loss + 3 Huber)",
                    title="reconstruction loss of G(F(x))")
+        for ax in (ax_acc, ax_rec):
+            ax.xaxis.get_major_locator().set_params(integer=True)
         ax_acc.legend(fontsize=7)
         save_figure(fig, HERE / "epochs.png")
     return rows
