@@ -132,50 +132,66 @@ def figures(runs: Path, cells: dict) -> None:
     save_figure(fig, HERE / "tradeoff.png")
 
 
-def longer_training(runs: Path, cells: dict) -> list[dict]:
-    """Seed-0 cells retrained for more epochs (`bash results/vicious.sh long`) beside their short runs.
-
-    Writes epochs.png: validation accuracy and reconstruction loss per epoch (history.json) of both.
-    """
+def variant_runs(runs: Path, variant: str, cells: dict) -> list[dict]:
+    """Seed-0 cells rerun with other settings (`bash results/vicious.sh long|weights`, under
+    runs/<variant>/), each beside the table's seed-0 run of the same cell ("base")."""
     rows = []
-    for metrics in sorted((runs / "long").glob("*/*/seed0/metrics.json")):
+    for metrics in sorted((runs / variant).glob("*/*/seed0/metrics.json")):
         run = metrics.parent
         ds, cell = run.parent.parent.name, run.parent.name
         release, beta = cell.split("_")[0], cell.split("_")[1].replace("-", "/")
-        short = runs / ds / cell / "seed0"
-        if not (short / "metrics.json").exists():
+        base = runs / ds / cell / "seed0"
+        if not (base / "metrics.json").exists():
             continue
         row = {"dataset": ds, "release": release, "beta": beta, "paper": cells[f"{ds}/{release}/{beta}"]["paper"]}
-        for name, src in (("short", short), ("long", run)):
+        for name, src in (("base", base), (variant, run)):
             m = json.loads((src / "metrics.json").read_text())
             t = m["test"]
-            row[name] = {"epochs": m["settings"]["epochs"], "best_epoch": m["best_epoch"], "acc": t["accuracy"],
-                         "psnr_dataset": t["psnr_dataset"], "ssim_interior": t["ssim_interior_mean"],
-                         "ssim": t["ssim_mean"], "R": t["risk_R"], "train_seconds": m["train_seconds"],
-                         "model_hash": m["model_hash"], "torch_threads": m["torch_threads"],
-                         "history": json.loads((src / "history.json").read_text())}
+            row[name] = {"epochs": m["settings"]["epochs"], "best_epoch": m["best_epoch"],
+                         "ssim_weight": m["settings"]["ssim_weight"], "huber_weight": m["settings"]["huber_weight"],
+                         "acc": t["accuracy"], "psnr_dataset": t["psnr_dataset"],
+                         "ssim_interior": t["ssim_interior_mean"], "ssim": t["ssim_mean"], "R": t["risk_R"],
+                         "train_seconds": m["train_seconds"], "model_hash": m["model_hash"],
+                         "torch_threads": m["torch_threads"], "history": json.loads((src / "history.json").read_text())}
         rows.append(row)
-    if rows:
-        fig = new_figure(11, 4.2)
-        ax_acc, ax_rec = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-        for i, row in enumerate(rows):
-            label, colour = f"{DATASETS[row['dataset']]} {row['beta']} {row['release']}", f"C{i}"
-            # Same seed, so the long run's first epochs replay the short run: the short one is drawn as
-            # markers on top, which shows that as well.
-            for name, style in (("long", "-"), ("short", "o")):
-                h = row[name]["history"]
-                ax_acc.plot([e["epoch"] for e in h], [e["valid_acc"] * 100 for e in h], style, color=colour,
-                            mfc="none", label=f"{label}, {row[name]['epochs']} epochs")
-                ax_rec.plot([e["epoch"] for e in h], [e["valid_rec"] for e in h], style, color=colour, mfc="none")
-            ax_acc.axhline(row["paper"]["acc"], color=colour, lw=0.8, ls=":")
-        ax_acc.set(xlabel="epoch", ylabel="validation accuracy of F (%)", title="accuracy (dotted: paper, 50 epochs)")
-        ax_rec.set(xlabel="epoch", ylabel="validation reconstruction loss (15 SSIM-loss + 3 Huber)",
-                   title="reconstruction loss of G(F(x))")
-        for ax in (ax_acc, ax_rec):
-            ax.xaxis.get_major_locator().set_params(integer=True)
-        ax_acc.legend(fontsize=7)
-        save_figure(fig, HERE / "epochs.png")
     return rows
+
+
+def epochs_figure(rows: list[dict]) -> None:
+    """epochs.png: validation accuracy and reconstruction loss per epoch of the long runs and their bases."""
+    fig = new_figure(11, 4.2)
+    ax_acc, ax_rec = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for i, row in enumerate(rows):
+        label, colour = f"{DATASETS[row['dataset']]} {row['beta']} {row['release']}", f"C{i}"
+        # Same seed, so the long run's first epochs replay the base run: the base is drawn as markers on
+        # top, which shows that as well.
+        for name, style in (("long", "-"), ("base", "o")):
+            h = row[name]["history"]
+            ax_acc.plot([e["epoch"] for e in h], [e["valid_acc"] * 100 for e in h], style, color=colour,
+                        mfc="none", label=f"{label}, {row[name]['epochs']} epochs")
+            ax_rec.plot([e["epoch"] for e in h], [e["valid_rec"] for e in h], style, color=colour, mfc="none")
+        ax_acc.axhline(row["paper"]["acc"], color=colour, lw=0.8, ls=":")
+    ax_acc.set(xlabel="epoch", ylabel="validation accuracy of F (%)", title="accuracy (dotted: paper, 50 epochs)")
+    ax_rec.set(xlabel="epoch", ylabel="validation reconstruction loss (15 SSIM-loss + 3 Huber)",
+               title="reconstruction loss of G(F(x))")
+    for ax in (ax_acc, ax_rec):
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    ax_acc.legend(fontsize=7)
+    save_figure(fig, HERE / "epochs.png")
+
+
+def variant_table(rows: list[dict], variant: str) -> list[str]:
+    lines = ["| outputs | dataset | β^R/β^C | epochs (best) | weights SSIM / Huber | ACC % (paper) | "
+             "PSNR dB theirs (paper) | SSIM interior (paper) | R (paper) | CPU train s |", "|" + "|".join(["---"] * 10) + "|"]
+    for row in rows:
+        p = row["paper"]
+        for name in ("base", variant):
+            r = row[name]
+            lines.append(f"| {row['release']} | {DATASETS[row['dataset']]} | {row['beta']} | {r['epochs']} ({r['best_epoch']}) "
+                         f"| {r['ssim_weight']:g} / {r['huber_weight']:g} | {r['acc'] * 100:.2f} ({p['acc']:g}) "
+                         f"| {r['psnr_dataset']:.2f} ({p['psnr']:g}) | {r['ssim_interior']:.3f} ({p['ssim']:g}) "
+                         f"| {r['R']:.3f} ({p['R']:g}) | {r['train_seconds']:.0f} |")
+    return lines + [""]
 
 
 def extras(runs: Path) -> dict:
@@ -206,8 +222,10 @@ def main(runs: Path) -> None:
     cells = collect(runs)
     figures(runs, cells)
     ext = extras(runs)
-    longer = longer_training(runs, cells)
-    atomic_write_json(HERE / "cells.json", {"cells": cells, **ext, "longer_training": longer})
+    longer, weights = variant_runs(runs, "long", cells), variant_runs(runs, "weights", cells)
+    if longer:
+        epochs_figure(longer)
+    atomic_write_json(HERE / "cells.json", {"cells": cells, **ext, "longer_training": longer, "loss_weights": weights})
     md = ["# Vicious classifiers (Malekzadeh & Gündüz): Table 1 on MNIST and Fashion-MNIST", "",
           "Made by `bash results/vicious.sh` then `python results/vicious/report.py runs/vicious` "
           "(numbers: cells.json). Each run: `hesig attack vicious` on the whole training split (90 % train, "
@@ -220,17 +238,12 @@ def main(runs: Path) -> None:
     if longer:
         md += ["## Longer training (`bash results/vicious.sh long`, seed 0)", "",
                "The same command with more epochs, set against the seed-0 run of the table above. "
-               "Curves per epoch: epochs.png.", "",
-               "| outputs | dataset | β^R/β^C | epochs (best) | ACC % (paper) | PSNR dB theirs (paper) | "
-               "SSIM interior (paper) | R (paper) | CPU train s |", "|" + "|".join(["---"] * 9) + "|"]
-        for row in longer:
-            p = row["paper"]
-            for name in ("short", "long"):
-                r = row[name]
-                md.append(f"| {row['release']} | {DATASETS[row['dataset']]} | {row['beta']} | {r['epochs']} ({r['best_epoch']}) "
-                          f"| {r['acc'] * 100:.2f} ({p['acc']:g}) | {r['psnr_dataset']:.2f} ({p['psnr']:g}) "
-                          f"| {r['ssim_interior']:.3f} ({p['ssim']:g}) | {r['R']:.3f} ({p['R']:g}) | {r['train_seconds']:.0f} |")
-        md.append("")
+               "Curves per epoch: epochs.png.", "", *variant_table(longer, "long")]
+    if weights:
+        md += ["## Loss weights (`bash results/vicious.sh weights`, seed 0)", "",
+               "The same command with a lighter reconstruction loss (--ssim-weight 1 --huber-weight 5), set "
+               "against the seed-0 run of the table above (the issue's weights, 15 / 3).", "",
+               *variant_table(weights, "weights")]
     if ext["detection"]:
         md += ["## Detection (Appendix I.2, eq. 19–20)", "",
                "| dataset | group | AUC | honest draws | vicious draws | TPR at v > 0.01 | FPR at v > 0.01 |",
