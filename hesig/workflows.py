@@ -76,6 +76,7 @@ def train_model_job(dataset: str, arch: str, out: str | Path, *, epochs: int | N
     dev = resolve_device(device)
     train = select_train_half(load_dataset(dataset, "train", data_root, download), train_half)
     test = load_dataset(dataset, "test", data_root, download)
+    torch.manual_seed(seed)  # weight init belongs to the seed too: build the model after seeding
     model = build_model(arch, train.shape, train.num_classes)
     epochs = epochs or DEFAULT_EPOCHS.get(arch, 10)
     t0 = time.perf_counter()
