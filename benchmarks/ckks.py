@@ -28,12 +28,12 @@ import numpy as np
 import torch
 
 from hesig.data import load_dataset
-from hesig.directions import Directions
+from hesig.signature.directions import Directions
 from hesig.models import load_model
 from hesig.oracles import PlaintextOracle
 from hesig.oracles.ckks import CKKSOracle, CKKSParameters, poly_cnn
 from hesig.oracles.ckks.naive import NaiveCKKS
-from hesig.search import BoundarySearch
+from hesig.signature.search import BoundarySearch
 
 
 def peak_rss_mb() -> float:
@@ -88,7 +88,7 @@ def main(argv=None) -> dict:
                                  "agreement": float((got == want).float().mean()),
                                  "disagreements": int((got != want).sum()),
                                  "fraction_flipped_plaintext": float((~want).float().mean()),
-                                 "seconds": round(time.perf_counter() - t0, 1), "costs": ck.cost_summary()}
+                                 "seconds": round(time.perf_counter() - t0, 1), "costs": ck.costs()}
     del ck
     print(json.dumps({"decision_agreement": out["decision_agreement"]["agreement"]}), file=sys.stderr)
 
@@ -103,7 +103,7 @@ def main(argv=None) -> dict:
         ck = CKKSOracle(target.model, img, in_shape=target.in_shape, arch=target.arch, params=params, layout=args.layout)
         res_c = search.run(ck, dirs.vectors)
         secs.append(time.perf_counter() - t0)
-        costs.append(ck.cost_summary())
+        costs.append(ck.costs())
         queries.append(res_c.total_queries)
         eps_p.append(res_p.eps[0]); cen_p.append(res_p.censored[0]); eps_c.append(res_c.eps[0]); cen_c.append(res_c.censored[0])
         del ck
@@ -141,7 +141,7 @@ def main(argv=None) -> dict:
                             layout="compact")
             res = search.run(ck, dirs.vectors)
             secs_c.append(time.perf_counter() - t0)
-            costs_c.append(ck.cost_summary())
+            costs_c.append(ck.costs())
             same = bool(torch.equal(res.eps[0], eps_c[i]) and torch.equal(res.censored[0], cen_c[i]))
             del ck
         cc = costs_c[0]
@@ -172,7 +172,7 @@ def main(argv=None) -> dict:
     out["peak_rss_mb"] = round(peak_rss_mb(), 1)
     text = json.dumps(out, indent=2, default=float)
     if args.out:
-        from hesig.io import atomic_write_json
+        from hesig.core.io import atomic_write_json
         atomic_write_json(args.out, json.loads(text))
     print(text)
     return out

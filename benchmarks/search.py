@@ -29,11 +29,11 @@ import time
 import torch
 
 from hesig.data import load_dataset
-from hesig.directions import make_directions
+from hesig.signature.directions import make_directions
 from hesig.models import build_model, load_model
 from hesig.models.inference import fast_inference_copy
 from hesig.oracles import PlaintextOracle
-from hesig.search import BoundarySearch
+from hesig.signature.search import BoundarySearch
 
 
 def raw_forward_qps(model, batches, seconds):

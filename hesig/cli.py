@@ -1,4 +1,4 @@
-"""The ``hesig`` command line: parse options, call :mod:`hesig.workflows`, print a summary.
+"""The ``hesig`` command line: parse options, call a job of :mod:`hesig.jobs`, print its summary.
 
 Every user error ends in one line on stderr and a non-zero exit (2; 3 for an exhausted query
 budget; 130 when interrupted), never a traceback.
@@ -12,19 +12,11 @@ import sys
 import click
 
 from . import __version__
-from .directions import FAMILIES
-from .study import DEFAULT_COUNTS as STUDY_COUNTS, DEFAULT_FAMILIES as STUDY_FAMILIES, DEFAULT_MIX as STUDY_MIX
-from .errors import HesigError
-from .models import ARCHITECTURES
-from .data import DATASETS, HALVES
-from .decoders import DEFAULT_NGF
-from .oracles.names import CKKS_LAYOUTS, ORACLES
-from .attacks.inverse_network import DESIGNS
-from .attacks.shadow_model import STRUCTURES
-from .attack_jobs import QUERY_SETS, SHADOW_DATA
-from .attacks.vicious import RELEASES as VICIOUS_RELEASES
-from .risk import REGULARISATIONS as RISK_REGULARISATIONS
+from .core import defaults as D
+from .core.errors import HesigError
 
+# Only torch-free modules are imported here (core.defaults, core.errors): every command imports
+# its job inside the function, so `hesig --help` does not pay for torch, TenSEAL or matplotlib.
 
 
 def _print_summary(summary: dict) -> None:
@@ -40,7 +32,7 @@ def data_options(fn):
 
 def device_option(fn):
     return click.option("--device", default="auto", show_default=True,
-                        type=click.Choice(["auto", "cpu", "cuda"]), help="Where models run.")(fn)
+                        type=click.Choice(D.DEVICES), help="Where models run.")(fn)
 
 
 def quiet_option(fn):
@@ -54,13 +46,13 @@ def cli():
 
 
 @cli.command("train-model")
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
-@click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default="lenet5", show_default=True)
+@click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True)
+@click.option("--arch", type=click.Choice(D.ARCHITECTURES), default="lenet5", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Checkpoint directory.")
 @click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: per arch (lenet5 12, hecnn 12, mlp 40).")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
-@click.option("--train-half", type=click.Choice(HALVES), default="all", show_default=True,
+@click.option("--batch-size", type=click.IntRange(min=1), default=D.CLASSIFIER_TRAINING["batch_size"], show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D.CLASSIFIER_TRAINING["lr"], show_default=True)
+@click.option("--train-half", type=click.Choice(D.HALVES), default="all", show_default=True,
               help="Train on one fixed half of the train split (a), leaving the other (b) to an adversary "
                    "with 'a different set from the same distribution'.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -69,18 +61,18 @@ def cli():
 @quiet_option
 def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, train_half, seed, data_root, download, device, quiet):
     """Train a target (or evaluator) classifier; writes model.safetensors + model.json."""
-    from .workflows import train_model_job
+    from .jobs.models import train_model_job
     _print_summary(train_model_job(dataset, arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
                                    train_half=train_half,
                                    data_root=data_root, download=download, device=device, progress=not quiet))
 
 
 @cli.command("directions")
-@click.option("--family", type=click.Choice(list(FAMILIES)), default="random", show_default=True,
+@click.option("--family", type=click.Choice(D.FAMILIES), default="random", show_default=True,
               help="random, rademacher: data-free; centroid, pca: from the training set; fgsm, pgd, uap: "
                    "adversarial, from --model; mix: see --mix.")
-@click.option("--count", type=click.IntRange(min=1), default=100, show_default=True)
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True,
+@click.option("--count", type=click.IntRange(min=1), default=D.DIRECTION_COUNT, show_default=True)
+@click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True,
               help="Input shape, and the training split for data-driven families.")
 @click.option("--model", "model_dir", type=click.Path(), default=None,
               help="Model checkpoint directory (needed by fgsm, pgd, uap).")
@@ -94,28 +86,28 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, data_root,
 
     Every family is prefix-consistent: the first k of a larger set equal the set of k.
     """
-    from .workflows import directions_job
+    from .jobs.models import directions_job
     _print_summary(directions_job(family, count, out, dataset=dataset, seed=seed, model_dir=model_dir, mix=mix,
                                   device=device, data_root=data_root, download=download))
 
 
 @cli.command("fingerprint")
-@click.option("--oracle", type=click.Choice(ORACLES), default="plaintext", show_default=True)
+@click.option("--oracle", type=click.Choice(D.ORACLES), default="plaintext", show_default=True)
 @click.option("--model", "model_dir", type=click.Path(), required=True, help="Target model checkpoint directory.")
 @click.option("--directions", "directions_file", type=click.Path(), required=True)
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
-@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True)
+@click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True)
+@click.option("--split", type=click.Choice(D.SPLITS), default="test", show_default=True)
 @click.option("--indices", default=None, help="Subset of the split: A:B or i,j,k (default: all).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Fingerprint file (.safetensors).")
-@click.option("--eps-max", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+@click.option("--eps-max", type=click.FloatRange(min=0, min_open=True), default=D.EPS_MAX, show_default=True,
               help="Search range (0, eps_max] in L2 units.")
-@click.option("--rtol", type=click.FloatRange(min=0), default=1e-2, show_default=True)
-@click.option("--atol", type=click.FloatRange(min=0), default=0.0, show_default=True)
-@click.option("--coarse-points", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--rtol", type=click.FloatRange(min=0), default=D.RTOL, show_default=True)
+@click.option("--atol", type=click.FloatRange(min=0), default=D.ATOL, show_default=True)
+@click.option("--coarse-points", type=click.IntRange(min=1), default=D.COARSE_POINTS, show_default=True)
 @click.option("--points-per-round", default="1", show_default=True, help="Integer >= 1 or 'auto'.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
               help="Rows per atomically saved chunk [default: 1000; 1 with --oracle=ckks].")
-@click.option("--ckks-layout", type=click.Choice(CKKS_LAYOUTS), default="batched", show_default=True,
+@click.option("--ckks-layout", type=click.Choice(D.CKKS_LAYOUTS), default="batched", show_default=True,
               help="CKKS upload: one ciphertext per pixel (batched) or one im2col ciphertext + Galois keys (compact).")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Total oracle query budget.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Oracle batch (default: 512 CPU, 65536 GPU).")
@@ -126,7 +118,7 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
                     coarse_points, points_per_round, chunk_size, ckks_layout, budget, batch_size, data_root, download,
                     device, quiet):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
-    from .workflows import fingerprint_job
+    from .jobs.fingerprint import fingerprint_job
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
     _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
                                    eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
@@ -140,7 +132,7 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
               help="Also check a model checkpoint's multiplicative depth against the parameters.")
 def ckks_params_cmd(model_dir):
     """Print the CKKS parameters, depth budget and security level the encrypted oracle uses."""
-    from .workflows import ckks_params_job
+    from .jobs.fingerprint import ckks_params_job
     _print_summary(ckks_params_job(model_dir))
 
 
@@ -148,13 +140,13 @@ def ckks_params_cmd(model_dir):
 @click.option("--fingerprints", "fingerprints_file", type=click.Path(), required=True,
               help="Fingerprints of the attacker's training images.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Decoder checkpoint directory.")
-@click.option("--epochs", type=click.IntRange(min=1), default=40, show_default=True)
-@click.option("--patience", type=click.IntRange(min=1), default=5, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=2), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=2e-3, show_default=True)
-@click.option("--ngf", type=click.IntRange(min=4), default=DEFAULT_NGF, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=D.DECODER_TRAINING["epochs"], show_default=True)
+@click.option("--patience", type=click.IntRange(min=1), default=D.DECODER_TRAINING["patience"], show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=D.DECODER_TRAINING["batch_size"], show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D.DECODER_TRAINING["lr"], show_default=True)
+@click.option("--ngf", type=click.IntRange(min=4), default=D.NGF, show_default=True,
               help="Decoder width; training cost grows ~ngf^2.")
-@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1, show_default=True)
+@click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=D.DECODER_TRAINING["val_fraction"], show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @device_option
@@ -162,7 +154,7 @@ def ckks_params_cmd(model_dir):
 def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, seed,
                       data_root, download, device, quiet):
     """Train the DCGAN-generator decoder on (E_x, x) pairs with L2 loss."""
-    from .workflows import train_decoder_job
+    from .jobs.decoder import train_decoder_job
     _print_summary(train_decoder_job(fingerprints_file, out, epochs=epochs, batch_size=batch_size, lr=lr, ngf=ngf,
                                      patience=patience, val_fraction=val_fraction, seed=seed, device=device,
                                      data_root=data_root, download=download, progress=not quiet))
@@ -178,7 +170,7 @@ def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, 
 @data_options
 def reconstruct_cmd(decoder_dir, fingerprints_file, out, classifier_dir, figure_class, data_root, download):
     """Decode fingerprints; write reconstructions, metrics.json (beside baselines) and figures."""
-    from .workflows import reconstruct_job
+    from .jobs.decoder import reconstruct_job
     _print_summary(reconstruct_job(decoder_dir, fingerprints_file, out, classifier_dir=classifier_dir,
                                    figure_class=figure_class, data_root=data_root, download=download))
 
@@ -198,20 +190,20 @@ def _precision_list(text: str) -> tuple[tuple[int, float], ...]:
 
 
 @cli.command("study-directions")
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
-@click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default="lenet5", show_default=True)
+@click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True)
+@click.option("--arch", type=click.Choice(D.ARCHITECTURES), default="lenet5", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Study folder (resumable).")
-@click.option("--families", default=",".join(STUDY_FAMILIES), show_default=True)
-@click.option("--mix", default=STUDY_MIX, show_default=True, help="Components of the 'mix' family.")
-@click.option("--counts", default=",".join(map(str, STUDY_COUNTS)), show_default=True,
+@click.option("--families", default=",".join(D.STUDY_FAMILIES), show_default=True)
+@click.option("--mix", default=D.STUDY_MIX, show_default=True, help="Components of the 'mix' family.")
+@click.option("--counts", default=",".join(map(str, D.STUDY_COUNTS)), show_default=True,
               help="Direction counts (prefixes of one set of the largest count).")
-@click.option("--precisions", default="8:0.01", show_default=True,
+@click.option("--precisions", default=",".join(f"{g}:{r:g}" for g, r in D.STUDY_PRECISIONS), show_default=True,
               help="Search precisions as coarse_points:rtol pairs; several give the budget curve.")
-@click.option("--n-train", type=click.IntRange(min=20), default=3000, show_default=True,
+@click.option("--n-train", type=click.IntRange(min=20), default=D.STUDY_SCALE["n_train"], show_default=True,
               help="Training images fingerprinted for the decoder.")
-@click.option("--n-test", type=click.IntRange(min=1), default=500, show_default=True, help="Victims scored.")
-@click.option("--decoder-ngf", type=click.IntRange(min=1), default=16, show_default=True)
-@click.option("--decoder-epochs", type=click.IntRange(min=1), default=15, show_default=True)
+@click.option("--n-test", type=click.IntRange(min=1), default=D.STUDY_SCALE["n_test"], show_default=True, help="Victims scored.")
+@click.option("--decoder-ngf", type=click.IntRange(min=1), default=D.STUDY_SCALE["decoder_ngf"], show_default=True)
+@click.option("--decoder-epochs", type=click.IntRange(min=1), default=D.STUDY_SCALE["decoder_epochs"], show_default=True)
 @click.option("--model-from", type=click.Path(file_okay=False), default=None,
               help="Reuse this target checkpoint instead of training one.")
 @click.option("--evaluator-from", type=click.Path(file_okay=False), default=None,
@@ -223,7 +215,7 @@ def _precision_list(text: str) -> tuple[tuple[int, float], ...]:
 def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, n_train, n_test, decoder_ngf,
                          decoder_epochs, model_from, evaluator_from, seed, data_root, download, device, quiet):
     """Leakage study: decoder quality against direction family, count and search precision."""
-    from .study import StudySettings, run_study
+    from .jobs.study import StudySettings, run_study
     settings = StudySettings(n_train=n_train, n_test=n_test, counts=_int_list(counts, "--counts"), seed=seed,
                              decoder_ngf=decoder_ngf, decoder_epochs=decoder_epochs, mix=mix)
     cells = run_study(out, dataset, arch, settings, families=tuple(f.strip() for f in families.split(",")),
@@ -235,9 +227,9 @@ def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, 
 
 @cli.command("demo")
 @click.option("--dataset", type=click.Choice(["digits", "mnist", "fashion-mnist"]), default="digits", show_default=True)
-@click.option("--arch", type=click.Choice(list(ARCHITECTURES)), default=None, help="Default: mlp for digits, lenet5 otherwise.")
+@click.option("--arch", type=click.Choice(D.ARCHITECTURES), default=None, help="Default: mlp for digits, lenet5 otherwise.")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
-@click.option("--count", type=click.IntRange(min=1), default=100, show_default=True, help="Number of directions.")
+@click.option("--count", type=click.IntRange(min=1), default=D.DIRECTION_COUNT, show_default=True, help="Number of directions.")
 @click.option("--train-limit", default=None, help="Fingerprint only this part of the train split (A:B).")
 @click.option("--decoder-epochs", type=click.IntRange(min=1), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -246,7 +238,7 @@ def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, 
 @quiet_option
 def demo_cmd(dataset, arch, out, count, train_limit, decoder_epochs, seed, data_root, download, device, quiet):
     """Run the whole attack end to end (bundled digits by default: no download, ~1 minute on CPU)."""
-    from .workflows import demo_job
+    from .jobs.demo import demo_job
     summary = demo_job(out, dataset=dataset, arch=arch, count=count, seed=seed, train_limit=train_limit,
                        decoder_epochs=decoder_epochs, device=device, data_root=data_root, download=download,
                        progress=not quiet, log=lambda m: click.echo(m, err=True))
@@ -288,16 +280,16 @@ def _attack_options(fn):
 
 def _rmle_options(fn):
     options = [
-        click.option("--iterations", type=click.IntRange(min=1), default=500, show_default=True, help="Adam steps T."),
-        click.option("--rmle-lr", type=click.FloatRange(min=0, min_open=True), default=1e-2, show_default=True,
+        click.option("--iterations", type=click.IntRange(min=1), default=D.RMLE["iterations"], show_default=True, help="Adam steps T."),
+        click.option("--rmle-lr", type=click.FloatRange(min=0, min_open=True), default=D.RMLE["lr"], show_default=True,
                      help="Adam step size."),
-        click.option("--tv-weight", type=click.FloatRange(min=0), default=0.0, show_default=True, help="λ of eq. 3c."),
-        click.option("--tv-beta", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True,
+        click.option("--tv-weight", type=click.FloatRange(min=0), default=D.RMLE["tv_weight"], show_default=True, help="λ of eq. 3c."),
+        click.option("--tv-beta", type=click.FloatRange(min=0, min_open=True), default=D.RMLE["tv_beta"], show_default=True,
                      help="β of eq. 3b (paper text: 1; their code: 2)."),
-        click.option("--init-noise", type=click.FloatRange(min=0), default=0.0, show_default=True,
+        click.option("--init-noise", type=click.FloatRange(min=0), default=D.RMLE["init_noise"], show_default=True,
                      help="Jitter σ on the constant-gray start (0 = the paper's)."),
         click.option("--no-clip", is_flag=True, help="Do not project x into [0, 1] after each step."),
-        click.option("--chunk-size", type=click.IntRange(min=1), default=1000, show_default=True,
+        click.option("--chunk-size", type=click.IntRange(min=1), default=D.RMLE_CHUNK_SIZE, show_default=True,
                      help="Images per resumable rMLE chunk."),
     ]
     for option in reversed(options):
@@ -311,7 +303,7 @@ def _rmle_settings(iterations, rmle_lr, tv_weight, tv_beta, init_noise, no_clip)
 
 
 def _run_attack(attack, quiet, **kwargs):
-    from .attack_jobs import attack_job
+    from .jobs.split_inference import attack_job
     _print_summary(attack_job(attack, progress=not quiet, log=lambda m: None if quiet else click.echo(m, err=True),
                               **kwargs))
 
@@ -329,15 +321,15 @@ def attack_rmle_cmd(model_dir, split, out, indices, feature_noise, seed, iterati
 
 @attack_group.command("inverse-network")
 @_attack_options
-@click.option("--query-set", type=click.Choice(QUERY_SETS), default="train", show_default=True,
+@click.option("--query-set", type=click.Choice(D.QUERY_SETS), default="train", show_default=True,
               help="train: the target's training set; disjoint: the other half of the training split (target "
                    "trained with --train-half); gaussian: standard Gaussian noise.")
 @click.option("--queries", type=click.IntRange(min=1), default=None, help="Queries to the edge (default: the whole set).")
-@click.option("--design", type=click.Choice(DESIGNS), default="auto", show_default=True,
+@click.option("--design", type=click.Choice(D.INVERSE_DESIGNS), default="auto", show_default=True,
               help="Inverse architecture: 'paper' (LeNet-5 conv1/ReLU2 only) or 'auto' (any split).")
-@click.option("--epochs", type=click.IntRange(min=1), default=20, show_default=True)
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=D.INVERSE_TRAINING["epochs"], show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=1), default=D.INVERSE_TRAINING["batch_size"], show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D.INVERSE_TRAINING["lr"], show_default=True)
 def attack_inverse_cmd(model_dir, split, out, indices, feature_noise, seed, query_set, queries, design, epochs,
                        batch_size, lr, data_root, download, device, quiet):
     """Black-box Inverse-Network (Algorithm 2): query the edge, learn its inverse."""
@@ -348,13 +340,13 @@ def attack_inverse_cmd(model_dir, split, out, indices, feature_noise, seed, quer
 
 @attack_group.command("shadow")
 @_attack_options
-@click.option("--shadow-data", type=click.Choice(SHADOW_DATA), default="same", show_default=True,
+@click.option("--shadow-data", type=click.Choice(D.SHADOW_DATA), default="same", show_default=True,
               help="same: the target's training set; disjoint: the other half of the training split.")
-@click.option("--structure", type=click.Choice(STRUCTURES), default="same", show_default=True,
+@click.option("--structure", type=click.Choice(D.SHADOW_STRUCTURES), default="same", show_default=True,
               help="same: the edge's architecture; different: He et al.'s Table 5 (k5 conv -> two k3 convs).")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="Shadow training epochs.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=128, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
+@click.option("--epochs", type=click.IntRange(min=1), default=D.SHADOW_TRAINING["epochs"], show_default=True, help="Shadow training epochs.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=D.SHADOW_TRAINING["batch_size"], show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D.SHADOW_TRAINING["lr"], show_default=True)
 @_rmle_options
 def attack_shadow_cmd(model_dir, split, out, indices, feature_noise, seed, shadow_data, structure, epochs, batch_size,
                       lr, iterations, rmle_lr, tv_weight, tv_beta, init_noise, no_clip, chunk_size, data_root,
@@ -368,25 +360,25 @@ def attack_shadow_cmd(model_dir, split, out, indices, feature_noise, seed, shado
 
 
 @attack_group.command("vicious")
-@click.option("--dataset", type=click.Choice(DATASETS), default="mnist", show_default=True)
+@click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True)
 @click.option("--beta", default="3/1", show_default=True,
               help="β^R/β^C of eq. 4: 0/1 honest classifier, 1/0 reconstruction only, e.g. 1/1, 3/1, 5/1.")
-@click.option("--release", type=click.Choice(VICIOUS_RELEASES), default="logits", show_default=True,
+@click.option("--release", type=click.Choice(D.VICIOUS_RELEASES), default="logits", show_default=True,
               help="What the user sends back and G reads: raw logits or softmax probabilities.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory (F, G, metrics).")
-@click.option("--epochs", type=click.IntRange(min=1), default=50, show_default=True, help="Paper: 50.")
-@click.option("--batch-size", type=click.IntRange(min=1), default=250, show_default=True)
-@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=1e-3, show_default=True)
-@click.option("--ngf", type=click.IntRange(min=1), default=16, show_default=True, help="Decoder G width.")
-@click.option("--image-size", type=click.IntRange(min=8), default=32, show_default=True,
+@click.option("--epochs", type=click.IntRange(min=1), default=D.VICIOUS_TRAINING["epochs"], show_default=True, help="Paper: 50.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=D.VICIOUS_TRAINING["batch_size"], show_default=True)
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D.VICIOUS_TRAINING["lr"], show_default=True)
+@click.option("--ngf", type=click.IntRange(min=1), default=D.VICIOUS_NGF, show_default=True, help="Decoder G width.")
+@click.option("--image-size", type=click.IntRange(min=8), default=D.VICIOUS_IMAGE_SIZE, show_default=True,
               help="Images are resized to this square size (paper: 32).")
-@click.option("--ssim-weight", type=click.FloatRange(min=0), default=15.0, show_default=True, help="α of eq. 3.")
-@click.option("--huber-weight", type=click.FloatRange(min=0), default=3.0, show_default=True, help="γ of eq. 3.")
-@click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True)
-@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+@click.option("--ssim-weight", type=click.FloatRange(min=0), default=D.VICIOUS_LOSS["ssim_weight"], show_default=True, help="α of eq. 3.")
+@click.option("--huber-weight", type=click.FloatRange(min=0), default=D.VICIOUS_LOSS["huber_weight"], show_default=True, help="γ of eq. 3.")
+@click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=D.VICIOUS_LOSS["huber_delta"], show_default=True)
+@click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=D.VICIOUS_TRAINING["valid_fraction"],
               show_default=True, help="Share of the training split held out for model selection.")
 @click.option("--train-limit", type=click.IntRange(min=10), default=None, help="Train on the first N images only.")
-@click.option("--risk-regularisation", type=click.Choice(RISK_REGULARISATIONS), default="pinv", show_default=True,
+@click.option("--risk-regularisation", type=click.Choice(D.RISK_REGULARISATIONS), default="pinv", show_default=True,
               help="How Σ is inverted for R (eq. 6).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
@@ -396,7 +388,7 @@ def attack_vicious_cmd(dataset, beta, release, out, epochs, batch_size, lr, ngf,
                        huber_delta, valid_fraction, train_limit, risk_regularisation, seed, data_root, download, device,
                        quiet):
     """Vicious classifier (Malekzadeh & Gündüz, Algorithm 1): train F and its decoder G jointly, score on the test split."""
-    from .vicious_jobs import train_vicious_job
+    from .jobs.vicious import train_vicious_job
     result = train_vicious_job(dataset, beta, release, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
                                ngf=ngf, image_size=image_size, ssim_weight=ssim_weight, huber_weight=huber_weight,
                                huber_delta=huber_delta, valid_fraction=valid_fraction, train_limit=train_limit,
@@ -424,7 +416,7 @@ def attack_vicious_cmd(dataset, beta, release, out, epochs, batch_size, lr, ngf,
 def detect_vicious_cmd(run_dirs, out, finetune_size, probe_size, rounds, lr, draws, seed, data_root, download, device,
                        quiet):
     """Vicious-likelihood v (Appendix I.2, eq. 19-20) of each run; ROC/AUC when honest and vicious runs are mixed."""
-    from .vicious_jobs import detect_vicious_job
+    from .jobs.vicious import detect_vicious_job
     _print_summary(detect_vicious_job(run_dirs, out, finetune_size=finetune_size, probe_size=probe_size, rounds=rounds,
                                       lr=lr, draws=draws, seed=seed, data_root=data_root, download=download,
                                       device=device, progress=not quiet))
@@ -444,7 +436,7 @@ def detect_vicious_cmd(run_dirs, out, finetune_size, probe_size, rounds, lr, dra
 @quiet_option
 def output_defenses_cmd(run_dir, out, defenses, adapt_epochs, test_limit, seed, data_root, download, device, quiet):
     """Output defenses (Appendix I): rounding, Gaussian noise, top-k, argmax -- accuracy vs reconstruction."""
-    from .vicious_jobs import output_defenses_job
+    from .jobs.vicious import output_defenses_job
     _print_summary(output_defenses_job(run_dir, out, defenses, adapt_epochs=adapt_epochs, test_limit=test_limit, seed=seed,
                                        data_root=data_root, download=download, device=device, progress=not quiet))
 

@@ -61,16 +61,16 @@ import numpy as np
 import platformdirs
 import torch
 
-from .errors import DataError, InvalidValueError, ShapeError
-from .io import tensor_hash
+from .core.defaults import DATASETS, HALVES, SPLITS
+from .core.errors import DataError, InvalidValueError, ShapeError
+from .core.io import tensor_hash
 
 __all__ = ["DATASETS", "SPLITS", "HALVES", "CIFAR10_CLASSES", "Dataset", "resolve_data_root", "load_dataset",
            "train_half"]
 
 #: Dataset names accepted by :func:`load_dataset`.
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 #: Split names accepted by :func:`load_dataset`.
-SPLITS = ("train", "test")
+
 #: Environment variable naming the data root.
 ENV_VAR = "HESIG_DATA"
 #: CIFAR-10 class names in label order.
@@ -471,7 +471,6 @@ def _load_cifar10(split: str, root: Path, download: bool) -> Dataset:
 # --------------------------------------------------------------------------------------------- halves
 
 #: Parts of a training split: all of it, or one of two fixed disjoint halves.
-HALVES = ("all", "a", "b")
 #: Seed of the fixed permutation that cuts a training split into halves a and b.
 HALF_SEED = 0
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import torch
 
 from hesig.data import load_dataset
-from hesig.fingerprints import Fingerprints
-from hesig.io import atomic_write_json, load_tensors
-from hesig.viz import reconstruction_grid
+from hesig.signature.fingerprints import Fingerprints
+from hesig.core.io import atomic_write_json, load_tensors
+from hesig.evaluation.viz import reconstruction_grid
 
 
 def main(run: Path, dest: Path) -> None:

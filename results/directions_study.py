@@ -14,9 +14,9 @@ import argparse
 import json
 from pathlib import Path
 
-from hesig.io import atomic_write_json, atomic_write_text
-from hesig.study import DEFAULT_PRECISION, collect_cells, family_reconstructions, pareto_front
-from hesig.viz import log_query_axis, new_figure, quality_against_queries, save_figure
+from hesig.core.io import atomic_write_json, atomic_write_text
+from hesig.jobs.study import DEFAULT_PRECISION, collect_cells, family_reconstructions, pareto_front
+from hesig.evaluation.viz import log_query_axis, new_figure, quality_against_queries, save_figure
 
 REFERENCE = ("random", 100)  # the paper's setting
 
@@ -169,7 +169,7 @@ def main():
     atomic_write_json(out / "answer.json", {"answers_ssim": answers, "answers_psnr": answers_psnr,
                                           "budget": budget_json})
     for study in args.studies:
-        key = json.loads((Path(study) / "study.json").read_text())
+        key = json.loads((Path(study) / "run.json").read_text())["config"]  # the study's pinned settings
         group = configs.get((key["dataset"], key["arch"]), [])
         if group:
             family_reconstructions(Path(study), group, out / f"reconstructions_{key['dataset']}_{key['arch']}.png")

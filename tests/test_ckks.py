@@ -14,14 +14,14 @@ import tenseal as ts
 import torch
 from torch import nn
 
-from hesig.errors import InvalidValueError, MismatchError, QueryBudgetExhausted, ShapeError
+from hesig.core.errors import InvalidValueError, MismatchError, QueryBudgetExhausted, ShapeError
 from hesig.models.architectures import Square, lenet5
 from hesig.oracles import PlaintextOracle
 from hesig.oracles.ckks import CKKSClient, CKKSOracle, CKKSParameters, CKKSServer, poly_cnn
 from hesig.oracles.ckks import rns, wire
 from hesig.oracles.ckks.client import unpack_bits
 from hesig.oracles.ckks.polymodel import im2col_slots
-from hesig.search import BoundarySearch
+from hesig.signature.search import BoundarySearch
 
 SHAPE = (1, 10, 10)
 
@@ -105,7 +105,7 @@ def test_decision_agreement_near_the_boundary(model, secrets, layout):
     got = ck.same_label(pert, rows)
     want = plain.same_label(pert, rows)
     assert (got == want).float().mean() >= 0.99
-    assert ck.cost_summary()["evaluations"] == 2 and ck.queries == len(rows)
+    assert ck.costs()["evaluations"] == 2 and ck.queries == len(rows)
 
 
 def test_ckks_search_matches_plaintext_search(model, secrets):
@@ -180,10 +180,10 @@ def test_budget_is_enforced_before_encryption(model, secrets):
     ck = CKKSOracle(model, secrets, in_shape=SHAPE, budget=5)
     with pytest.raises(QueryBudgetExhausted):
         ck.same_label(torch.zeros((6,) + SHAPE), torch.zeros(6, dtype=torch.long))
-    assert ck.cost_summary()["evaluations"] == 0
+    assert ck.costs()["evaluations"] == 0
     with pytest.raises(ShapeError):
         ck.session(2)  # two secrets: rows 0 and 1
-    assert ck.cost_summary()["upload_bytes"] == 0  # nothing was encrypted for the refused row
+    assert ck.costs()["upload_bytes"] == 0  # nothing was encrypted for the refused row
 
 
 def test_exact_modular_linear_combination():

@@ -12,55 +12,13 @@ import math
 import pytest
 import torch
 
-from hesig.cli import main
-from hesig.fingerprints import Fingerprints, chunk_dir
-from hesig.io import load_tensors, save_tensors
+from hesig.jobs.fingerprint import store_dir as chunk_dir
+from hesig.signature.fingerprints import Fingerprints
+from hesig.core.io import load_tensors, save_tensors
 
 
-def run(capsys, *argv):
-    """Run the CLI in-process; return (exit code, stdout, stderr)."""
-    code = 0
-    try:
-        main([str(a) for a in argv])
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def assert_one_line_error(code, err, *fragments, exit_code=2):
-    assert code == exit_code, err
-    assert "Traceback" not in err
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) <= 3, err  # click usage errors print "Usage/Try" lines before the error line
-    for fragment in fragments:
-        assert fragment in err, err
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
-    """A trained digits target + evaluator, directions, train/test fingerprints and a decoder."""
-    ws = tmp_path_factory.mktemp("ws")
-    for args in (
-        ["train-model", "--dataset", "digits", "--arch", "mlp", "--epochs", "15", "--out", ws / "model", "--quiet"],
-        ["train-model", "--dataset", "digits", "--arch", "mlp", "--epochs", "15", "--seed", "7", "--out", ws / "evaluator", "--quiet"],
-        ["directions", "--dataset", "digits", "--count", "24", "--out", ws / "dirs.safetensors"],
-        ["directions", "--dataset", "digits", "--count", "24", "--seed", "1", "--out", ws / "dirs_other.safetensors"],
-        ["fingerprint", "--model", ws / "model", "--directions", ws / "dirs.safetensors", "--dataset", "digits",
-         "--split", "train", "--out", ws / "fp_train.safetensors", "--quiet"],
-        ["fingerprint", "--model", ws / "model", "--directions", ws / "dirs.safetensors", "--dataset", "digits",
-         "--split", "test", "--indices", "0:120", "--out", ws / "fp_test.safetensors", "--quiet"],
-        ["train-decoder", "--fingerprints", ws / "fp_train.safetensors", "--out", ws / "decoder", "--epochs", "4", "--quiet"],
-    ):
-        try:
-            main([str(a) for a in args])
-        except SystemExit as exc:
-            assert exc.code in (0, None), f"setup step failed: {args}"
-    return ws
-
-
-def test_pipeline_artifacts_and_hashes(workspace, capsys):
-    code, out, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints",
+def test_pipeline_artifacts_and_hashes(workspace, cli):
+    code, out, err = cli.run("reconstruct", "--decoder", workspace / "decoder", "--fingerprints",
                          workspace / "fp_test.safetensors", "--classifier", workspace / "evaluator",
                          "--out", workspace / "rec")
     assert code == 0, err
@@ -77,18 +35,18 @@ def test_pipeline_artifacts_and_hashes(workspace, capsys):
     assert torch.equal(fp.indices, torch.arange(120))
 
 
-def test_same_seed_same_fingerprints(workspace, capsys, tmp_path):
-    code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
+def test_same_seed_same_fingerprints(workspace, cli, tmp_path):
+    code, _, err = cli.run("fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
                        "--dataset", "digits", "--split", "test", "--indices", "0:120", "--out", tmp_path / "again.safetensors", "--quiet")
     assert code == 0, err
     a, b = Fingerprints.load(workspace / "fp_test.safetensors"), Fingerprints.load(tmp_path / "again.safetensors")
     assert torch.equal(a.eps, b.eps) and torch.equal(a.queries, b.queries)
 
 
-def test_missing_data_root(capsys, tmp_path, monkeypatch):
+def test_missing_data_root(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # no mirror from earlier runs either
-    code, _, err = run(capsys, "train-model", "--dataset", "mnist", "--data-root", tmp_path / "nowhere", "--out", tmp_path / "m")
-    assert_one_line_error(code, err, "HESIG_DATA", "--download")
+    code, _, err = cli.run("train-model", "--dataset", "mnist", "--data-root", tmp_path / "nowhere", "--out", tmp_path / "m")
+    cli.assert_error(code, err, "HESIG_DATA", "--download")
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -98,140 +56,140 @@ def test_missing_data_root(capsys, tmp_path, monkeypatch):
     (["directions", "--family", "psychic", "--out", "x"], "--family"),
     (["fingerprint", "--points-per-round", "lots", "--model", "m", "--directions", "d", "--out", "o"], "--points-per-round"),
 ])
-def test_unknown_option_values(capsys, argv, fragment):
-    code, _, err = run(capsys, *argv)
-    assert_one_line_error(code, err, fragment)
+def test_unknown_option_values(cli, argv, fragment):
+    code, _, err = cli.run(*argv)
+    cli.assert_error(code, err, fragment)
 
 
-def test_corrupt_checkpoint(workspace, capsys, tmp_path):
+def test_corrupt_checkpoint(workspace, cli, tmp_path):
     bad = tmp_path / "model"
     bad.mkdir()
     (bad / "model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json at all}" + b"\0" * 50)
-    code, _, err = run(capsys, "fingerprint", "--model", bad, "--directions", workspace / "dirs.safetensors",
+    code, _, err = cli.run("fingerprint", "--model", bad, "--directions", workspace / "dirs.safetensors",
                        "--dataset", "digits", "--out", tmp_path / "fp.safetensors")
-    assert_one_line_error(code, err, "corrupt")
+    cli.assert_error(code, err, "corrupt")
 
 
-def test_tampered_weights_fail_the_hash_check(workspace, capsys, tmp_path):
+def test_tampered_weights_fail_the_hash_check(workspace, cli, tmp_path):
     tensors, meta = load_tensors(workspace / "model" / "model.safetensors")
     tensors["fc1.weight"] = tensors["fc1.weight"] + 0.01
     (tmp_path / "m").mkdir()
     save_tensors(tmp_path / "m" / "model.safetensors", tensors, meta)
-    code, _, err = run(capsys, "fingerprint", "--model", tmp_path / "m", "--directions", workspace / "dirs.safetensors",
+    code, _, err = cli.run("fingerprint", "--model", tmp_path / "m", "--directions", workspace / "dirs.safetensors",
                        "--dataset", "digits", "--out", tmp_path / "fp.safetensors")
-    assert_one_line_error(code, err, "hash")
+    cli.assert_error(code, err, "hash")
 
 
-def test_directions_of_the_wrong_shape(workspace, capsys, tmp_path):
-    from hesig.directions import make_directions
+def test_directions_of_the_wrong_shape(workspace, cli, tmp_path):
+    from hesig.signature.directions import make_directions
     make_directions("random", 5, (1, 28, 28)).save(tmp_path / "mnist_dirs.safetensors")
-    code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", tmp_path / "mnist_dirs.safetensors",
+    code, _, err = cli.run("fingerprint", "--model", workspace / "model", "--directions", tmp_path / "mnist_dirs.safetensors",
                        "--dataset", "digits", "--out", tmp_path / "fp.safetensors")
-    assert_one_line_error(code, err, "directions have shape")
+    cli.assert_error(code, err, "directions have shape")
 
 
 @pytest.mark.parametrize("model, directions, fragment", [
     ("model", "dirs_other.safetensors", "directions hash"),
     ("evaluator", "dirs.safetensors", "model hash"),
 ])
-def test_decoder_refuses_fingerprints_of_another_model_or_directions_set(workspace, capsys, tmp_path, model, directions, fragment):
-    code, _, err = run(capsys, "fingerprint", "--model", workspace / model, "--directions", workspace / directions,
+def test_decoder_refuses_fingerprints_of_another_model_or_directions_set(workspace, cli, tmp_path, model, directions, fragment):
+    code, _, err = cli.run("fingerprint", "--model", workspace / model, "--directions", workspace / directions,
                        "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", tmp_path / "fp.safetensors", "--quiet")
     assert code == 0, err
-    code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "fp.safetensors",
+    code, _, err = cli.run("reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "fp.safetensors",
                        "--out", tmp_path / "rec")
-    assert_one_line_error(code, err, fragment)
+    cli.assert_error(code, err, fragment)
 
 
-def test_nan_in_fingerprints(workspace, capsys, tmp_path):
+def test_nan_in_fingerprints(workspace, cli, tmp_path):
     tensors, meta = load_tensors(workspace / "fp_test.safetensors")
     tensors["eps"][0, 0] = math.nan
     save_tensors(tmp_path / "nan.safetensors", tensors, meta)
-    code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "nan.safetensors",
+    code, _, err = cli.run("reconstruct", "--decoder", workspace / "decoder", "--fingerprints", tmp_path / "nan.safetensors",
                        "--out", tmp_path / "rec")
-    assert_one_line_error(code, err, "NaN")
+    cli.assert_error(code, err, "NaN")
 
 
-def test_output_path_that_cannot_be_written(workspace, capsys, tmp_path):
+def test_output_path_that_cannot_be_written(workspace, cli, tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a directory")
-    code, _, err = run(capsys, "train-model", "--dataset", "digits", "--arch", "mlp", "--out", blocker / "model")
-    assert_one_line_error(code, err, "cannot write")
+    code, _, err = cli.run("train-model", "--dataset", "digits", "--arch", "mlp", "--out", blocker / "model")
+    cli.assert_error(code, err, "cannot write")
 
 
-def test_evaluator_must_be_independent(workspace, capsys, tmp_path):
-    code, _, err = run(capsys, "reconstruct", "--decoder", workspace / "decoder", "--fingerprints", workspace / "fp_test.safetensors",
+def test_evaluator_must_be_independent(workspace, cli, tmp_path):
+    code, _, err = cli.run("reconstruct", "--decoder", workspace / "decoder", "--fingerprints", workspace / "fp_test.safetensors",
                        "--classifier", workspace / "model", "--out", tmp_path / "rec")
-    assert_one_line_error(code, err, "independently")
+    cli.assert_error(code, err, "independently")
 
 
-def test_exhausted_budget_keeps_finished_chunks_and_resumes(workspace, capsys, tmp_path):
+def test_exhausted_budget_keeps_finished_chunks_and_resumes(workspace, cli, tmp_path):
     common = ["fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors", "--dataset", "digits",
               "--split", "test", "--indices", "0:120", "--chunk-size", "40", "--quiet"]
     out = tmp_path / "fp.safetensors"
     fresh = Fingerprints.load(workspace / "fp_test.safetensors")
     budget = int(fresh.queries[:40].sum() + fresh.queries[40:80].sum() // 2)  # one and a half chunks
-    code, _, err = run(capsys, *common, "--out", out, "--budget", budget)
-    assert_one_line_error(code, err, "budget", "resumes", exit_code=3)
+    code, _, err = cli.run(*common, "--out", out, "--budget", budget)
+    cli.assert_error(code, err, "budget", "resumes", exit_code=3)
     chunks = sorted(chunk_dir(out).glob("chunk-*.safetensors"))
     assert len(chunks) == 1 and not out.exists()
-    code, _, err = run(capsys, *common, "--out", out)
+    code, _, err = cli.run(*common, "--out", out)
     assert code == 0, err
     resumed = Fingerprints.load(out)
     assert torch.equal(resumed.eps, fresh.eps) and torch.equal(resumed.indices, fresh.indices)
     assert not chunk_dir(out).exists()
 
 
-def test_resume_refuses_chunks_of_another_job(workspace, capsys, tmp_path):
+def test_resume_refuses_chunks_of_another_job(workspace, cli, tmp_path):
     common = ["fingerprint", "--model", workspace / "model", "--dataset", "digits", "--split", "test", "--indices", "0:80",
               "--chunk-size", "40", "--quiet", "--out", tmp_path / "fp.safetensors"]
     fresh = Fingerprints.load(workspace / "fp_test.safetensors")
     budget = int(fresh.queries[:40].sum() + fresh.queries[40:80].sum() // 2)
-    code, _, err = run(capsys, *common, "--directions", workspace / "dirs.safetensors", "--budget", budget)
+    code, _, err = cli.run(*common, "--directions", workspace / "dirs.safetensors", "--budget", budget)
     assert code == 3, err
-    code, _, err = run(capsys, *common, "--directions", workspace / "dirs_other.safetensors")
-    assert_one_line_error(code, err, "different job")
+    code, _, err = cli.run(*common, "--directions", workspace / "dirs_other.safetensors")
+    cli.assert_error(code, err, "another configuration")
 
 
-def test_rerunning_a_finished_job_is_a_no_op(workspace, capsys):
+def test_rerunning_a_finished_job_is_a_no_op(workspace, cli):
     out = workspace / "fp_test.safetensors"
     before = out.stat().st_mtime_ns
-    code, stdout, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
+    code, stdout, err = cli.run("fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
                             "--dataset", "digits", "--split", "test", "--indices", "0:120", "--out", out, "--quiet")
     assert code == 0, err
     assert out.stat().st_mtime_ns == before and not chunk_dir(out).exists()
     assert json.loads(stdout)["n"] == 120
 
 
-def test_corrupt_job_manifest_is_one_line(workspace, capsys, tmp_path):
+def test_corrupt_job_manifest_is_one_line(workspace, cli, tmp_path):
     out = tmp_path / "fp.safetensors"
     chunk_dir(out).mkdir()
-    (chunk_dir(out) / "job.json").write_text("{truncated")
-    code, _, err = run(capsys, "fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
+    (chunk_dir(out) / "run.json").write_text("{truncated")
+    code, _, err = cli.run("fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
                        "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", out, "--quiet")
-    assert_one_line_error(code, err, "unreadable")
+    cli.assert_error(code, err, "unreadable")
 
 
-def test_ckks_oracle_refuses_a_non_polynomial_model(capsys, workspace, tmp_path):
-    code, _, err = run(capsys, "fingerprint", "--oracle", "ckks", "--model", workspace / "model", "--directions",
+def test_ckks_oracle_refuses_a_non_polynomial_model(cli, workspace, tmp_path):
+    code, _, err = cli.run("fingerprint", "--oracle", "ckks", "--model", workspace / "model", "--directions",
                        workspace / "dirs.safetensors", "--dataset", "digits", "--indices", "0:2",
                        "--out", tmp_path / "fp.safetensors", "--quiet")
-    assert_one_line_error(code, err, "CKKS oracle evaluates", "mlp")
+    cli.assert_error(code, err, "CKKS oracle evaluates", "mlp")
     assert not (tmp_path / "fp.safetensors").exists()
 
 
-def test_ckks_params_prints_parameters_depth_and_security(capsys):
-    code, out, _ = run(capsys, "ckks-params")
+def test_ckks_params_prints_parameters_depth_and_security(cli):
+    code, out, _ = cli.run("ckks-params")
     assert code == 0
     info = json.loads(out)
     assert info["security_bits"] == 128 and info["total_coeff_bits"] <= info["max_coeff_bits_for_128_bit_security"]
     assert info["depth_required"] <= info["depth_available"] and info["slots"] == 4096
 
 
-def test_unknown_ckks_layout_is_one_line(capsys, workspace, tmp_path):
-    code, _, err = run(capsys, "fingerprint", "--oracle", "ckks", "--ckks-layout", "diagonal", "--model",
+def test_unknown_ckks_layout_is_one_line(cli, workspace, tmp_path):
+    code, _, err = cli.run("fingerprint", "--oracle", "ckks", "--ckks-layout", "diagonal", "--model",
                        workspace / "model", "--directions", workspace / "dirs.safetensors", "--out", tmp_path / "f.safetensors")
-    assert_one_line_error(code, err, "diagonal")
+    cli.assert_error(code, err, "diagonal")
 
 
 @pytest.mark.parametrize("argv, fragment", [
@@ -243,31 +201,31 @@ def test_unknown_ckks_layout_is_one_line(capsys, workspace, tmp_path):
      "only applies to --family mix"),
     (["directions", "--dataset", "digits", "--family", "pca", "--count", "65"], "at most 64 components"),
 ])
-def test_bad_direction_requests(capsys, tmp_path, argv, fragment):
-    code, _, err = run(capsys, *argv, "--out", tmp_path / "d.safetensors")
-    assert_one_line_error(code, err, fragment)
+def test_bad_direction_requests(cli, tmp_path, argv, fragment):
+    code, _, err = cli.run(*argv, "--out", tmp_path / "d.safetensors")
+    cli.assert_error(code, err, fragment)
     assert not (tmp_path / "d.safetensors").exists()
 
 
-def test_adversarial_directions_from_the_cli_record_model_and_data(workspace, capsys, tmp_path):
-    code, out, err = run(capsys, "directions", "--dataset", "digits", "--family", "uap", "--count", "12",
+def test_adversarial_directions_from_the_cli_record_model_and_data(workspace, cli, tmp_path):
+    code, out, err = cli.run("directions", "--dataset", "digits", "--family", "uap", "--count", "12",
                          "--model", workspace / "model", "--out", tmp_path / "uap.safetensors")
     assert code == 0, err
-    from hesig.directions import Directions
+    from hesig.signature.directions import Directions
     from hesig.models import load_model
     dirs = Directions.load(tmp_path / "uap.safetensors")
     assert dirs.family == "uap" and dirs.count == 12
     assert dirs.params["model_hash"] == load_model(workspace / "model").hash and dirs.params["split_hash"]
 
 
-def test_direction_study_runs_resumes_and_refuses_other_settings(workspace, capsys, tmp_path):
+def test_direction_study_runs_resumes_and_refuses_other_settings(workspace, cli, tmp_path):
     common = ["study-directions", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "study",
               "--families", "random,centroid,mix", "--mix", "random:1,centroid:1", "--counts", "4,12",
               "--n-train", "400", "--n-test", "60", "--decoder-epochs", "2",
               "--model-from", workspace / "model", "--evaluator-from", workspace / "evaluator", "--quiet"]
-    code, out, err = run(capsys, *common)
+    code, out, err = cli.run(*common)
     assert code == 0, err
-    from hesig.study import collect_cells
+    from hesig.jobs.study import collect_cells
     cells = collect_cells(tmp_path / "study")
     assert len(cells) == 6
     for cell in cells:
@@ -277,12 +235,13 @@ def test_direction_study_runs_resumes_and_refuses_other_settings(workspace, caps
     by = {(c["family"], c["count"]): c for c in cells}
     assert by[("random", 12)]["queries_per_fingerprint"] > by[("random", 4)]["queries_per_fingerprint"]
     # A rerun reuses every artifact (no new cells, same numbers) ...
-    stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "study" / "cells").iterdir()}
-    code, _, err = run(capsys, *common)
+    stamp = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "study" / "steps").glob("cell-*.json")}
+    code, _, err = cli.run(*common)
     assert code == 0 and "fingerprints" not in err
-    assert stamp == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "study" / "cells").iterdir()}
+    assert len(stamp) == 6
+    assert stamp == {p.name: p.stat().st_mtime_ns for p in (tmp_path / "study" / "steps").glob("cell-*.json")}
     # ... and another setting in the same folder is refused in one line.
-    code, _, err = run(capsys, *[a if a != "400" else "300" for a in common])
-    assert_one_line_error(code, err, "another --out")
-    code, _, err = run(capsys, *common[:-1], "--precisions", "8:2")
-    assert_one_line_error(code, err, "precision")
+    code, _, err = cli.run(*[a if a != "400" else "300" for a in common])
+    cli.assert_error(code, err, "another --out")
+    code, _, err = cli.run(*common[:-1], "--precisions", "8:2")
+    cli.assert_error(code, err, "precision")

@@ -18,7 +18,7 @@ import pytest
 import torch
 
 from hesig.data import DATASETS, Dataset, load_dataset, resolve_data_root
-from hesig.errors import DataError, InvalidValueError
+from hesig.core.errors import DataError, InvalidValueError
 
 _ENV_ROOT = os.environ.get("HESIG_DATA", "").strip()
 SHARED = Path(_ENV_ROOT).expanduser().absolute() if _ENV_ROOT else None

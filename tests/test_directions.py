@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from hesig.data import load_dataset
-from hesig.directions import FAMILIES, Directions, balanced_class_pairs, make_directions, parse_mix
-from hesig.directions.mix import allocation
-from hesig.errors import InvalidValueError
+from hesig.signature.directions import FAMILIES, Directions, balanced_class_pairs, make_directions, parse_mix
+from hesig.signature.directions.mix import allocation
+from hesig.core.errors import InvalidValueError
 from hesig.models import build_model, train_classifier
 
 SHAPE = (1, 8, 8)
@@ -140,14 +140,14 @@ def test_first_k_directions_keep_the_family_and_change_the_hash(context):
 # -- the study ---------------------------------------------------------------------------------
 
 def test_pareto_front_keeps_only_allocations_that_beat_every_cheaper_one():
-    from hesig.study import pareto_front
+    from hesig.jobs.study import pareto_front
     cells = [{"queries_per_fingerprint": q, "ssim": s, "id": i}
              for i, (q, s) in enumerate([(100, 0.5), (50, 0.6), (200, 0.55), (300, 0.7), (300, 0.65), (20, 0.1)])]
     assert [c["id"] for c in pareto_front(cells)] == [5, 1, 3]
 
 
 def test_fingerprint_prefix_checks_the_directions(context):
-    from hesig.fingerprints import Fingerprints
+    from hesig.signature.fingerprints import Fingerprints
     full = build("random", 6, context)
     fp = Fingerprints(torch.rand(3, 6) + 0.1, torch.zeros(3, 6, dtype=torch.bool), torch.ones(3, 6, dtype=torch.int32),
                       torch.arange(3), {"directions_hash": full.hash})

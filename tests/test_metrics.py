@@ -8,10 +8,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hesig import metrics
-from hesig.errors import InvalidValueError, ShapeError
-from hesig.metrics import (check_images, class_mean_baseline, class_recovery, mean_image_baseline, psnr,
-                           reconstruction_report, ssim, ssim_window, summarize)
+from hesig.evaluation import metrics
+from hesig.core.errors import InvalidValueError, ShapeError
+from hesig.evaluation.metrics import check_images, class_mean_baseline, class_recovery, mean_image_baseline, psnr, reconstruction_report, ssim, ssim_window, summarize
 
 
 def _smooth_images(n, size=28, seed=0):

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from hesig.errors import CheckpointError, InvalidValueError, ShapeError
+from hesig.core.errors import CheckpointError, InvalidValueError, ShapeError
 from hesig.models import build_model, layer_names, load_model, save_model, split_model
 from hesig.models.inference import fast_inference_copy
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from hesig.errors import InvalidValueError, QueryBudgetExhausted, ShapeError
+from hesig.core.errors import InvalidValueError, QueryBudgetExhausted, ShapeError
 from hesig.oracles import PlaintextOracle
-from hesig.search import BoundarySearch
+from hesig.signature.search import BoundarySearch
 
 SHAPE = (1, 4, 4)
 

@@ -7,15 +7,15 @@ import pytest
 import torch
 from scipy.spatial.distance import mahalanobis as scipy_mahalanobis
 
-from hesig.attacks.vicious import ReconstructionLoss, differentiable_ssim, ViciousAttack, check_labelled, parse_beta, release, resize_images
-from hesig.attacks.vicious_detection import cosine_similarity, vicious_likelihood
+from hesig.attacks.base import LabelledData, check_labelled
+from hesig.attacks.vicious.classifier import ReconstructionLoss, differentiable_ssim, ViciousAttack, parse_beta, release, resize_images
+from hesig.attacks.vicious.detection import cosine_similarity, vicious_likelihood
 from hesig.data import load_dataset
-from hesig.errors import HesigError, InvalidValueError
-from hesig.metrics import dataset_psnr, psnr, ssim_interior
-from hesig.output_defenses import OutputDefense, parse_output_defense
-from hesig.risk import ReconstructionRisk
+from hesig.core.errors import HesigError, InvalidValueError
+from hesig.evaluation.metrics import dataset_psnr, psnr, ssim_interior
+from hesig.defenses.output import OutputDefense, parse_output_defense
+from hesig.evaluation.risk import ReconstructionRisk
 
-from test_cli import assert_one_line_error, run
 
 
 # ---------------------------------------------------------------- parameters
@@ -59,12 +59,12 @@ def test_labels_are_required():
     with pytest.raises(InvalidValueError, match="lie in"):
         check_labelled(x, torch.arange(20), num_classes=10)
     with pytest.raises(InvalidValueError):
-        ViciousAttack("1/1", epochs=1).fit(x, None)
+        ViciousAttack("1/1", epochs=1).fit(LabelledData(x, None))
 
 
 @pytest.mark.parametrize("shape", [(3, 1, 32, 32), (2, 3, 16, 16), (2, 1, 8, 8)])
 def test_training_ssim_equals_reported_ssim(shape):
-    from hesig.metrics import ssim
+    from hesig.evaluation.metrics import ssim
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(*shape, generator=gen)
     r = (x + 0.2 * torch.randn(*shape, generator=gen)).clamp(0, 1)
@@ -170,10 +170,9 @@ def digits():
 def trained(digits):
     train, _, x_train, _ = digits
     torch.set_num_threads(1)
-    vicious = ViciousAttack("3/1", "logits", epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False).fit(
-        x_train, train.labels, train.num_classes)
-    honest = ViciousAttack("0/1", "logits", epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False).fit(
-        x_train, train.labels, train.num_classes)
+    data = LabelledData(x_train, train.labels, train.num_classes)
+    vicious = ViciousAttack("3/1", "logits", epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False).fit(data).model
+    honest = ViciousAttack("0/1", "logits", epochs=15, batch_size=64, lr=3e-3, seed=0, progress=False).fit(data).model
     return vicious, honest
 
 
@@ -204,8 +203,9 @@ def test_vicious_training_reconstructs_and_classifies(digits, trained):
 
 def test_same_seed_same_model(digits):
     train, _, x_train, _ = digits
-    a = ViciousAttack("1/1", "softmax", epochs=1, batch_size=128, seed=5, progress=False).fit(x_train[:400], train.labels[:400], 10)
-    b = ViciousAttack("1/1", "softmax", epochs=1, batch_size=128, seed=5, progress=False).fit(x_train[:400], train.labels[:400], 10)
+    data = LabelledData(x_train[:400], train.labels[:400], 10)
+    a = ViciousAttack("1/1", "softmax", epochs=1, batch_size=128, seed=5, progress=False).fit(data).model
+    b = ViciousAttack("1/1", "softmax", epochs=1, batch_size=128, seed=5, progress=False).fit(data).model
     for (ka, va), (kb, vb) in zip(a.classifier.state_dict().items(), b.classifier.state_dict().items()):
         assert ka == kb and torch.equal(va, vb)
 
@@ -264,7 +264,7 @@ def _cli(argv):
     return 0
 
 
-def test_cli_attack_vicious_writes_run_and_resumes(capsys, vicious_runs):
+def test_cli_attack_vicious_writes_run_and_resumes(cli, vicious_runs):
     metrics = json.loads((vicious_runs / "vicious" / "metrics.json").read_text())
     for key in ("psnr_mean", "psnr_dataset", "ssim_mean", "ssim_interior_mean", "risk_R", "accuracy"):
         assert key in metrics["test"]
@@ -272,22 +272,22 @@ def test_cli_attack_vicious_writes_run_and_resumes(capsys, vicious_runs):
     assert (vicious_runs / "vicious" / "reconstructions.png").exists()
     honest = json.loads((vicious_runs / "honest" / "metrics.json").read_text())
     assert "psnr_mean" not in honest["test"] and not (vicious_runs / "honest" / "decoder.safetensors").exists()
-    code, out, _ = run(capsys, "attack", "vicious", "--beta", "3/1", "--out", vicious_runs / "vicious", "--dataset", "digits",
+    code, out, _ = cli.run("attack", "vicious", "--beta", "3/1", "--out", vicious_runs / "vicious", "--dataset", "digits",
                        "--image-size", "8", "--epochs", "6", "--batch-size", "64", "--quiet")
     assert code == 0 and json.loads(out)["resumed"] is True
-    code, _, err = run(capsys, "attack", "vicious", "--beta", "1/1", "--out", vicious_runs / "vicious", "--dataset", "digits",
+    code, _, err = cli.run("attack", "vicious", "--beta", "1/1", "--out", vicious_runs / "vicious", "--dataset", "digits",
                        "--image-size", "8", "--epochs", "6", "--batch-size", "64", "--quiet")
-    assert_one_line_error(code, err, "other settings")
+    cli.assert_error(code, err, "another configuration")
 
 
-def test_cli_detect_and_defenses(capsys, vicious_runs, tmp_path):
-    code, out, err = run(capsys, "detect-vicious", vicious_runs / "honest", vicious_runs / "vicious", "--out", tmp_path / "det",
+def test_cli_detect_and_defenses(cli, vicious_runs, tmp_path):
+    code, out, err = cli.run("detect-vicious", vicious_runs / "honest", vicious_runs / "vicious", "--out", tmp_path / "det",
                          "--finetune-size", "50", "--probe-size", "100", "--rounds", "3", "--draws", "2", "--quiet")
     assert code == 0, err
     det = json.loads((tmp_path / "det" / "detection.json").read_text())
     assert len(det["rows"]) == 4 and 0 <= det["roc"]["all"]["auc"] <= 1
     assert (tmp_path / "det" / "detection.png").exists()
-    code, out, err = run(capsys, "output-defenses", "--run", vicious_runs / "vicious", "--out", tmp_path / "def",
+    code, out, err = cli.run("output-defenses", "--run", vicious_runs / "vicious", "--out", tmp_path / "def",
                          "--defense", "none", "--defense", "round:0", "--defense", "argmax", "--adapt-epochs", "1", "--quiet")
     assert code == 0, err
     rows = json.loads((tmp_path / "def" / "defenses.json").read_text())["rows"]
@@ -296,30 +296,30 @@ def test_cli_detect_and_defenses(capsys, vicious_runs, tmp_path):
     assert none["fixed"]["psnr_mean"] > rows[2]["fixed"]["psnr_mean"]  # a one-hot leaks less than the logits
 
 
-def test_cli_vicious_bad_input(capsys, vicious_runs, tmp_path):
-    code, _, err = run(capsys, "attack", "vicious", "--beta", "three/1", "--out", tmp_path / "x")
-    assert_one_line_error(code, err, "beta")
-    code, _, err = run(capsys, "attack", "vicious", "--release", "probits", "--out", tmp_path / "x")
-    assert_one_line_error(code, err, "probits")
-    code, _, err = run(capsys, "attack", "vicious", "--dataset", "digits", "--image-size", "12", "--out", tmp_path / "x")
-    assert_one_line_error(code, err, "multiple of 8")
-    code, _, err = run(capsys, "output-defenses", "--run", vicious_runs / "honest", "--out", tmp_path / "d", "--defense", "argmax")
-    assert_one_line_error(code, err, "honest")
-    code, _, err = run(capsys, "output-defenses", "--run", vicious_runs / "vicious", "--out", tmp_path / "d", "--defense", "blur:2")
-    assert_one_line_error(code, err, "blur:2")
-    code, _, err = run(capsys, "detect-vicious", tmp_path / "nowhere", "--out", tmp_path / "d")
-    assert_one_line_error(code, err)
+def test_cli_vicious_bad_input(cli, vicious_runs, tmp_path):
+    code, _, err = cli.run("attack", "vicious", "--beta", "three/1", "--out", tmp_path / "x")
+    cli.assert_error(code, err, "beta")
+    code, _, err = cli.run("attack", "vicious", "--release", "probits", "--out", tmp_path / "x")
+    cli.assert_error(code, err, "probits")
+    code, _, err = cli.run("attack", "vicious", "--dataset", "digits", "--image-size", "12", "--out", tmp_path / "x")
+    cli.assert_error(code, err, "multiple of 8")
+    code, _, err = cli.run("output-defenses", "--run", vicious_runs / "honest", "--out", tmp_path / "d", "--defense", "argmax")
+    cli.assert_error(code, err, "honest")
+    code, _, err = cli.run("output-defenses", "--run", vicious_runs / "vicious", "--out", tmp_path / "d", "--defense", "blur:2")
+    cli.assert_error(code, err, "blur:2")
+    code, _, err = cli.run("detect-vicious", tmp_path / "nowhere", "--out", tmp_path / "d")
+    cli.assert_error(code, err)
     broken = tmp_path / "broken"
     import shutil
     shutil.copytree(vicious_runs / "vicious", broken)
     data = (broken / "decoder.safetensors").read_bytes()
     (broken / "decoder.safetensors").write_bytes(data[: len(data) // 2])
-    code, _, err = run(capsys, "output-defenses", "--run", broken, "--out", tmp_path / "d", "--defense", "argmax")
-    assert_one_line_error(code, err, "decoder")
+    code, _, err = cli.run("output-defenses", "--run", broken, "--out", tmp_path / "d", "--defense", "argmax")
+    cli.assert_error(code, err, "decoder")
 
 
 def test_risk_cache_reuses_the_fit_for_the_same_split_only(tmp_path, monkeypatch, digits):
-    from hesig.vicious_jobs import fitted_risk
+    from hesig.jobs.vicious import fitted_risk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     train, _, x_train, _ = digits
     first = fitted_risk(train, x_train, "pinv")
@@ -332,3 +332,41 @@ def test_risk_cache_reuses_the_fit_for_the_same_split_only(tmp_path, monkeypatch
     entry = next((tmp_path / "hesig" / "risk").glob("*.safetensors"))
     entry.write_bytes(b"garbage")  # a damaged entry is refitted, not trusted
     assert fitted_risk(train, x_train, "pinv").precision.shape == first.precision.shape
+
+
+# ---------------------------------------------------------------- the attack protocol and the run store
+
+def test_vicious_attack_follows_the_protocol(digits):
+    from hesig.attacks.base import Reconstruction, WhiteBoxEdge
+    train, _, x_train, x_test = digits
+    attack = ViciousAttack("3/1", "logits", epochs=1, batch_size=64, seed=0, progress=False)
+    with pytest.raises(InvalidValueError, match="not trained"):
+        attack.reconstruct(torch.zeros(2, 10))
+    attack.fit(LabelledData(x_train[:300], train.labels[:300], 10))
+    result = attack.reconstruct(attack.model.outputs(x_test[:7]))
+    assert isinstance(result, Reconstruction) and result.images.shape == (7, *x_test.shape[1:])
+    assert result.queries == 0 and result.images.dtype == torch.float32
+    with pytest.raises(InvalidValueError, match="receives LabelledData, not WhiteBoxEdge") as info:
+        attack.fit(WhiteBoxEdge(torch.nn.Identity(), (1, 16, 16)))
+    assert "\n" not in str(info.value)
+
+
+def test_train_vicious_job_resumes_each_step_and_refuses_other_settings(tmp_path):
+    from hesig.core.errors import MismatchError
+    from hesig.jobs.vicious import train_vicious_job
+    common = dict(epochs=1, batch_size=64, image_size=8, ngf=4, train_limit=200, device="cpu", progress=False)
+    first = train_vicious_job("digits", "3/1", "logits", tmp_path, **common)
+    assert first["resumed"] is False and json.loads((tmp_path / "run.json").read_text())["kind"] == "vicious"
+    again = train_vicious_job("digits", "3/1", "logits", tmp_path, **common)
+    assert again["resumed"] is True and again["test"] == first["test"]
+    # killed after training, before evaluation: the model is reused, only the evaluation reruns
+    (tmp_path / "steps" / "evaluate.json").unlink()
+    stamp = (tmp_path / "model" / "model.safetensors").stat().st_mtime_ns
+    third = train_vicious_job("digits", "3/1", "logits", tmp_path, **common)
+    assert third["resumed"] is False and third["test"] == first["test"]
+    assert (tmp_path / "model" / "model.safetensors").stat().st_mtime_ns == stamp
+    with pytest.raises(MismatchError, match="another configuration"):
+        train_vicious_job("digits", "1/1", "logits", tmp_path, **common)
+    with pytest.raises(InvalidValueError, match="multiple of 8"):
+        train_vicious_job("digits", "3/1", "logits", tmp_path / "bad", **{**common, "image_size": 12})
+    assert not (tmp_path / "bad" / "run.json").exists()  # refused before anything is pinned

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from hesig import viz
-from hesig.errors import InvalidValueError, OutputError, ShapeError
+from hesig.evaluation import viz
+from hesig.core.errors import InvalidValueError, OutputError, ShapeError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

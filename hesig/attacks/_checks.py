@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..errors import InvalidValueError
+from ..core.errors import InvalidValueError
 
 
 def check_training(epochs: int, batch_size: int, lr: float) -> None:

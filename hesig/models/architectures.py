@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..errors import InvalidValueError, ShapeError
+from ..core.errors import InvalidValueError, ShapeError
 
 
 class Square(nn.Module):

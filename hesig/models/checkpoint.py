@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..errors import CheckpointError, HesigError
-from ..io import atomic_write_json, load_tensors, save_tensors, state_dict_hash
+from ..core.errors import CheckpointError, HesigError
+from ..core.io import atomic_write_json, load_tensors, save_tensors, state_dict_hash
 from .architectures import build_model
 
 WEIGHTS_FILE = "model.safetensors"

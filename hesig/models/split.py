@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from ..errors import InvalidValueError
+from ..core.errors import InvalidValueError
 
 
 def layer_names(model: nn.Sequential) -> list[str]:

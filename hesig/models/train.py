@@ -6,13 +6,9 @@ import math
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed torch's global RNG (weight init) and return a generator for data order."""
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
+from ..core.runtime import seeded_generator
+from .training import train_epochs
 
 
 @torch.inference_mode()
@@ -34,30 +30,25 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
 
     ``images`` float32 [N,C,H,W] in [0,1]; ``labels`` int64 [N]. Deterministic for a given seed on CPU.
     """
-    gen = seed_everything(seed)
-    model.to(device).train()
+    gen = seeded_generator(seed)
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     steps = epochs * math.ceil(len(images) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_fn = nn.CrossEntropyLoss()
+    total = 0.0
+
+    def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        loss = loss_fn(model(images[idx].to(device)), labels[idx].to(device))
+        total += loss.item() * len(idx)
+        return loss
+
     history = []
-    bar = tqdm(total=steps, desc="train", unit="step", disable=not progress, leave=False)
-    for _ in range(epochs):
-        order = torch.randperm(len(images), generator=gen)
-        total, count = 0.0, 0
-        for start in range(0, len(images), batch_size):
-            idx = order[start:start + batch_size]
-            x, y = images[idx].to(device), labels[idx].to(device)
-            loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item() * len(idx)
-            count += len(idx)
-            bar.update(1)
-        history.append(total / count)
-        bar.set_postfix(loss=f"{history[-1]:.4f}")
-    bar.close()
+    for epoch in train_epochs([opt], loss_of_batch, len(images), batch_size=batch_size, epochs=epochs, generator=gen,
+                              modules=[model], schedulers=[sched], desc="train", progress=progress):
+        history.append(total / len(images))
+        total = 0.0
+        epoch.show(loss=f"{history[-1]:.4f}")
     model.eval()
     return history

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 
 import torch
 
-from ..errors import InvalidValueError, QueryBudgetExhausted, ShapeError
+from ..core.errors import InvalidValueError, QueryBudgetExhausted, ShapeError
 
 
 class Oracle(ABC):
@@ -63,3 +63,46 @@ class Oracle(ABC):
     @abstractmethod
     def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         """Return bool [Q] (CPU): unchanged top-1 for each query."""
+
+    def costs(self) -> dict[str, int | float]:
+        """What answering has cost so far, beyond the query count: **additive** counters only
+        (bytes, seconds, evaluations, ...), so the costs of several oracles (chunks) add up key by
+        key. Empty for the plaintext oracle; the fingerprint file stores whatever this returns."""
+        return {}
+
+    def close(self) -> None:
+        """Free what the oracle holds (a CKKS session, device memory). Queries after close are refused."""
+
+
+def add_costs(total: dict[str, int | float], more: dict[str, int | float]) -> dict[str, int | float]:
+    """Key-wise sum of two :meth:`Oracle.costs` dicts (floats rounded to 4 decimals)."""
+    out = dict(total)
+    for key, value in more.items():
+        out[key] = out.get(key, 0) + value
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in out.items()}
+
+
+class OracleWrapper(Oracle):
+    """An oracle that wraps another: the pattern for oracle-side defenses and instrumentation.
+
+    The wrapper presents the inner oracle's rows, input shape, capacity and device, counts the
+    queries the *attacker* makes (its own ``queries`` / ``budget``) and forwards every call to the
+    inner oracle's :meth:`same_label`, so the inner oracle's counters and costs stay exact. A
+    subclass overrides :meth:`_answer` (call ``super()._answer`` for the inner bits, then change
+    or withhold them); see :class:`hesig.defenses.oracle_wrappers.RandomizedResponse`.
+    """
+
+    def __init__(self, inner: Oracle, budget: int | None = None):
+        super().__init__(inner.num_rows, inner.input_shape, budget)
+        self.inner = inner
+        self.capacity = inner.capacity
+        self.device = inner.device
+
+    def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        return self.inner.same_label(perturbations, rows)
+
+    def costs(self) -> dict[str, int | float]:
+        return self.inner.costs()
+
+    def close(self) -> None:
+        self.inner.close()

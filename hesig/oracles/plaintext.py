@@ -9,13 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..errors import InvalidValueError, ShapeError
+from ..core.errors import InvalidValueError, ShapeError
+from ..core.runtime import default_device, resolve_device
 from ..models.inference import fast_inference_copy
 from .base import Oracle
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class PlaintextOracle(Oracle):
@@ -54,3 +51,19 @@ class PlaintextOracle(Oracle):
         rows = rows.to(self.device)
         x = torch.index_select(self._secrets, 0, rows).add_(perturbations.to(self.device))
         return (self._predict(x) == self._labels[rows]).cpu()
+
+
+class PlaintextFactory:
+    """The registry's factory for ``--oracle plaintext``: one model, one device and batch size."""
+
+    def __init__(self, target, *, device: str | torch.device | None = None, batch_size: int | None = None):
+        self.model, self.device, self.batch_size = target.model, resolve_device(device), batch_size
+
+    def __call__(self, secrets: torch.Tensor, budget: int | None) -> PlaintextOracle:
+        return PlaintextOracle(self.model, secrets, device=self.device, batch_size=self.batch_size, budget=budget)
+
+    def describe(self) -> dict:
+        return {}
+
+
+factory = PlaintextFactory

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import torch
 
-from hesig import viz
+from hesig.evaluation import viz
 from hesig.data import load_dataset
-from hesig.io import atomic_write_json, atomic_write_text, load_tensors
+from hesig.core.io import atomic_write_json, atomic_write_text, load_tensors
 
 HERE = Path(__file__).parent
 

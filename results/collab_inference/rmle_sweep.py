@@ -13,12 +13,13 @@ from pathlib import Path
 
 import torch
 
-from hesig import viz
-from hesig.attacks import RMLE
+from hesig.evaluation import viz
+from hesig.attacks.base import WhiteBoxEdge
+from hesig.attacks.split_inference import RMLE
 from hesig.data import load_dataset, train_half
-from hesig.defenses import edge_features
-from hesig.io import atomic_write_json
-from hesig.metrics import psnr, ssim
+from hesig.defenses.feature_noise import edge_features
+from hesig.core.io import atomic_write_json
+from hesig.evaluation.metrics import psnr, ssim
 from hesig.models import load_model, split_model
 
 HERE = Path(__file__).parent
@@ -38,12 +39,13 @@ def main(model_dir: str) -> None:
         edge, _ = split_model(target.model, split)
         observed = edge_features(edge, images)
         for iterations, lr, lam, jitter in GRID:
-            recon, report = RMLE(edge, iterations=iterations, lr=lr, tv_weight=lam, tv_beta=1.0,
-                                 init_noise=jitter, seed=0).run(observed, target.in_shape)
+            result = RMLE(iterations=iterations, lr=lr, tv_weight=lam, tv_beta=1.0, init_noise=jitter,
+                          seed=0).fit(WhiteBoxEdge(edge, target.in_shape)).reconstruct(observed)
+            recon, seconds, distance = result.images, result.seconds, result.details["final_feature_distance"]
             row = {"split": split, "iterations": iterations, "lr": lr, "tv_weight": lam, "tv_beta": 1.0,
                    "init_noise": jitter, "psnr_mean": float(psnr(recon, images).mean()),
-                   "ssim_mean": float(ssim(recon, images).mean()), "seconds": report.seconds,
-                   "final_feature_distance_mean": sum(report.final_feature_distance) / N_IMAGES}
+                   "ssim_mean": float(ssim(recon, images).mean()), "seconds": seconds,
+                   "final_feature_distance_mean": sum(distance) / N_IMAGES}
             rows.append(row)
             print(json.dumps(row), flush=True)
     best = {s: max((r for r in rows if r["split"] == s), key=lambda r: r["ssim_mean"]) for s in SPLITS}

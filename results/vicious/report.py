@@ -13,11 +13,11 @@ import statistics
 import sys
 from pathlib import Path
 
-from hesig.attacks.vicious import resize_images
+from hesig.attacks.vicious.classifier import resize_images
 from hesig.data import load_dataset
-from hesig.io import atomic_write_json, atomic_write_text
-from hesig.viz import new_figure, reconstruction_grid, save_figure
-from hesig.vicious_jobs import load_vicious
+from hesig.core.io import atomic_write_json, atomic_write_text
+from hesig.evaluation.viz import new_figure, reconstruction_grid, save_figure
+from hesig.jobs.vicious import load_vicious
 
 HERE = Path(__file__).resolve().parent
 DATASETS = {"mnist": "MNIST", "fashion-mnist": "FMNIST"}

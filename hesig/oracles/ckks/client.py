@@ -11,10 +11,10 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
 
-from ...errors import InvalidValueError, ShapeError
+from ...core.errors import InvalidValueError, ShapeError
 from . import wire
 from ._seal import Scratch, galois_elements
-from ..names import CKKS_LAYOUTS as LAYOUTS
+from ...core.defaults import CKKS_LAYOUTS as LAYOUTS
 from .params import CKKSParameters
 
 

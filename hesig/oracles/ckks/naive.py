@@ -13,7 +13,7 @@ import time
 import numpy as np
 import tenseal as ts
 
-from ...errors import InvalidValueError
+from ...core.errors import InvalidValueError
 from .params import CKKSParameters
 from .polymodel import PolyCNN, im2col_slots
 

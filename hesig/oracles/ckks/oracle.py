@@ -11,11 +11,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...errors import InvalidValueError, ShapeError
+from ...core.errors import InvalidValueError, ShapeError
 from ..base import Oracle
-from .client import CKKSClient, unpack_bits
+from .client import LAYOUTS, CKKSClient, unpack_bits
 from .params import CKKSParameters
-from .polymodel import poly_cnn
+from .polymodel import POLY_CNN_DEPTH, poly_cnn
 from .server import CKKSServer
 
 
@@ -49,7 +49,7 @@ class CKKSOracle(Oracle):
 
     def session(self, row: int):
         """The server's session for secret row ``row``: the client encrypts the row and the server
-        opens it on first use (both timed and byte-counted in :meth:`cost_summary`)."""
+        opens it on first use (both timed and byte-counted in :meth:`costs`)."""
         if not 0 <= int(row) < self.num_rows:
             raise ShapeError(f"row index out of range 0..{self.num_rows - 1}")
         row = int(row)
@@ -63,9 +63,12 @@ class CKKSOracle(Oracle):
             self._sessions[row] = session
         return self._sessions[row]
 
-    def close(self, row: int) -> None:
+    def close_row(self, row: int) -> None:
         """Free a row's server-side ciphertexts (about 200 MB per image at N = 8192)."""
         self._sessions.pop(row, None)
+
+    def close(self) -> None:
+        self._sessions.clear()
 
     def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         pert = perturbations.detach().cpu().double().numpy()
@@ -90,8 +93,30 @@ class CKKSOracle(Oracle):
                 self.stats["client_decrypt_seconds"] += t2 - t1
         return torch.from_numpy(answer)
 
-    def cost_summary(self) -> dict:
-        s = dict(self.stats)
-        s["slot_utilisation"] = s["slots_used"] / max(1, s["evaluations"] * self.params.slots)
-        s["slots"] = self.params.slots
+    def costs(self) -> dict:
+        """Additive counters: bytes each way, evaluations, slots used of ``slots_available``
+        (evaluations x slots; utilisation = slots_used / slots_available), seconds per party."""
+        s = {**self.stats, "slots_available": self.stats["evaluations"] * self.params.slots}
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
+
+
+class CKKSFactory:
+    """The registry's factory for ``--oracle ckks``: checks the model's depth against the parameters
+    once, then builds a fresh client (new keys) and server per chunk of secrets."""
+
+    def __init__(self, target, *, layout: str = "batched", params: CKKSParameters = CKKSParameters()):
+        if layout not in LAYOUTS:
+            raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+        self.target, self.layout, self.params = target, layout, params
+        self.depth = poly_cnn(target.model, target.in_shape, target.arch).depth
+        params.check_depth(self.depth, target.arch)
+
+    def __call__(self, secrets: torch.Tensor, budget: int | None) -> CKKSOracle:
+        return CKKSOracle(self.target.model, secrets, in_shape=self.target.in_shape, arch=self.target.arch,
+                          params=self.params, layout=self.layout, budget=budget)
+
+    def describe(self) -> dict:
+        return {"ckks": {**self.params.describe(POLY_CNN_DEPTH), "layout": self.layout}}
+
+
+factory = CKKSFactory

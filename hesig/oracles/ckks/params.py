@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from ...errors import InvalidValueError
+from ...core.errors import InvalidValueError
 
 # Largest total coefficient-modulus bit count for 128-bit classical security (SEAL's
 # CoeffModulus::MaxBitCount, from the HomomorphicEncryption.org standard).

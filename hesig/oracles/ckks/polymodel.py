@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...errors import InvalidValueError, ShapeError
+from ...core.errors import InvalidValueError, ShapeError
 from ...models.architectures import Square
 
 # conv, x^2, fc1, x^2, fc2: one rescale each.

@@ -23,7 +23,7 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
 
-from ...errors import InvalidValueError, MismatchError, ShapeError
+from ...core.errors import InvalidValueError, MismatchError, ShapeError
 from . import rns, wire
 from ._seal import Scratch, moduli_by_parms, pid_bytes
 from .polymodel import PolyCNN

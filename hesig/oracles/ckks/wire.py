@@ -12,7 +12,7 @@ import hashlib
 import json
 import struct
 
-from ...errors import MismatchError
+from ...core.errors import MismatchError
 
 MAGIC = b"HSG1"
 

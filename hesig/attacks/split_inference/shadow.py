@@ -1,0 +1,158 @@
+"""Query-free model inversion through a shadow edge model (He et al., ACSAC 2019, Algorithm 3).
+
+Threat model: the untrusted party holds the cloud part f_θ2 (its own layers) and a labelled set S
+from the training distribution, but can neither see nor query the edge part f_θ1. It trains a
+shadow g so that the composition classifies S:
+
+    f'_θ1 = argmin_g (1/m) Σ_i CrossEntropy(f_θ2(g(x_i)), y_i)                   (eq. 6)
+
+with f_θ2 frozen, then runs white-box rMLE (Algorithm 1) on g against the observed v0 = f_θ1(x0).
+Knowledge: :class:`ShadowKnowledge`; observation: v0 [n, ...]. No queries.
+
+Structures (``structure``), the adversary's knowledge of the edge architecture:
+
+* ``same`` -- the edge's own layer list, freshly initialised (the adversary knows the
+  structure, not the weights).
+* ``different`` -- every k x k convolution (k >= 4) replaced by a (k-2) x (k-2) and a 3 x 3
+  convolution with a ReLU between (same receptive field and output size), every Linear(a->b) by
+  Linear(a->b), ReLU, Linear(b->b). For LeNet-5 this is exactly He et al.'s Table 5: conv1 (one
+  5x5) -> two 3x3 layers; ReLU2 (two 5x5) -> four 3x3 layers.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+from .._checks import check_training
+from ..base import Attack, ShadowKnowledge, WhiteBoxEdge
+from ...core.defaults import SHADOW_STRUCTURES as STRUCTURES
+from ...core.defaults import SHADOW_TRAINING
+from ...core.errors import InvalidValueError, ShapeError
+from ...models.training import train_epochs
+from .rmle import RMLE
+
+
+def _reset(module: nn.Module) -> None:
+    if hasattr(module, "reset_parameters"):
+        module.reset_parameters()
+
+
+def shadow_architecture(edge: nn.Sequential, structure: str = "same") -> nn.Sequential:
+    """An untrained shadow of ``edge`` (see module doc); its output shape equals the edge's."""
+    if structure not in STRUCTURES:
+        raise InvalidValueError(f"unknown shadow structure {structure!r} (choose from {', '.join(STRUCTURES)})")
+    if structure == "same":
+        shadow = copy.deepcopy(edge)
+        shadow.apply(_reset)
+        return shadow
+    layers: list[nn.Module] = []
+    changed = False
+    for layer in edge.children():
+        if isinstance(layer, nn.Conv2d) and min(layer.kernel_size) >= 4 and layer.stride == (1, 1) \
+                and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1:
+            k = layer.kernel_size
+            layers += [nn.Conv2d(layer.in_channels, layer.out_channels, (k[0] - 2, k[1] - 2)), nn.ReLU(),
+                       nn.Conv2d(layer.out_channels, layer.out_channels, 3)]
+            changed = True
+        elif isinstance(layer, nn.Linear):
+            layers += [nn.Linear(layer.in_features, layer.out_features), nn.ReLU(),
+                       nn.Linear(layer.out_features, layer.out_features)]
+            changed = True
+        else:
+            fresh = copy.deepcopy(layer)
+            fresh.apply(_reset)
+            layers.append(fresh)
+    if not changed:
+        raise InvalidValueError("structure 'different' needs an unpadded stride-1 convolution with kernel >= 4 or a "
+                                "Linear layer in the edge to restructure; this edge has none")
+    return nn.Sequential(*layers)
+
+
+class ShadowModel(Attack):
+    """Train a shadow edge through the frozen cloud (eq. 6), then invert with rMLE on it.
+
+    structure: ``same`` or ``different`` (module doc). epochs, batch_size, lr: Adam on eq. 6.
+    seed: weight init and batch order. rmle: the white-box attack run on the shadow (default
+    :class:`RMLE` with its defaults). After :meth:`fit`, ``shadow`` is the trained shadow (eval
+    mode) and ``training`` holds ``{"structure", "epochs", "seconds", "train_loss", "train_accuracy"}``.
+    """
+
+    knowledge = ShadowKnowledge
+    name = "shadow model"
+
+    def __init__(self, *, structure: str = "same", epochs: int = SHADOW_TRAINING["epochs"],
+                 batch_size: int = SHADOW_TRAINING["batch_size"], lr: float = SHADOW_TRAINING["lr"], seed: int = 0,
+                 rmle: RMLE | None = None, device: str | torch.device = "cpu", progress: bool = False):
+        if structure not in STRUCTURES:
+            raise InvalidValueError(f"unknown shadow structure {structure!r} (choose from {', '.join(STRUCTURES)})")
+        check_training(epochs, batch_size, lr)
+        self.structure, self.epochs, self.batch_size, self.lr = structure, int(epochs), int(batch_size), float(lr)
+        self.seed, self.device, self.progress = int(seed), torch.device(device), progress
+        self.rmle = rmle if rmle is not None else RMLE()
+        self.shadow: nn.Sequential | None = None
+        self.training: dict[str, Any] = {}
+
+    def _fit(self, knowledge: ShadowKnowledge, trained: tuple[dict[str, torch.Tensor], dict[str, Any]] | None = None
+             ) -> None:
+        """Train the shadow, or -- ``trained`` = (its state dict, its ``training`` record), a resumed
+        job -- rebuild it from the template without training; then fit rMLE on it."""
+        if trained is None:
+            self.shadow, self.training = self._train(knowledge)
+        else:
+            self.shadow = shadow_architecture(knowledge.edge_template, self.structure)
+            self.shadow.load_state_dict(trained[0])
+            self.shadow.to(self.device).eval()
+            self.training = trained[1]
+        self.rmle.fit(WhiteBoxEdge(self.shadow, tuple(knowledge.images.shape[1:])))
+
+    def _train(self, knowledge: ShadowKnowledge) -> tuple[nn.Sequential, dict[str, Any]]:
+        images, labels = knowledge.images, knowledge.labels
+        torch.manual_seed(self.seed)
+        shadow = shadow_architecture(knowledge.edge_template, self.structure).to(self.device)
+        cloud = knowledge.cloud.to(self.device).eval()
+        with torch.no_grad():
+            try:
+                cloud(shadow(images[:1].to(self.device)))
+            except RuntimeError as exc:
+                raise ShapeError(f"the shadow's output does not fit the cloud part: {str(exc).splitlines()[0]}") from None
+        frozen = [(p, p.requires_grad) for p in cloud.parameters()]
+        for p, _ in frozen:
+            p.requires_grad_(False)
+        opt = torch.optim.Adam(shadow.parameters(), lr=self.lr)
+        gen = torch.Generator().manual_seed(self.seed)
+        loss_fn = nn.CrossEntropyLoss()
+        m, history, total, correct = images.shape[0], [], 0.0, 0
+
+        def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
+            nonlocal total, correct
+            x, y = images[idx].to(self.device), labels[idx].to(self.device)
+            logits = cloud(shadow(x))
+            loss = loss_fn(logits, y)
+            total += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            return loss
+
+        t0 = time.perf_counter()
+        try:
+            for epoch in train_epochs([opt], loss_of_batch, m, batch_size=self.batch_size, epochs=self.epochs,
+                                      generator=gen, modules=[shadow], desc=f"shadow ({self.structure})",
+                                      progress=self.progress):
+                history.append(total / m)
+                accuracy, total, correct = correct / m, 0.0, 0  # the last epoch's is reported
+                epoch.show(loss=f"{history[-1]:.3f}")
+        finally:
+            for p, flag in frozen:
+                p.requires_grad_(flag)
+        return shadow.eval(), {"structure": self.structure, "epochs": self.epochs, "seconds": time.perf_counter() - t0,
+                               "train_loss": history, "train_accuracy": accuracy}
+
+    def _reconstruct(self, observed: torch.Tensor, initial: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, dict[str, Any]]:
+        """rMLE on the shadow against v0 [n, ...]; ``initial`` as in :meth:`RMLE.reconstruct`."""
+        result = self.rmle.reconstruct(observed, initial=initial)
+        return result.images, {**result.details, "shadow_training": self.training}

@@ -1,0 +1,48 @@
+"""Runtime helpers every job needs: device choice, index specs, seeding."""
+
+from __future__ import annotations
+
+import torch
+
+from .errors import InvalidValueError
+
+
+def default_device() -> torch.device:
+    """CUDA when present, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``auto``/None -> :func:`default_device`; ``cpu``, ``cuda``, ``cuda:N`` as asked (checked)."""
+    if device in (None, "auto"):
+        return default_device()
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise InvalidValueError(f"unknown device '{device}' (choose from auto, cpu, cuda)")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise InvalidValueError("device 'cuda' was asked for but no CUDA device is available")
+    return torch.device(device)
+
+
+def parse_indices(spec: str | None, n: int) -> torch.Tensor:
+    """'' / None -> all; 'A:B' -> range; 'i,j,k' -> list. Positions into a split of size n."""
+    if not spec:
+        return torch.arange(n)
+    try:
+        if ":" in spec:
+            start, _, stop = spec.partition(":")
+            idx = torch.arange(n)[slice(int(start) if start else None, int(stop) if stop else None)]
+        else:
+            idx = torch.tensor([int(v) for v in spec.split(",")], dtype=torch.long)
+    except ValueError:
+        raise InvalidValueError(f"cannot parse indices '{spec}' (use A:B or i,j,k)") from None
+    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= n:
+        raise InvalidValueError(f"indices '{spec}' select nothing or fall outside 0..{n - 1}")
+    return idx
+
+
+def seeded_generator(seed: int) -> torch.Generator:
+    """Seed torch's global RNG (weight init happens there) and return a CPU generator for data order."""
+    torch.manual_seed(int(seed))
+    return torch.Generator().manual_seed(int(seed))

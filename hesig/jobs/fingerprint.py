@@ -1,0 +1,181 @@
+"""Job ``hesig fingerprint``: fingerprint a dataset split through an oracle, chunk by chunk.
+
+The rows are cut into chunks; each chunk is one task for the executor: build the oracle that
+holds the chunk's secrets (through the oracle registry, never by name here), run the boundary
+search, return the chunk's fingerprint tensors. The run store ``<out>.chunks/`` pins the job's
+configuration and keeps every finished chunk (atomically written, checksummed), so a killed job
+resumes where it stopped; when every chunk is done they are merged into ``<out>`` and the store
+is removed. The query budget is shared by all chunks (resumed chunks count) and is checked
+before every oracle call, so it is never overshot.
+
+Also ``hesig ckks-params``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import __version__
+from ..core.defaults import ATOL, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
+from ..core.errors import HesigError, InvalidValueError, MismatchError, QueryBudgetExhausted, ShapeError
+from ..core.io import ensure_writable_dir, tensor_hash
+from ..core.runtime import parse_indices
+from ..data import load_dataset
+from ..models import load_model
+from ..oracles.base import add_costs
+from ..oracles.registry import OracleFactory, oracle_kind
+from ..signature.directions import Directions
+from ..signature.fingerprints import Fingerprints
+from ..signature.search import BoundarySearch
+from .executor import Executor
+from .runstore import RunStore
+
+#: Metadata of a finished file that describes its outcome, not the job (ignored when comparing jobs).
+OUTCOME_KEYS = ("queries_total", "censored_fraction", "compute_seconds", "oracle_costs")
+
+
+def store_dir(out: str | Path) -> Path:
+    """The run store of the job writing ``out``: ``<out>.chunks/``."""
+    out = Path(out)
+    return out.with_name(out.name + ".chunks")
+
+
+def fingerprint_rows(make_oracle: OracleFactory, directions: torch.Tensor, images: torch.Tensor,
+                     indices: torch.Tensor, search: BoundarySearch, out: str | Path, config: dict[str, Any], *,
+                     chunk_size: int, budget: int | None = None, executor: Executor | None = None,
+                     progress: bool = True) -> Fingerprints:
+    """Fingerprint ``images`` [n, C, H, W] (dataset positions ``indices`` [n]) into the file ``out``.
+
+    make_oracle(secrets, remaining_budget) builds the oracle holding one chunk of secrets.
+    config: the job's identity (dataset, hashes, oracle, search parameters, ...); it becomes the
+    file's metadata, with the outcome (queries, censoring, seconds, oracle costs) added.
+    """
+    if chunk_size < 1:
+        raise InvalidValueError(f"chunk size must be >= 1, got {chunk_size}")
+    out = Path(out)
+    n = images.shape[0]
+    config = {**config, "search": search.params(), "chunk_size": int(chunk_size),
+              "indices_hash": tensor_hash(indices), "n": int(n), "hesig_version": __version__}
+    if out.exists():
+        try:
+            done = Fingerprints.load(out)
+        except HesigError:
+            done = None
+        if done is not None and _job(done.meta) == _job(config):
+            return done  # the same job already finished: rerunning it is a no-op
+    store = RunStore(store_dir(out), "fingerprint", _job(config), log=lambda message: print(message, file=sys.stderr))
+    bounds = [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
+    used = 0
+    bar = tqdm(total=n, desc="fingerprint", unit="img", disable=not progress, dynamic_ncols=True)
+
+    def count(i: int, tensors: dict, meta: dict) -> None:
+        nonlocal used
+        s, e = bounds[i]
+        if not torch.equal(tensors["indices"], indices[s:e]):
+            raise MismatchError(f"{store.path(f'chunk-{i:05d}')} covers other inputs than this job; delete {store.root}")
+        used += int(tensors["queries"].sum())
+        bar.update(e - s)
+        bar.set_postfix(q_per_img=f"{used / max(1, bar.n):.0f}")
+
+    def compute(i: int) -> tuple[dict, dict]:
+        s, e = bounds[i]
+        t0 = time.perf_counter()
+        oracle = make_oracle(images[s:e], None if budget is None else budget - used)
+        try:
+            res = search.run(oracle, directions)
+        except QueryBudgetExhausted as exc:
+            raise QueryBudgetExhausted(f"{exc}; the finished chunks are saved in {store.root} and a rerun with a "
+                                       "larger --budget resumes from them") from None
+        finally:
+            oracle.close()
+        part = Fingerprints(res.eps, res.censored, res.queries, indices[s:e].clone(),
+                            {"chunk": i, "seconds": time.perf_counter() - t0, "oracle_costs": oracle.costs()})
+        return part.tensors(), part.meta
+
+    try:
+        parts = store.chunks([f"chunk-{i:05d}" for i in range(len(bounds))], compute, executor=executor,
+                             on_loaded=count, on_saved=count)
+    finally:
+        bar.close()
+    chunks = [Fingerprints.from_tensors(tensors, meta) for tensors, meta in parts]
+    result = Fingerprints.concat(chunks, config)
+    costs: dict = {}
+    for chunk in chunks:
+        costs = add_costs(costs, chunk.meta.get("oracle_costs") or {})
+    seconds = [c.meta.get("seconds") for c in chunks]
+    # Compute time summed over chunks, so it survives interruptions and resumes.
+    result.meta.update({"queries_total": int(result.queries.sum()),
+                        "censored_fraction": float(result.censored.float().mean()),
+                        "compute_seconds": None if None in seconds else round(sum(seconds), 1)})
+    if costs:
+        result.meta["oracle_costs"] = costs
+    result.save(out)
+    store.remove()
+    return result
+
+
+def _job(meta: dict[str, Any]) -> dict[str, Any]:
+    """The part of a fingerprint file's metadata that identifies the job (not its outcome or version)."""
+    return {k: v for k, v in meta.items() if k not in OUTCOME_KEYS and k != "hesig_version"}
+
+
+def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset: str, split: str, out: str | Path, *,
+                    oracle: str = "plaintext", indices: str | None = None, eps_max: float = EPS_MAX,
+                    rtol: float = RTOL, atol: float = ATOL, coarse_points: int = COARSE_POINTS,
+                    points_per_round: int | str = POINTS_PER_ROUND, chunk_size: int | None = None,
+                    budget: int | None = None, batch_size: int | None = None, device: str | None = None,
+                    data_root=None, download: bool = False, ckks_layout: str = "batched",
+                    executor: Executor | None = None, progress: bool = True) -> dict[str, Any]:
+    """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable.
+
+    oracle: a kind of :mod:`hesig.oracles.registry` ("plaintext": the secrets inside the oracle
+    object; "ckks": a TenSEAL client holding the secret key, a server holding the public context,
+    ``ckks_layout`` batched or compact). chunk_size: rows per atomically saved chunk (default: the
+    oracle kind's).
+    """
+    search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=points_per_round,
+                            atol=atol, rtol=rtol)
+    kind = oracle_kind(oracle)
+    if budget is not None and budget < 1:
+        raise InvalidValueError(f"query budget must be >= 1, got {budget}")
+    target = load_model(model_dir)
+    dirs = Directions.load(directions_file)
+    dirs.check_input_shape(target.in_shape, what=f"model {target.arch}'s input")
+    data = load_dataset(dataset, split, data_root, download)
+    if data.shape != target.in_shape:
+        raise ShapeError(f"{data.name} images are {list(data.shape)} but model {target.arch} takes {list(target.in_shape)}")
+    idx = parse_indices(indices, len(data))
+    ensure_writable_dir(Path(out).parent)
+    make_oracle = kind.factory(target, device=device, batch_size=batch_size, layout=ckks_layout)
+    config = {"dataset": data.name, "split": data.split, "split_hash": data.split_hash, "model_hash": target.hash,
+              "arch": target.arch, "directions_hash": dirs.hash, "directions_family": dirs.family,
+              "directions_count": dirs.count, "oracle": oracle, "seed": dirs.seed, **make_oracle.describe()}
+    t0 = time.perf_counter()
+    fp = fingerprint_rows(make_oracle, dirs.vectors, data.images[idx], data.indices[idx], search, out, config,
+                          chunk_size=chunk_size or kind.chunk_size, budget=budget, executor=executor,
+                          progress=progress)
+    summary = {"out": str(out), "seconds_this_run": round(time.perf_counter() - t0, 1),
+               "device": str(getattr(make_oracle, "device", "cpu")), **fp.summary(),
+               "model_hash": target.hash, "directions_hash": dirs.hash}
+    if fp.meta.get("oracle_costs"):
+        summary["oracle_costs"] = fp.meta["oracle_costs"]
+    return summary
+
+
+def ckks_params_job(model_dir: str | Path | None = None) -> dict[str, Any]:
+    """The CKKS parameters, their security level and depth budget (and a model's needs, if given)."""
+    from ..oracles.ckks import POLY_CNN_DEPTH, CKKSParameters, poly_cnn  # TenSEAL: only when asked for
+    params = CKKSParameters()
+    out = params.describe(POLY_CNN_DEPTH)
+    if model_dir is not None:
+        target = load_model(model_dir)
+        poly = poly_cnn(target.model, target.in_shape, target.arch)
+        params.check_depth(poly.depth, target.arch)
+        out.update({"model": str(model_dir), "arch": target.arch, "depth_required": poly.depth, "fits": True})
+    return out

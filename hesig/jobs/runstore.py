@@ -1,0 +1,161 @@
+"""The one run store: a pinned configuration, atomic checksummed artifacts, resume, refusal.
+
+Every long job (fingerprinting, rMLE, the vicious runs, the direction study, the demo) keeps its
+state in a :class:`RunStore` folder::
+
+    <root>/run.json                 {"kind", "config", "hesig_version"}: pinned on first use
+    <root>/<name>.safetensors       tensor artifacts (chunks); metadata carries a SHA-256 of the tensors
+    <root>/steps/<name>.json        the JSON record of a finished step
+
+Rules:
+
+* A store opened with another ``kind`` or ``config`` than the one pinned is refused with one line
+  (never mixed): "choose another --out or delete the folder".
+* Every write is atomic (temp file + rename), so a kill loses at most the artifact in flight.
+* A tensor artifact whose checksum does not match (a flipped bit, a foreign file) is reported,
+  deleted and recomputed, never used.
+* :meth:`RunStore.chunks` hands the chunks that are missing to an executor
+  (:mod:`hesig.jobs.executor`) and saves each result as it arrives; :meth:`RunStore.step` runs a
+  function once and memoises its JSON record.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import torch
+
+from .. import __version__
+from ..core.errors import CheckpointError, HesigError, MismatchError
+from ..core.io import atomic_write_json, ensure_writable_dir, load_tensors, save_tensors, tensor_hash
+from .executor import Executor, InProcessExecutor
+
+MANIFEST = "run.json"
+CHECKSUM_KEY = "sha256"
+
+Tensors = dict[str, torch.Tensor]
+
+
+def tensors_checksum(tensors: Tensors) -> str:
+    """Full SHA-256 over the tensors' names, dtypes, shapes and bytes (order-independent)."""
+    names = sorted(tensors)
+    digest = tensor_hash(*[tensors[n] for n in names], length=64)
+    return f"{digest}:{','.join(names)}"
+
+
+def canonical(obj: Any) -> str:
+    """JSON text used to compare configurations (sorted keys; tuples and lists alike)."""
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+class RunStore:
+    """A run folder for one job configuration.
+
+    root: the folder (created). kind: what job it belongs to ("fingerprint", "demo", ...).
+    config: JSON-serialisable configuration; a store holding another is refused.
+    log: where notices go (a recomputed corrupt chunk); default: nowhere.
+    """
+
+    def __init__(self, root: str | Path, kind: str, config: dict[str, Any], *,
+                 log: Callable[[str], None] = lambda message: None):
+        self.root = ensure_writable_dir(root)
+        self.kind, self.config, self.log = kind, json.loads(canonical(config)), log
+        manifest = self.root / MANIFEST
+        if manifest.exists():
+            try:
+                pinned = json.loads(manifest.read_text())
+            except (OSError, ValueError):
+                raise CheckpointError(f"{manifest} is unreadable; delete {self.root} to start this job afresh") from None
+            if not isinstance(pinned, dict) or pinned.get("kind") != kind:
+                raise MismatchError(f"{self.root} holds a {pinned.get('kind') if isinstance(pinned, dict) else 'foreign'} "
+                                    f"run, not a {kind} run; choose another --out")
+            if canonical(pinned.get("config")) != canonical(self.config):
+                changed = sorted(k for k in set(self.config) | set(pinned.get("config") or {})
+                                 if canonical(self.config.get(k)) != canonical((pinned.get("config") or {}).get(k)))
+                raise MismatchError(f"{self.root} holds a {kind} run with another configuration "
+                                    f"({', '.join(changed[:4])} differ); choose another --out or delete it")
+        else:
+            atomic_write_json(manifest, {"kind": kind, "config": self.config, "hesig_version": __version__})
+
+    # -- tensor artifacts -----------------------------------------------------------------------
+    def path(self, name: str) -> Path:
+        return self.root / f"{name}.safetensors"
+
+    def save(self, name: str, tensors: Tensors, meta: dict[str, Any]) -> Path:
+        """Write a tensor artifact atomically with the checksum of its tensors in its metadata."""
+        return save_tensors(self.path(name), tensors, {**meta, CHECKSUM_KEY: tensors_checksum(tensors)})
+
+    def load(self, name: str) -> tuple[Tensors, dict[str, Any]] | None:
+        """The artifact, or None when it is missing or fails its checksum (then it is deleted and reported)."""
+        path = self.path(name)
+        if not path.exists():
+            return None
+        try:
+            tensors, meta = load_tensors(path, what=f"{self.kind} chunk")
+            if meta.get(CHECKSUM_KEY) != tensors_checksum(tensors):
+                raise CheckpointError(f"{path} fails its checksum")
+        except HesigError as exc:
+            self.log(f"warning: {exc}; recomputing it")
+            path.unlink(missing_ok=True)
+            return None
+        return tensors, meta
+
+    def chunks(self, names: Sequence[str], compute: Callable[[int], tuple[Tensors, dict[str, Any]]], *,
+               executor: Executor | None = None, on_loaded: Callable[[int, Tensors, dict[str, Any]], None] | None = None,
+               on_saved: Callable[[int, Tensors, dict[str, Any]], None] | None = None) -> list[tuple[Tensors, dict]]:
+        """All chunks ``names[i]``, computing the missing ones with ``compute(i)`` on ``executor``.
+
+        ``on_loaded`` sees every chunk found on disk (before any computing), ``on_saved`` every
+        chunk as soon as it is saved. Returns the chunks in order.
+        """
+        parts: list[tuple[Tensors, dict] | None] = [None] * len(names)
+        for i, name in enumerate(names):
+            parts[i] = self.load(name)
+            if parts[i] is not None and on_loaded is not None:
+                on_loaded(i, *parts[i])
+        missing = [i for i, part in enumerate(parts) if part is None]
+        for i, (tensors, meta) in (executor or InProcessExecutor()).map(compute, missing):
+            self.save(names[i], tensors, meta)
+            parts[i] = (tensors, meta)
+            if on_saved is not None:
+                on_saved(i, tensors, meta)
+        return parts  # type: ignore[return-value]
+
+    # -- JSON steps -------------------------------------------------------------------------------
+    def step_path(self, name: str) -> Path:
+        return self.root / "steps" / f"{name}.json"
+
+    def done(self, name: str) -> bool:
+        return self.step_record(name) is not None
+
+    def step_record(self, name: str) -> dict[str, Any] | None:
+        path = self.step_path(name)
+        try:
+            return json.loads(path.read_text()) if path.exists() else None
+        except (OSError, ValueError):
+            return None  # written atomically, so only a tampered file: recompute
+
+    def step(self, name: str, make: Callable[[], dict[str, Any]]) -> tuple[dict[str, Any], bool]:
+        """Run ``make`` once; return (its JSON record, whether it was reused)."""
+        record = self.step_record(name)
+        if record is not None:
+            return record, True
+        record = make()
+        atomic_write_json(self.step_path(name), record)
+        return json.loads(canonical(record)), False
+
+    def steps(self, prefix: str = "") -> Iterable[dict[str, Any]]:
+        """The records of finished steps whose names start with ``prefix``, in name order."""
+        folder = self.root / "steps"
+        for path in sorted(folder.glob(f"{prefix}*.json")) if folder.exists() else []:
+            try:
+                yield json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+
+    def remove(self) -> None:
+        """Delete the folder (a job whose final artifact now holds everything)."""
+        shutil.rmtree(self.root, ignore_errors=True)

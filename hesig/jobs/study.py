@@ -1,0 +1,255 @@
+"""The leakage study (issue 4): reconstruction quality against direction family, count and query budget.
+
+For one (dataset, target architecture) the study
+
+1. trains (or reuses) the target M and an independent evaluator for class recovery;
+2. for each family builds ``max(counts)`` directions once (every family is prefix-consistent,
+   so the first k are exactly the set of k), and fingerprints ``n_train`` training and
+   ``n_test`` test images through the plaintext oracle at each search precision
+   (coarse points G, relative tolerance rtol);
+3. for every (family, precision, count) trains a DCGAN decoder on the first ``count`` columns of
+   the training fingerprints and scores it on the test fingerprints: PSNR, SSIM (data_range 1.0),
+   class recovery, beside the mean-image and class-mean baselines, with the mean oracle queries
+   per test fingerprint (the sum over the first ``count`` directions of the queries each pair cost).
+
+The study folder is a run store (:mod:`hesig.jobs.runstore`): ``run.json`` pins the settings,
+every finished step (model, directions, fingerprints, cell) is recorded, so an interrupted study
+resumes and a study with other settings is refused. Cells are step records
+``steps/cell-<family>_g<G>_r<rtol>_k<count>.json``; :func:`collect_cells` gathers them for tables
+and plots.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .. import __version__
+from ..core.defaults import EPS_MAX, FAMILIES, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
+from ..core.errors import InvalidValueError, MismatchError
+from ..core.io import ensure_writable_dir, load_tensors, save_tensors
+from ..data import load_dataset
+from ..evaluation import viz
+from ..evaluation.metrics import reconstruction_report
+from ..models import load_model
+from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
+from ..signature.directions import Directions
+from ..signature.fingerprints import Fingerprints
+from .demo import DEMO_SETTINGS
+from .fingerprint import fingerprint_job
+from .models import directions_job, train_model_job
+from .runstore import RunStore
+
+#: The paper's search precision (8 coarse points, rtol 1e-2) -- the grid's default.
+DEFAULT_PRECISION = STUDY_PRECISIONS[0]
+#: Step-name prefix of the study's cells (steps/cell-<family>_g<G>_r<rtol>_k<count>.json).
+CELL_PREFIX = "cell-"
+#: Test victims whose reconstructions each cell keeps for figures.
+SAMPLE_FIGURE = 10
+
+
+@dataclass
+class StudySettings:
+    """Scale of one study run. Validated at construction (one-line ``InvalidValueError``).
+
+    n_train / n_test: images fingerprinted from the start of each split (the attacker's decoder
+    training set, and the victims scored). counts: direction counts, read off as prefixes.
+    decoder_ngf / decoder_epochs / decoder_patience: the DCGAN decoder (see hesig.decoders).
+    """
+
+    n_train: int = STUDY_SCALE["n_train"]
+    n_test: int = STUDY_SCALE["n_test"]
+    counts: tuple[int, ...] = STUDY_COUNTS
+    eps_max: float = EPS_MAX
+    decoder_ngf: int = STUDY_SCALE["decoder_ngf"]
+    decoder_epochs: int = STUDY_SCALE["decoder_epochs"]
+    decoder_patience: int = STUDY_SCALE["decoder_patience"]
+    seed: int = 0
+    mix: str = STUDY_MIX
+
+    def __post_init__(self):
+        if self.n_train < 20 or self.n_test < 1:
+            raise InvalidValueError(f"n_train must be >= 20 and n_test >= 1, got {self.n_train} and {self.n_test}")
+        counts = tuple(sorted({int(c) for c in self.counts}))
+        if not counts or counts[0] < 1:
+            raise InvalidValueError(f"direction counts must be positive integers, got {self.counts}")
+        self.counts = counts
+
+    def key(self) -> dict[str, Any]:
+        """What must match for a resumed study to reuse artifacts."""
+        return asdict(self)
+
+
+def _tag(coarse_points: int, rtol: float) -> str:
+    return f"g{coarse_points}_r{rtol:g}"
+
+
+def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings, *,
+              families: tuple[str, ...] = STUDY_FAMILIES, precisions: tuple[tuple[int, float], ...] = STUDY_PRECISIONS,
+              model_from: str | Path | None = None, evaluator_from: str | Path | None = None,
+              device: str | None = None, data_root=None, download: bool = False, progress: bool = False,
+              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run (or resume) the study for one dataset and architecture; returns the cell dicts.
+
+    model_from / evaluator_from: copy an existing checkpoint instead of training one (it must be
+    of ``arch`` on ``dataset``); the copy keeps its hash, which every cell records.
+    """
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise InvalidValueError(f"unknown direction family '{unknown[0]}' (choose from {', '.join(FAMILIES)})")
+    for g, r in precisions:
+        if int(g) != g or g < 1 or not 0 < r < 1:
+            raise InvalidValueError(f"a precision is (coarse_points >= 1, 0 < rtol < 1), got ({g}, {r})")
+    store = RunStore(out, "study", {"dataset": dataset, "arch": arch, **settings.key()})
+    out = store.root
+    common = {"data_root": data_root, "download": download}
+
+    def once(name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        def timed() -> dict[str, Any]:
+            t0 = time.perf_counter()
+            log(f"[{name}] ...")
+            record = make()
+            log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
+            return record
+        return store.step(name, timed)[0]
+
+    def model_step(name: str, source, train_arch: str, seed: int) -> Path:
+        path = out / name
+
+        def copy() -> dict[str, Any]:
+            loaded = load_model(source)
+            if loaded.arch != train_arch or loaded.meta.get("dataset") != dataset:
+                raise MismatchError(f"{source} is a {loaded.arch} on {loaded.meta.get('dataset')}, "
+                                    f"not a {train_arch} on {dataset}")
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.copytree(source, path)
+            return {"copied_from": str(source), "model_hash": loaded.hash}
+
+        once(name, copy if source is not None else lambda: train_model_job(
+            dataset, train_arch, path, seed=seed, device=device, progress=progress, **common))
+        return path
+
+    model_dir = model_step("model", model_from, arch, settings.seed)
+    evaluator_arch = DEMO_SETTINGS.get(dataset, {}).get("evaluator", "lenet5")
+    evaluator_dir = model_step("evaluator", evaluator_from, evaluator_arch, settings.seed + 1000)
+    evaluator = load_model(evaluator_dir)
+    target_hash = load_model(model_dir).hash
+    if evaluator.hash == target_hash:
+        raise InvalidValueError("the evaluator must be trained independently of the target model")
+
+    train = load_dataset(dataset, "train", data_root, download)
+    test = load_dataset(dataset, "test", data_root, download)
+    train_x = train.images[:settings.n_train]
+    test_x, test_y = test.images[:settings.n_test], test.labels[:settings.n_test]
+    cells = []
+    max_count = settings.counts[-1]
+    for family in families:
+        fam_dir = ensure_writable_dir(out / family)
+        dir_file = fam_dir / "directions.safetensors"
+        once(f"{family}-directions", lambda: directions_job(
+            family, max_count, dir_file, dataset=dataset, seed=settings.seed, model_dir=model_dir,
+            mix=settings.mix if family == "mix" else None, device=device, **common))
+        directions = Directions.load(dir_file)
+        for g, rtol in precisions:
+            tag = _tag(g, rtol)
+            fps = {}
+            for split, n in (("train", settings.n_train), ("test", settings.n_test)):
+                fp_file = fam_dir / f"fp_{split}_{tag}.safetensors"
+                once(f"{family}-{tag}-fingerprints-{split}", lambda: fingerprint_job(
+                    model_dir, dir_file, dataset, split, fp_file, indices=f"0:{n}", eps_max=settings.eps_max,
+                    rtol=rtol, coarse_points=g, device=device, progress=progress, **common))
+                fps[split] = Fingerprints.load(fp_file)
+            for count in settings.counts:
+                def cell_for() -> dict[str, Any]:  # called at once by store.step: the loop variables are current
+                    t0 = time.perf_counter()
+                    prefix = directions.first(count)
+                    fp_train, fp_test = (fps[s].first_directions(prefix) for s in ("train", "test"))
+                    feats = FingerprintFeatures.fit(fp_train.eps, fp_train.censored, settings.eps_max)
+                    net, rep = train_decoder(feats.transform(fp_train.eps, fp_train.censored), train_x,
+                                             ngf=settings.decoder_ngf, epochs=settings.decoder_epochs,
+                                             patience=settings.decoder_patience, seed=settings.seed, progress=False)
+                    decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
+                    recon = decoder.reconstruct(fp_test)
+                    report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
+                    cell = {
+                        "dataset": dataset, "arch": arch, "family": family, "count": count,
+                        "coarse_points": g, "rtol": rtol, "mix": settings.mix if family == "mix" else None,
+                        "n_train": settings.n_train, "n_test": settings.n_test,
+                        "psnr": report["attack"]["psnr_mean"], "psnr_std": report["attack"]["psnr_std"],
+                        "ssim": report["attack"]["ssim_mean"], "ssim_std": report["attack"]["ssim_std"],
+                        "class_recovery": report["attack"]["class_recovery"],
+                        "queries_per_fingerprint": float(fp_test.queries.sum(1).double().mean()),
+                        "queries_per_direction": float(fp_test.queries.double().mean()),
+                        "censored_fraction": float(fp_test.censored.float().mean()),
+                        "decoder": {"ngf": settings.decoder_ngf, "epochs_run": rep.epochs_run,
+                                    "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
+                        "baselines": {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")},
+                        "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,
+                                   "directions_full": directions.hash, "train_split": train.split_hash,
+                                   "test_split": test.split_hash},
+                        "directions_build_seconds": directions.params.get("build_seconds"),
+                        "cell_seconds": round(time.perf_counter() - t0, 1),
+                        "seed": settings.seed, "hesig_version": __version__,
+                    }
+                    # A few reconstructions for figures (the decoder itself is not kept).
+                    save_tensors(fam_dir / f"recon_{tag}_k{count}.safetensors",
+                                 {"reconstructions": recon[:SAMPLE_FIGURE], "indices": fp_test.indices[:SAMPLE_FIGURE]},
+                                 {"family": family, "count": count, "directions_hash": prefix.hash})
+                    log(f"[cell] {dataset} {arch} {family} {tag} k={count}: PSNR {cell['psnr']:.2f} "
+                        f"SSIM {cell['ssim']:.3f} class {cell['class_recovery']:.3f} "
+                        f"q/fp {cell['queries_per_fingerprint']:.0f}")
+                    return cell
+                cells.append(store.step(f"{CELL_PREFIX}{family}_{tag}_k{count}", cell_for)[0])
+    return cells
+
+
+def collect_cells(*study_dirs: str | Path) -> list[dict[str, Any]]:
+    """All cell dicts of the given study folders, sorted by dataset, arch, family, precision, count."""
+    cells = [cell for d in study_dirs for cell in _records(Path(d), CELL_PREFIX)]
+    return sorted(cells, key=lambda c: (c["dataset"], c["arch"], c["family"], c["coarse_points"], -c["rtol"], c["count"]))
+
+
+def _records(study_dir: Path, prefix: str) -> list[dict[str, Any]]:
+    """Step records of a finished (or partial) study folder, read without pinning a configuration."""
+    return [json.loads(p.read_text()) for p in sorted((study_dir / "steps").glob(f"{prefix}*.json"))]
+
+
+def pareto_front(cells: list[dict[str, Any]], metric: str = "ssim") -> list[dict[str, Any]]:
+    """The best allocation at each budget: cells no other cell beats with fewer or equal queries.
+
+    Sorted by queries per fingerprint; each returned cell has a strictly higher ``metric`` than
+    every cheaper one, so "the best reconstruction for at most B queries" is the last entry with
+    queries <= B.
+    """
+    front, best = [], -float("inf")
+    for cell in sorted(cells, key=lambda c: (c["queries_per_fingerprint"], -c[metric])):
+        if cell[metric] > best:
+            front.append(cell)
+            best = cell[metric]
+    return front
+
+
+def family_reconstructions(study_dir: str | Path, cells: list[dict[str, Any]], path: str | Path, count: int = 100,
+                           data_root=None, download: bool = False) -> Path | None:
+    """Figure: the first test victims and each family's reconstructions of them at ``count``
+    directions (the paper's precision), from the samples every cell keeps. None if any is missing."""
+    study_dir = Path(study_dir)
+    by = {c["family"]: c for c in cells if (c["coarse_points"], c["rtol"]) == DEFAULT_PRECISION and c["count"] == count}
+    families = sorted(by, key=viz.family_sort_key)
+    tag = _tag(*DEFAULT_PRECISION)
+    files = [study_dir / f / f"recon_{tag}_k{count}.safetensors" for f in families]
+    if not families or not all(f.exists() for f in files):
+        return None
+    recons = [load_tensors(f)[0] for f in files]
+    idx = recons[0]["indices"]
+    first = by[families[0]]
+    test = load_dataset(first["dataset"], "test", data_root, download)
+    labels = ["original"] + [f"{f}\nSSIM {by[f]['ssim']:.2f}" for f in families]
+    return viz.reconstruction_grid([test.images[idx]] + [r["reconstructions"] for r in recons], labels, path,
+                                   f"{first['arch']} on {first['dataset']}: first {len(idx)} test victims, "
+                                   f"{count} directions per family (mean SSIM over {first['n_test']})",
+                                   col_labels=[str(int(test.labels[i])) for i in idx])

@@ -1,0 +1,63 @@
+"""Decoder checkpoints: weights + feature statistics in safetensors, identity in JSON metadata.
+
+The metadata pins the model hash and directions hash of the training fingerprints; a decoder
+refuses fingerprints made with another model or another direction set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ... import __version__
+from ...core.errors import CheckpointError
+from ..fingerprints import Fingerprints
+from ...core.io import atomic_write_json, load_tensors, save_tensors
+from ...models.dcgan import DCGANDecoder
+from .features import FingerprintFeatures
+from .train import decode
+
+WEIGHTS_FILE = "decoder.safetensors"
+META_FILE = "decoder.json"
+
+
+@dataclass
+class FingerprintDecoder:
+    """A trained decoder with its preprocessing: ``reconstruct(fingerprints) -> images``."""
+
+    network: DCGANDecoder
+    features: FingerprintFeatures
+    meta: dict[str, Any]
+
+    def reconstruct(self, fp: Fingerprints) -> torch.Tensor:
+        """Images float32 [n, C, H, W] in [0, 1] from fingerprints; refuses foreign fingerprints."""
+        fp.check_compatible(self.meta, what="this decoder")
+        if fp.num_directions != self.features.mean.numel():
+            raise CheckpointError(f"fingerprints have {fp.num_directions} directions, the decoder {self.features.mean.numel()}")
+        return decode(self.network, self.features.transform(fp.eps, fp.censored))
+
+    def save(self, out_dir: str | Path) -> Path:
+        out_dir = Path(out_dir)
+        tensors = {f"net.{k}": v for k, v in self.network.state_dict().items()}
+        tensors.update({"features.mean": self.features.mean, "features.std": self.features.std})
+        meta = {**self.meta, "in_features": self.network.in_features, "out_shape": list(self.network.out_shape),
+                "ngf": self.network.ngf, "eps_max": self.features.eps_max, "hesig_version": __version__}
+        save_tensors(out_dir / WEIGHTS_FILE, tensors, meta)
+        atomic_write_json(out_dir / META_FILE, meta)
+        return out_dir
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> "FingerprintDecoder":
+        path = Path(path)
+        weights = path / WEIGHTS_FILE if path.is_dir() else path
+        tensors, meta = load_tensors(weights, what="decoder checkpoint")
+        try:
+            net = DCGANDecoder(meta["in_features"], tuple(meta["out_shape"]), meta["ngf"])
+            net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
+            feats = FingerprintFeatures(tensors["features.mean"], tensors["features.std"], float(meta["eps_max"]))
+        except (KeyError, RuntimeError, TypeError) as exc:
+            raise CheckpointError(f"decoder checkpoint {weights} is incomplete or of another shape ({type(exc).__name__})") from None
+        return cls(net.to(device).eval(), feats, meta)

@@ -1,0 +1,94 @@
+"""Training the fingerprint decoder with L2 loss on (E_x, x) pairs (Moran & Juvekar, section 4)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ...core.errors import InvalidValueError, ShapeError
+from ...models.dcgan import NGF, DCGANDecoder
+from ...models.training import train_epochs
+
+
+@dataclass
+class DecoderTrainingReport:
+    epochs_run: int
+    best_epoch: int
+    best_val_mse: float
+    train_mse: list[float] = field(default_factory=list)
+    val_mse: list[float] = field(default_factory=list)
+
+
+def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = NGF, epochs: int = 40,
+                  batch_size: int = 128, lr: float = 2e-3, val_fraction: float = 0.1, patience: int = 5,
+                  seed: int = 0, device: str | torch.device = "cpu", progress: bool = True
+                  ) -> tuple[DCGANDecoder, DecoderTrainingReport]:
+    """Fit a :class:`DCGANDecoder` from features [n, F] to images [n, C, H, W] by minimising MSE.
+
+    A seeded ``val_fraction`` of the rows is held out; training stops after ``patience`` epochs
+    without validation improvement and the best-validation weights are returned.
+    """
+    if features.shape[0] != images.shape[0]:
+        raise ShapeError(f"{features.shape[0]} fingerprints but {images.shape[0]} images")
+    if not 0 < val_fraction < 1:
+        raise InvalidValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
+    if not torch.isfinite(features).all():
+        raise InvalidValueError("decoder inputs contain NaN or infinity")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    n = features.shape[0]
+    perm = torch.randperm(n, generator=gen)
+    n_val = max(1, int(round(n * val_fraction)))
+    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    model = DCGANDecoder(features.shape[1], tuple(images.shape[1:]), ngf=ngf).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
+    steps_per_epoch = math.ceil(len(train_idx) / batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
+    loss_fn = nn.MSELoss()
+    report = DecoderTrainingReport(0, 0, math.inf)
+    best_state = copy.deepcopy(model.state_dict())
+    total = 0.0
+
+    def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
+        nonlocal total
+        loss = loss_fn(model(features[idx].to(device)), images[idx].to(device))
+        total += loss.item() * len(idx)
+        return loss
+
+    for epoch in train_epochs([opt], loss_of_batch, train_idx, batch_size=batch_size, epochs=epochs, generator=gen,
+                              modules=[model], schedulers=[sched], min_batch=2,  # BatchNorm needs two samples
+                              desc="train-decoder", progress=progress):
+        report.train_mse.append(total / len(train_idx))
+        total = 0.0
+        report.val_mse.append(_mse(model, features[val_idx], images[val_idx], device))
+        report.epochs_run = epoch.number
+        if report.val_mse[-1] < report.best_val_mse:
+            report.best_val_mse, report.best_epoch = report.val_mse[-1], epoch.number
+            best_state = copy.deepcopy(model.state_dict())
+        epoch.show(train=f"{report.train_mse[-1]:.4f}", val=f"{report.val_mse[-1]:.4f}")
+        if epoch.number - report.best_epoch >= patience:
+            break
+    model.load_state_dict(best_state)
+    return model.eval(), report
+
+
+@torch.inference_mode()
+def _mse(model: nn.Module, features: torch.Tensor, images: torch.Tensor, device, batch_size: int = 2048) -> float:
+    model.eval()
+    total = 0.0
+    for start in range(0, len(features), batch_size):
+        recon = model(features[start:start + batch_size].to(device))
+        total += ((recon - images[start:start + batch_size].to(device)) ** 2).mean().item() * len(recon)
+    return total / len(features)
+
+
+@torch.inference_mode()
+def decode(model: nn.Module, features: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
+    """Reconstructions float32 [n, C, H, W] in [0, 1] (CPU) from features [n, F]."""
+    model.eval()
+    device = next(model.parameters()).device
+    return torch.cat([model(features[s:s + batch_size].to(device)).cpu() for s in range(0, len(features), batch_size)])

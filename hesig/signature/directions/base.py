@@ -1,0 +1,160 @@
+"""Direction sets, the family registry and :func:`make_directions`.
+
+A :class:`Directions` set is a float32 tensor [k, C, H, W] plus the family, seed and parameters
+that made it and a content hash. Unless a family says otherwise each direction has unit L2 norm,
+so ε is the L2 length of the perturbation ε·N_i in pixel units ([0, 1] images).
+
+Adding a family is one decorated function::
+
+    @register_family("name", needs=())
+    def _name(count, shape, gen, **context) -> torch.Tensor  # [count, *shape]
+
+``needs`` lists the context keys (e.g. "train_images", "model") the CLI must supply.
+
+**Prefix property.** Every family is built so that ``make_directions(f, k, seed=s)`` equals the
+first k rows of ``make_directions(f, K, seed=s)`` for k <= K. A count that is not a multiple of a
+family's natural block (10 classes, 90 class pairs) therefore takes a well-defined, balanced
+prefix, and the leakage study can fingerprint once with K directions and read off every smaller
+count from the first columns (tests/test_directions.py checks this for every family).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from ... import __version__
+from ...core.errors import CheckpointError, InvalidValueError, ShapeError
+from ...core.io import load_tensors, save_tensors, tensor_hash
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    build: Callable[..., torch.Tensor]
+    needs: tuple[str, ...] = ()
+    doc: str = ""
+
+
+FAMILIES: dict[str, Family] = {}
+
+
+def register_family(name: str, needs: tuple[str, ...] = ()):
+    def wrap(fn: Callable[..., torch.Tensor]) -> Callable[..., torch.Tensor]:
+        FAMILIES[name] = Family(name, fn, tuple(needs), (fn.__doc__ or "").strip().splitlines()[0])
+        return fn
+    return wrap
+
+
+def unit_l2(vectors: torch.Tensor) -> torch.Tensor:
+    """Scale each direction [k, ...] to unit L2 norm (zero vectors are rejected)."""
+    norms = vectors.flatten(1).norm(dim=1)
+    if (norms <= 1e-12).any():
+        raise InvalidValueError("a direction has zero norm and cannot be normalised")
+    return vectors / norms.view(-1, *([1] * (vectors.ndim - 1)))
+
+
+@dataclass
+class Directions:
+    """A seeded, hashed set of directions. ``vectors``: float32 [k, C, H, W]."""
+
+    vectors: torch.Tensor
+    family: str
+    seed: int
+    params: dict[str, Any] = field(default_factory=dict)
+    norm: str = "unit-l2"
+
+    def __post_init__(self):
+        if self.vectors.ndim != 4:
+            raise ShapeError(f"directions must be [k, C, H, W], got shape {tuple(self.vectors.shape)}")
+        if not torch.isfinite(self.vectors).all():
+            raise InvalidValueError("directions contain NaN or infinity")
+        self.vectors = self.vectors.to(torch.float32).contiguous()
+
+    @property
+    def count(self) -> int:
+        return self.vectors.shape[0]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return tuple(self.vectors.shape[1:])
+
+    @property
+    def hash(self) -> str:
+        return tensor_hash(self.vectors)
+
+    def first(self, k: int) -> "Directions":
+        """The first k directions (every family is prefix-consistent, so this is the set of k)."""
+        if not 1 <= k <= self.count:
+            raise InvalidValueError(f"cannot take the first {k} of {self.count} directions")
+        return Directions(self.vectors[:k].clone(), self.family, self.seed, {**self.params, "prefix_of": self.hash},
+                          self.norm)
+
+    def check_input_shape(self, shape: tuple[int, ...], what: str = "the model input") -> None:
+        if tuple(shape) != self.shape:
+            raise ShapeError(f"directions have shape {list(self.shape)} but {what} is {list(shape)}")
+
+    def meta(self) -> dict[str, Any]:
+        return {"family": self.family, "seed": self.seed, "count": self.count, "shape": list(self.shape),
+                "norm": self.norm, "params": self.params, "directions_hash": self.hash, "hesig_version": __version__}
+
+    def save(self, path: str | Path) -> Path:
+        return save_tensors(path, {"directions": self.vectors}, self.meta())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Directions":
+        tensors, meta = load_tensors(path, what="directions file")
+        if "directions" not in tensors or "family" not in meta:
+            raise CheckpointError(f"{path} is not a hesig directions file")
+        out = cls(tensors["directions"], meta["family"], int(meta.get("seed", 0)), meta.get("params", {}), meta.get("norm", "unit-l2"))
+        if meta.get("directions_hash") not in (None, out.hash):
+            raise CheckpointError(f"directions file {path} is corrupt: content hash does not match its metadata")
+        return out
+
+
+def make_directions(family: str, count: int, shape: tuple[int, int, int], seed: int = 0, **context: Any) -> Directions:
+    """Build ``count`` directions of ``family`` for inputs of ``shape`` (C, H, W)."""
+    if family not in FAMILIES:
+        raise InvalidValueError(f"unknown direction family '{family}' (choose from {', '.join(FAMILIES)})")
+    if count < 1:
+        raise InvalidValueError(f"direction count must be >= 1, got {count}")
+    fam = FAMILIES[family]
+    missing = [k for k in fam.needs if context.get(k) is None]
+    if missing:
+        raise InvalidValueError(f"direction family '{family}' needs {', '.join(missing)}")
+    gen = torch.Generator().manual_seed(int(seed))
+    vectors = fam.build(int(count), tuple(shape), gen, seed=int(seed), **context)
+    if tuple(vectors.shape) != (count, *shape):
+        raise ShapeError(f"family '{family}' built {tuple(vectors.shape)}, expected {(count, *shape)}")
+    params = {k: v for k, v in context.items() if isinstance(v, (int, float, str, bool))}
+    return Directions(unit_l2(vectors), family, int(seed), params)
+
+
+def balanced_class_pairs(num_classes: int, gen: torch.Generator) -> list[tuple[int, int]]:
+    """All C(C-1) ordered pairs (source a, target b), a != b, in blocks of C.
+
+    Block s pairs every class a with (a + shift_s) mod C for one shift, so each block of C uses
+    every class exactly once as source and once as target: any prefix of a multiple of C is
+    class-balanced, and a shorter prefix never repeats a class. The order of the shifts and of
+    the classes inside a block is a seeded shuffle.
+    """
+    shifts = (torch.randperm(num_classes - 1, generator=gen) + 1).tolist()
+    pairs = []
+    for shift in shifts:
+        for a in torch.randperm(num_classes, generator=gen).tolist():
+            pairs.append((a, (a + shift) % num_classes))
+    return pairs
+
+
+def class_sample_order(labels: torch.Tensor, num_classes: int, gen: torch.Generator) -> list[torch.Tensor]:
+    """A seeded permutation of the indices of each class c (list of C LongTensors)."""
+    order = []
+    for c in range(num_classes):
+        idx = torch.nonzero(labels == c).flatten()
+        if idx.numel() == 0:
+            raise InvalidValueError(f"the attacker's training data has no images of class {c}")
+        order.append(idx[torch.randperm(idx.numel(), generator=gen)])
+    return order

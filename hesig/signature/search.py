@@ -1,0 +1,202 @@
+"""Batched boundary search: oracle bits -> minimal flipping ε per (row, direction) pair.
+
+For every secret row r and direction N_i the engine finds (Moran & Juvekar, section 4)
+
+    ε_i = min { ε in (0, ε_max] : argmax M(X_r + ε N_i) != argmax M(X_r) }
+
+to a stated tolerance, using only :meth:`Oracle.same_label` bits.
+
+Algorithm, vectorised over all pairs:
+
+1. **Coarse pass.** Query every pair at ``coarse_points`` = G evenly spaced points
+   ε_max·j/G, j = 1..G, in one batched round. The first flipping grid point brackets the *first*
+   crossing (to grid resolution): the bracket is (ε_max·(j*-1)/G, ε_max·j*/G]. Pairs that do not
+   flip at any grid point are **censored** (no flip found in (0, ε_max]); their ε is +inf and
+   they are never given ε_max silently.
+2. **Refinement.** Each round queries ``points_per_round`` = k evenly spaced interior points of
+   every open bracket and keeps the sub-bracket up to the first flipping point. k = 1 is
+   bisection; a larger k (or "auto", which fills the oracle's ``capacity``) needs fewer rounds,
+   which pays off when a round is expensive (a CKKS evaluation) and queries are cheap (slots).
+3. A pair is done when its bracket width hi - lo <= max(atol, rtol·hi). The reported ε is ``hi``,
+   a point that is known to flip, so ε_true in [ε - tol, ε].
+
+Query cost per uncensored pair: G + k·ceil(log_{k+1}(ε_max / (G·tol))). Queries are counted
+per pair and returned. Rounds are batched over every unfinished pair; within a round the
+queries go to the oracle in calls of its ``capacity`` so memory stays bounded.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from ..core.defaults import ATOL, COARSE_POINTS, EPS_MAX, MAX_SEARCH_ROUNDS, POINTS_PER_ROUND, RTOL
+from ..core.errors import InvalidValueError, ShapeError
+from ..oracles.base import Oracle
+
+
+@dataclass
+class SearchResult:
+    """Per-pair outcome; all tensors are [n_rows, k_directions] on the CPU.
+
+    eps: float32, the smallest tested flipping ε (upper end of the final bracket); +inf if censored.
+    eps_lo: float32, the largest tested non-flipping ε below it (0 if none was tested).
+    censored: bool, True where no flip was found in (0, ε_max].
+    queries: int32, oracle queries spent on the pair.
+    rounds: number of batched rounds (coarse pass included).
+    """
+
+    eps: torch.Tensor
+    eps_lo: torch.Tensor
+    censored: torch.Tensor
+    queries: torch.Tensor
+    rounds: int
+
+    @property
+    def total_queries(self) -> int:
+        return int(self.queries.sum())
+
+
+class BoundarySearch:
+    """Minimal-ε search with a first-crossing coarse pass and k-ary bracket refinement.
+
+    Parameters are validated at construction (one-line ``InvalidValueError``):
+
+    eps_max: upper end of the search interval, in L2 units of the direction (> 0).
+    coarse_points: G >= 1 grid points of the first pass; the first crossing is resolved to ε_max/G.
+    points_per_round: k >= 1 interior points per refinement round, or "auto" (fill ``capacity``).
+    atol, rtol: stop when hi - lo <= max(atol, rtol·hi). At least one must be positive.
+    """
+
+    def __init__(self, eps_max: float = EPS_MAX, *, coarse_points: int = COARSE_POINTS,
+                 points_per_round: int | str = POINTS_PER_ROUND, atol: float = ATOL, rtol: float = RTOL,
+                 max_rounds: int = MAX_SEARCH_ROUNDS):
+        if not (isinstance(eps_max, (int, float)) and math.isfinite(eps_max) and eps_max > 0):
+            raise InvalidValueError(f"eps_max must be a positive finite number, got {eps_max}")
+        if int(coarse_points) != coarse_points or coarse_points < 1:
+            raise InvalidValueError(f"coarse_points must be an integer >= 1, got {coarse_points}")
+        if points_per_round != "auto" and (not isinstance(points_per_round, int) or points_per_round < 1):
+            raise InvalidValueError(f"points_per_round must be an integer >= 1 or 'auto', got {points_per_round!r}")
+        for name, value in (("atol", atol), ("rtol", rtol)):
+            if not (math.isfinite(value) and value >= 0):
+                raise InvalidValueError(f"{name} must be a finite number >= 0, got {value}")
+        if atol <= 0 and rtol <= 0:
+            raise InvalidValueError("at least one of atol and rtol must be positive")
+        self.eps_max = float(eps_max)
+        self.coarse_points = int(coarse_points)
+        self.points_per_round = points_per_round
+        self.atol = float(atol)
+        self.rtol = float(rtol)
+        self.max_rounds = int(max_rounds)
+        # Floor on the bracket width: guarantees termination when a pair flips arbitrarily close to
+        # 0 (then rtol·hi shrinks with hi). 2^-30·ε_max is far below any useful tolerance.
+        self._width_floor = self.eps_max * 2.0 ** -30
+
+    def params(self) -> dict:
+        return {"eps_max": self.eps_max, "coarse_points": self.coarse_points,
+                "points_per_round": self.points_per_round, "atol": self.atol, "rtol": self.rtol}
+
+    def run(self, oracle: Oracle, directions: torch.Tensor, rows: torch.Tensor | None = None,
+            on_queries: Callable[[int], None] | None = None) -> SearchResult:
+        """Search every (row, direction) pair.
+
+        oracle: answers ``same_label``; its secrets are never read here.
+        directions: float32 [k, C, H, W] matching ``oracle.input_shape``.
+        rows: int64 [n] oracle rows to fingerprint (default: all of them).
+        on_queries: called with the number of queries after every oracle call (progress bars).
+        """
+        if directions.ndim != 4 or tuple(directions.shape[1:]) != tuple(oracle.input_shape):
+            raise ShapeError(f"directions have shape {list(directions.shape[1:])} but the oracle's inputs are {list(oracle.input_shape)}")
+        rows = torch.arange(oracle.num_rows) if rows is None else rows.to(torch.long).cpu()
+        n, k = rows.numel(), directions.shape[0]
+        pairs = n * k
+        pair_row = rows.repeat_interleave(k)            # [P] oracle row of each pair
+        pair_dir = torch.arange(k).repeat(n)            # [P] direction index of each pair
+        dirs = directions.to(oracle.device, torch.float32)
+        # Bracket bookkeeping in float64: ε values are exact multiples of grid steps.
+        lo = torch.zeros(pairs, dtype=torch.float64)
+        hi = torch.full((pairs,), math.inf, dtype=torch.float64)
+        queries = torch.zeros(pairs, dtype=torch.int32)
+
+        # 1. coarse pass over all pairs: G grid points each.
+        grid = torch.arange(1, self.coarse_points + 1, dtype=torch.float64) * (self.eps_max / self.coarse_points)
+        all_pairs = torch.arange(pairs)
+        points = grid.expand(pairs, -1)
+        flips = self._ask(oracle, dirs, pair_row, pair_dir, all_pairs, points, on_queries)
+        queries += self.coarse_points
+        self._narrow(lo, hi, all_pairs, points, flips)
+        censored = torch.isinf(hi)
+        rounds = 1
+
+        # 2. refinement rounds over the open brackets.
+        while True:
+            open_ = (~censored) & ((hi - lo) > self._tolerance(hi))
+            active = open_.nonzero().squeeze(1)
+            if active.numel() == 0:
+                break
+            if rounds > self.max_rounds:
+                raise RuntimeError(f"boundary search did not converge in {self.max_rounds} rounds")
+            kpts = self._points_for(oracle, active.numel())
+            frac = torch.arange(1, kpts + 1, dtype=torch.float64) / (kpts + 1)
+            a_lo, a_hi = lo[active], hi[active]
+            points = a_lo[:, None] + (a_hi - a_lo)[:, None] * frac[None, :]
+            flips = self._ask(oracle, dirs, pair_row, pair_dir, active, points, on_queries)
+            queries[active] += kpts
+            self._narrow(lo, hi, active, points, flips)
+            rounds += 1
+
+        eps = hi.to(torch.float32).view(n, k)
+        return SearchResult(eps=eps, eps_lo=lo.to(torch.float32).view(n, k), censored=censored.view(n, k),
+                            queries=queries.view(n, k), rounds=rounds)
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _tolerance(self, hi: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(self.rtol * hi, min=max(self.atol, self._width_floor))
+
+    def _points_for(self, oracle: Oracle, active: int) -> int:
+        if self.points_per_round == "auto":
+            return max(1, oracle.capacity // max(1, active))
+        return int(self.points_per_round)
+
+    @staticmethod
+    def _narrow(lo: torch.Tensor, hi: torch.Tensor, idx: torch.Tensor, points: torch.Tensor, flips: torch.Tensor) -> None:
+        """Keep, for each pair idx[a], the sub-bracket ending at its first flipping point.
+
+        points: float64 [A, m] increasing; flips: bool [A, m]. Pairs with no flip keep hi and move
+        lo up to their last point.
+        """
+        m = points.shape[1]
+        any_flip = flips.any(1)
+        first = torch.where(any_flip, flips.to(torch.int8).argmax(1), torch.full_like(any_flip, m, dtype=torch.long))
+        padded = torch.cat([lo[idx][:, None], points, hi[idx][:, None]], dim=1)  # index 0: lo, m+1: hi
+        lo[idx] = padded.gather(1, first[:, None]).squeeze(1)          # point before the first flip
+        hi[idx] = padded.gather(1, (first + 1)[:, None]).squeeze(1)    # the first flip (or old hi)
+
+    @staticmethod
+    def _ask(oracle: Oracle, dirs: torch.Tensor, pair_row: torch.Tensor, pair_dir: torch.Tensor,
+             idx: torch.Tensor, points: torch.Tensor, on_queries: Callable[[int], None] | None) -> torch.Tensor:
+        """Query ε = points[a, j] along direction pair_dir[idx[a]] for row pair_row[idx[a]].
+
+        Returns bool [A, m]: True where the label flipped. Calls the oracle in chunks of its
+        capacity; perturbations are built on the oracle's device.
+        """
+        m = points.shape[1]
+        total = idx.numel() * m
+        flat_pair = idx.repeat_interleave(m)
+        flat_eps = points.reshape(-1).to(torch.float32)
+        out = torch.empty(total, dtype=torch.bool)
+        step = max(1, int(oracle.capacity))
+        for start in range(0, total, step):
+            sl = slice(start, min(total, start + step))
+            pair = flat_pair[sl]
+            eps = flat_eps[sl].to(dirs.device)
+            # index_select + in-place scale: one allocation per call on the hot path.
+            pert = torch.index_select(dirs, 0, pair_dir[pair].to(dirs.device)).mul_(eps.view(-1, 1, 1, 1))
+            out[sl] = ~oracle.same_label(pert, pair_row[pair])
+            if on_queries is not None:
+                on_queries(sl.stop - sl.start)
+        return out.view(idx.numel(), m)

@@ -1,0 +1,71 @@
+"""The oracle protocol's seams: the registry of kinds, costs, and oracle wrappers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from hesig.core.defaults import ORACLES
+from hesig.core.errors import InvalidValueError, QueryBudgetExhausted
+from hesig.defenses.oracle_wrappers import RandomizedResponse
+from hesig.oracles.base import OracleWrapper, add_costs
+from hesig.oracles.plaintext import PlaintextOracle
+from hesig.oracles.registry import KINDS, oracle_kind
+
+
+def _oracle(n=3, budget=None):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    secrets = torch.rand(n, 1, 4, 4, generator=torch.Generator().manual_seed(1))
+    return PlaintextOracle(model, secrets, device="cpu", batch_size=64, budget=budget)
+
+
+def test_registry_lists_every_kind_once_and_refuses_unknown_names():
+    assert tuple(KINDS) == ORACLES
+    assert oracle_kind("plaintext").chunk_size == 1000 and oracle_kind("ckks").chunk_size == 1
+    with pytest.raises(InvalidValueError, match="unknown oracle 'quantum'"):
+        oracle_kind("quantum")
+
+
+def test_plaintext_factory_builds_oracles_that_report_no_costs():
+    class Target:  # what load_model returns, as far as the factory looks
+        model = nn.Sequential(nn.Flatten(), nn.Linear(16, 4))
+    make = oracle_kind("plaintext").factory(Target(), device="cpu", batch_size=8, layout="ignored")
+    oracle = make(torch.rand(2, 1, 4, 4), 10)
+    assert oracle.capacity == 8 and oracle.budget == 10 and oracle.costs() == {} and make.describe() == {}
+
+
+def test_add_costs_sums_key_by_key():
+    assert add_costs({"a": 1, "s": 0.5}, {"a": 2, "b": 3, "s": 0.25}) == {"a": 3, "b": 3, "s": 0.75}
+
+
+def test_a_transparent_wrapper_answers_like_the_oracle_and_counts_both_sides():
+    inner, reference = _oracle(), _oracle()
+    wrapped = OracleWrapper(inner)
+    pert = torch.randn(50, 1, 4, 4, generator=torch.Generator().manual_seed(2)) * 3
+    rows = torch.arange(50) % 3
+    assert torch.equal(wrapped.same_label(pert, rows), reference.same_label(pert, rows))
+    assert wrapped.queries == inner.queries == 50
+    assert (wrapped.num_rows, wrapped.input_shape, wrapped.capacity) == (3, (1, 4, 4), 64)
+
+
+def test_randomized_response_flips_about_p_of_the_bits_reproducibly():
+    pert = torch.randn(4000, 1, 4, 4, generator=torch.Generator().manual_seed(3)) * 3
+    rows = torch.arange(4000) % 3
+    truth = _oracle().same_label(pert, rows)
+    first = RandomizedResponse(_oracle(), 0.2, seed=5).same_label(pert, rows)
+    again = RandomizedResponse(_oracle(), 0.2, seed=5).same_label(pert, rows)
+    assert torch.equal(first, again)
+    assert 0.17 < (first != truth).float().mean() < 0.23
+    assert torch.equal(RandomizedResponse(_oracle(), 0.0).same_label(pert, rows), truth)
+
+
+def test_wrapper_budget_is_the_attackers_and_bad_strengths_are_refused():
+    wrapped = RandomizedResponse(_oracle(), 0.1, budget=10)
+    with pytest.raises(QueryBudgetExhausted):
+        wrapped.same_label(torch.zeros(11, 1, 4, 4), torch.zeros(11, dtype=torch.long))
+    assert wrapped.inner.queries == 0  # refused before the inner oracle was asked
+    for p in (-0.1, 0.5, 1.0):
+        with pytest.raises(InvalidValueError, match="flip probability"):
+            RandomizedResponse(_oracle(), p)
