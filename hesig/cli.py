@@ -26,13 +26,19 @@ def _print_summary(summary: dict) -> None:
 def data_options(fn):
     fn = click.option("--download", is_flag=True, help="Let torchvision download a missing dataset.")(fn)
     fn = click.option("--data-root", type=click.Path(file_okay=False), default=None,
-                      help="Dataset folder (default: $HESIG_DATA, else a per-user cache directory).")(fn)
+                      help="Dataset folder (default: $HESIG_DATA, else a per-user cache directory). A named "
+                           "folder without the dataset is an error; the cache copy stands in only when none is named.")(fn)
     return fn
 
 
 def device_option(fn):
     return click.option("--device", default="auto", show_default=True,
                         type=click.Choice(D.DEVICES), help="Where models run.")(fn)
+
+
+def force_option(fn):
+    return click.option("--force", is_flag=True,
+                        help="Replace an existing --out that holds another job's artifact (never one of the inputs).")(fn)
 
 
 def quiet_option(fn):
@@ -56,14 +62,15 @@ def cli():
               help="Train on one fixed half of the train split (a), leaving the other (b) to an adversary "
                    "with 'a different set from the same distribution'.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@force_option
 @data_options
 @device_option
 @quiet_option
-def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, train_half, seed, data_root, download, device, quiet):
+def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, train_half, seed, force, data_root, download, device, quiet):
     """Train a target (or evaluator) classifier; writes model.safetensors + model.json."""
     from .jobs.models import train_model_job
     _print_summary(train_model_job(dataset, arch, out, epochs=epochs, seed=seed, batch_size=batch_size, lr=lr,
-                                   train_half=train_half,
+                                   train_half=train_half, force=force,
                                    data_root=data_root, download=download, device=device, progress=not quiet))
 
 
@@ -79,16 +86,17 @@ def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, train_half, seed
 @click.option("--mix", default=None, help="For --family mix: weighted families, e.g. 'random:1,centroid:1'.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@force_option
 @data_options
 @device_option
-def directions_cmd(family, count, dataset, model_dir, mix, out, seed, data_root, download, device):
+def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, data_root, download, device):
     """Make a seeded, hashed direction set (unit L2 norm).
 
     Every family is prefix-consistent: the first k of a larger set equal the set of k.
     """
     from .jobs.models import directions_job
     _print_summary(directions_job(family, count, out, dataset=dataset, seed=seed, model_dir=model_dir, mix=mix,
-                                  device=device, data_root=data_root, download=download))
+                                  device=device, force=force, data_root=data_root, download=download))
 
 
 @cli.command("fingerprint")
@@ -99,9 +107,9 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, data_root,
 @click.option("--split", type=click.Choice(D.SPLITS), default="test", show_default=True)
 @click.option("--indices", default=None, help="Subset of the split: A:B or i,j,k (default: all).")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="Fingerprint file (.safetensors).")
-@click.option("--eps-max", type=click.FloatRange(min=0, min_open=True), default=D.EPS_MAX, show_default=True,
+@click.option("--eps-max", type=click.FloatRange(min=0, min_open=True, max=D.EPS_MAX_LIMIT), default=D.EPS_MAX, show_default=True,
               help="Search range (0, eps_max] in L2 units.")
-@click.option("--rtol", type=click.FloatRange(min=0), default=D.RTOL, show_default=True)
+@click.option("--rtol", type=click.FloatRange(min=0, max=1, max_open=True), default=D.RTOL, show_default=True)
 @click.option("--atol", type=click.FloatRange(min=0), default=D.ATOL, show_default=True)
 @click.option("--coarse-points", type=click.IntRange(min=1), default=D.COARSE_POINTS, show_default=True)
 @click.option("--points-per-round", default="1", show_default=True, help="Integer >= 1 or 'auto'.")
@@ -111,20 +119,34 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, data_root,
               help="CKKS upload: one ciphertext per pixel (batched) or one im2col ciphertext + Galois keys (compact).")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Total oracle query budget.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Oracle batch (default: 512 CPU, 65536 GPU).")
+@click.option("--executor", "executor_name", default="in-process", show_default=True,
+              help="Who computes the chunks: in-process, or ray (the 'ray' extra; README: 'Scale out on Ray').")
+@click.option("--ray-address", default=None,
+              help="With --executor ray: auto (the cluster this machine joined), HOST:PORT, or local [default: local].")
+@click.option("--workers", type=int, default=None,
+              help="With --executor ray: chunks computed at once [default: as many as the cluster fits].")
+@click.option("--worker-cpus", type=float, default=None, help="With --executor ray: CPUs per worker [default: 1].")
+@click.option("--worker-gpus", type=float, default=None,
+              help="With --executor ray: GPUs per worker (plaintext: 1, or a share like 0.25) [default: 0].")
+@force_option
 @data_options
 @device_option
 @quiet_option
 def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
-                    coarse_points, points_per_round, chunk_size, ckks_layout, budget, batch_size, data_root, download,
-                    device, quiet):
+                    coarse_points, points_per_round, chunk_size, ckks_layout, budget, batch_size, force, data_root, download,
+                    device, quiet, executor_name, ray_address, workers, worker_cpus, worker_gpus):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
+    from .jobs.executor import make_executor
     from .jobs.fingerprint import fingerprint_job
+    executor = make_executor(executor_name, address=ray_address, workers=workers, cpus_per_worker=worker_cpus,
+                             gpus_per_worker=worker_gpus)
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
     _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
                                    eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
                                    points_per_round=ppr, chunk_size=chunk_size, budget=budget, batch_size=batch_size,
                                    device=device, data_root=data_root, download=download, ckks_layout=ckks_layout,
-                                   progress=not quiet))
+                                   executor=executor, force=force, progress=not quiet))
+    executor.close()
 
 
 @cli.command("ckks-params")
@@ -148,15 +170,16 @@ def ckks_params_cmd(model_dir):
               help="Decoder width; training cost grows ~ngf^2.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=D.DECODER_TRAINING["val_fraction"], show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@force_option
 @data_options
 @device_option
 @quiet_option
-def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, seed,
+def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, seed, force,
                       data_root, download, device, quiet):
     """Train the DCGAN-generator decoder on (E_x, x) pairs with L2 loss."""
     from .jobs.decoder import train_decoder_job
     _print_summary(train_decoder_job(fingerprints_file, out, epochs=epochs, batch_size=batch_size, lr=lr, ngf=ngf,
-                                     patience=patience, val_fraction=val_fraction, seed=seed, device=device,
+                                     patience=patience, val_fraction=val_fraction, seed=seed, device=device, force=force,
                                      data_root=data_root, download=download, progress=not quiet))
 
 
@@ -166,13 +189,15 @@ def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, 
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--classifier", "classifier_dir", type=click.Path(), default=None,
               help="Independently trained classifier for class recovery.")
-@click.option("--figure-class", type=int, default=None, help="Class shown in the single-class figure.")
+@click.option("--figure-class", type=click.IntRange(min=0), default=None, help="Class shown in the single-class figure.")
+@force_option
 @data_options
-def reconstruct_cmd(decoder_dir, fingerprints_file, out, classifier_dir, figure_class, data_root, download):
+def reconstruct_cmd(decoder_dir, fingerprints_file, out, classifier_dir, figure_class, force, data_root, download):
     """Decode fingerprints; write reconstructions, metrics.json (beside baselines) and figures."""
     from .jobs.decoder import reconstruct_job
     _print_summary(reconstruct_job(decoder_dir, fingerprints_file, out, classifier_dir=classifier_dir,
-                                   figure_class=figure_class, data_root=data_root, download=download))
+                                   figure_class=figure_class, force=force, data_root=data_root,
+                                   download=download))
 
 
 def _int_list(text: str, what: str) -> tuple[int, ...]:
@@ -451,19 +476,34 @@ def _int_option(value: str, name: str) -> int:
     return parsed
 
 
+#: Commands that keep their finished work in a run store (and so resume when rerun).
+RESUMABLE = {"fingerprint": "finished chunks are kept", "demo": "finished steps are kept",
+             "study-directions": "finished steps and cells are kept",
+             "attack": "finished chunks and steps are kept"}
+
+
+def _interrupted(argv: list[str]) -> str:
+    """What an interrupt leaves behind, said truthfully for the command that ran."""
+    command = next((a for a in argv if not a.startswith("-")), "")
+    if command in RESUMABLE:
+        return f"interrupted; {RESUMABLE[command]}: rerun the same command to resume"
+    return "interrupted; this command keeps nothing partial (its outputs are written only when it finishes)"
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: HesigError -> one line on stderr and its exit code."""
+    """Console entry point: every user error -> one ``error:`` line on stderr and a non-zero exit."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         cli.main(args=argv, prog_name="hesig", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("error: interrupted; finished chunks are kept, rerun the same command to resume", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo(f"error: {_interrupted(argv)}", err=True)
         sys.exit(130)
     except click.ClickException as exc:
-        exc.show()
+        # click's usage errors print "Usage: ... Try ... Error: ..."; one line is enough.
+        hint = f" (see 'hesig {exc.ctx.command_path.partition(' ')[2]} --help')" \
+            if isinstance(exc, click.UsageError) and exc.ctx is not None and " " in exc.ctx.command_path else ""
+        click.echo(f"error: {exc.format_message()}{hint}", err=True)
         sys.exit(exc.exit_code)
     except HesigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
-        click.echo("error: interrupted; finished chunks are kept, rerun the same command to resume", err=True)
-        sys.exit(130)

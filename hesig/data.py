@@ -34,7 +34,9 @@ Datasets (:data:`DATASETS`), each with a ``"train"`` and a ``"test"`` split:
 The data root is the explicit ``data_root`` argument, else the environment variable
 ``HESIG_DATA``, else ``platformdirs.user_cache_dir("hesig")/data``. The user cache is
 ``platformdirs.user_cache_dir("hesig")`` (``$XDG_CACHE_HOME/hesig`` on Linux); nothing except the
-extracted MNIST-style mirror (and explicit downloads) is written to disk.
+extracted MNIST-style mirror (and explicit downloads) is written to disk. The mirror is read on its
+own only when no root is named: a named root (argument or ``HESIG_DATA``) without the data is an
+error naming what was looked for.
 
 Missing, corrupt or unreadable files raise a one-line :class:`~hesig.errors.DataError`; unknown
 dataset or split names raise :class:`~hesig.errors.InvalidValueError`.
@@ -268,9 +270,12 @@ def load_dataset(
     if key == "digits":
         return _load_digits(split_key)
     root = resolve_data_root(data_root)
+    # The user-cache copy stands in only when no root was named: a named root (--data-root or
+    # $HESIG_DATA) that lacks the data is an error naming what was looked for.
+    named = bool(str(data_root or "").strip() or os.environ.get(ENV_VAR, "").strip())
     if key in ("mnist", "fashion-mnist"):
-        return _load_mnist_like(key, split_key, root, download)
-    return _load_cifar10(split_key, root, download)
+        return _load_mnist_like(key, split_key, root, download, use_cache=not named)
+    return _load_cifar10(split_key, root, download, use_cache=not named)
 
 
 def _load_digits(split: str) -> Dataset:
@@ -384,7 +389,7 @@ def _read_mnist_like(name: str, cls: Any, root: Path, split: str, download: bool
     return Dataset(name, split, images, labels, classes)
 
 
-def _load_mnist_like(name: str, split: str, root: Path, download: bool) -> Dataset:
+def _load_mnist_like(name: str, split: str, root: Path, download: bool, use_cache: bool = True) -> Dataset:
     cls = _mnist_class(name)
     folder = cls.__name__
     raw = root / folder / "raw"
@@ -398,8 +403,8 @@ def _load_mnist_like(name: str, split: str, root: Path, download: bool) -> Datas
     if all((raw / gz).is_file() for gz, _ in cls.resources):
         _fill_mirror(name, cls, raw, mirror_raw)
         return _read_mnist_like(name, cls, mirror, split)
-    # (3) a mirror filled earlier (from another root or by a download).
-    if all(_idx_file_ok(mirror_raw / f) for f in _MNIST_FILES):
+    # (3) a mirror filled earlier (from another root or by a download), when no root was named.
+    if use_cache and all(_idx_file_ok(mirror_raw / f) for f in _MNIST_FILES):
         return _read_mnist_like(name, cls, mirror, split)
     # (4) download, only when asked.
     if download:
@@ -452,14 +457,14 @@ def _load_cifar10_torchvision(root: Path, split: str, download: bool = False) ->
     return _cifar_dataset(split, x, y, folder, permute=False)
 
 
-def _load_cifar10(split: str, root: Path, download: bool) -> Dataset:
+def _load_cifar10(split: str, root: Path, download: bool, use_cache: bool = True) -> Dataset:
     from torchvision.datasets import CIFAR10
 
     npz = root / "cifar10" / "cifar10.npz"
     if npz.is_file():
         return _load_cifar10_npz(npz, split)
     mirror = _mirror_root()
-    for candidate in (root, root / "cifar10", mirror):
+    for candidate in (root, root / "cifar10", *((mirror,) if use_cache else ())):
         if (candidate / CIFAR10.base_folder).is_dir():
             return _load_cifar10_torchvision(candidate, split)
     if download:

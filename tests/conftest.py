@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
@@ -40,10 +41,8 @@ def cli(capsys) -> CLI:
     return CLI(capsys)
 
 
-@pytest.fixture(scope="session")
-def workspace(tmp_path_factory):
-    """A trained digits target + evaluator, directions, train/test fingerprints and a decoder."""
-    ws = tmp_path_factory.mktemp("ws")
+def build_workspace(ws: Path) -> Path:
+    """A trained digits target + evaluator, directions, train/test fingerprints and a decoder in ``ws``."""
     for args in (
         ["train-model", "--dataset", "digits", "--arch", "mlp", "--epochs", "15", "--out", ws / "model", "--quiet"],
         ["train-model", "--dataset", "digits", "--arch", "mlp", "--epochs", "15", "--seed", "7", "--out", ws / "evaluator", "--quiet"],
@@ -60,3 +59,9 @@ def workspace(tmp_path_factory):
         except SystemExit as exc:
             assert exc.code in (0, None), f"setup step failed: {args}"
     return ws
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory):
+    """A trained digits workspace shared by the CLI tests (read-only for them)."""
+    return build_workspace(tmp_path_factory.mktemp("ws"))

@@ -29,6 +29,9 @@ DIRECTION_COUNT = 100
 #: MNIST/lenet5 pairs were censored and the flipping ε piled up just below 30 (99th percentile
 #: 29.8), so the range was cutting information off; 60 costs one more bisection step.
 EPS_MAX = 60.0
+#: Largest ε_max accepted: images live in [0, 1]^d, so no two are further apart than sqrt(d)
+#: (55 for CIFAR-10); beyond this a perturbation only overflows float32.
+EPS_MAX_LIMIT = 1e4
 #: Bisection stops when hi - lo <= max(atol, rtol * hi).
 RTOL = 1e-2
 ATOL = 0.0
@@ -45,6 +48,10 @@ DECODER_TRAINING = {"epochs": 40, "batch_size": 128, "lr": 2e-3, "patience": 5, 
 # -- oracles ------------------------------------------------------------------------------------
 ORACLES = ("plaintext", "ckks")
 CKKS_LAYOUTS = ("batched", "compact")
+#: Peak resident memory of a CKKS fingerprint job, any chunk size (benchmarks/ckks_memory.json:
+#: 3,225 MB at chunk size 1, 3,222 MB at 4, batched layout, N 8192). A machine with less memory
+#: available is refused before any work.
+CKKS_PEAK_MB = 3300
 
 # -- the direction study ------------------------------------------------------------------------
 #: Families the study compares by default. ``fgsm`` is left out of the default grid: its

@@ -24,10 +24,20 @@ from .errors import CheckpointError, OutputError
 
 #: Key in the safetensors header under which hesig stores its JSON metadata.
 META_KEY = "hesig"
+#: Metadata key of the SHA-256 over a file's tensors, written by every save and checked by every load.
+CHECKSUM_KEY = "sha256"
+
+
+def _file_mode() -> int:
+    """0666 less the process umask (normally 0644): what ``open()`` would give a new file.
+    mkstemp creates 0600 files, and the rename would keep that mode."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` atomically (temp file + ``os.replace``); create parents."""
+    """Write ``data`` to ``path`` atomically (temp file + ``os.replace``) with the user's umask; create parents."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -35,6 +45,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
     try:
+        os.fchmod(fd, _file_mode())
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -92,15 +103,37 @@ def state_dict_hash(state: Mapping[str, torch.Tensor], length: int = 16) -> str:
     return tensor_hash(*[state[k] for k in sorted(state)], length=length)
 
 
+#: Metadata that differs between two runs of the same seeded job (wall time, where it ran, local
+#: paths). It goes into the JSON beside a checkpoint, never into the checkpoint itself, so the
+#: same seed gives byte-identical checkpoint files.
+VOLATILE_KEYS = ("train_seconds", "device", "seconds", "step_seconds", "trained_on")
+
+
+def stable(meta: Mapping[str, Any]) -> dict[str, Any]:
+    """``meta`` without :data:`VOLATILE_KEYS` (what a checkpoint's header records)."""
+    return {k: v for k, v in meta.items() if k not in VOLATILE_KEYS}
+
+
+def tensors_checksum(tensors: Mapping[str, torch.Tensor]) -> str:
+    """Full SHA-256 over the tensors' names, dtypes, shapes and bytes (independent of insertion order)."""
+    names = sorted(tensors)
+    return f"{tensor_hash(*[tensors[n] for n in names], length=64)}:{','.join(names)}"
+
+
 def save_tensors(path: str | os.PathLike, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> Path:
-    """Save ``tensors`` plus JSON ``meta`` as one safetensors file, atomically."""
-    blob = st_save({k: v.detach().cpu().contiguous() for k, v in tensors.items()},
-                   metadata={META_KEY: json.dumps(meta, sort_keys=True, default=_json_default)})
+    """Save ``tensors`` plus JSON ``meta`` as one safetensors file, atomically, with the tensors'
+    checksum in the metadata (so a flipped bit is caught on load)."""
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    meta = {**meta, CHECKSUM_KEY: tensors_checksum(tensors)}
+    blob = st_save(tensors, metadata={META_KEY: json.dumps(meta, sort_keys=True, default=_json_default)})
     return atomic_write_bytes(path, blob)
 
 
-def load_tensors(path: str | os.PathLike, what: str = "file") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a file written by :func:`save_tensors`. Corrupt or foreign files raise CheckpointError."""
+def load_tensors(path: str | os.PathLike, what: str = "file", *,
+                 require_checksum: bool = False) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Load a file written by :func:`save_tensors`. Corrupt or foreign files, and files whose
+    tensors fail their recorded checksum, raise CheckpointError (files older than the checksum
+    carry none and are checked only by the hashes their own kind records)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{what} not found: {path}")
@@ -114,4 +147,9 @@ def load_tensors(path: str | os.PathLike, what: str = "file") -> tuple[dict[str,
         raise CheckpointError(f"{what} {path} is corrupt or not a hesig file ({type(exc).__name__})") from None
     if not isinstance(meta, dict):
         raise CheckpointError(f"{what} {path} has no hesig metadata")
+    recorded = meta.pop(CHECKSUM_KEY, None)
+    if recorded is None and require_checksum:
+        raise CheckpointError(f"{what} {path} carries no checksum (written by an older hesig)")
+    if recorded is not None and recorded != tensors_checksum(tensors):
+        raise CheckpointError(f"{what} {path} is corrupt: its tensors fail their SHA-256 checksum")
     return tensors, meta

@@ -26,19 +26,28 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def parse_indices(spec: str | None, n: int) -> torch.Tensor:
-    """'' / None -> all; 'A:B' -> range; 'i,j,k' -> list. Positions into a split of size n."""
+    """Positions into a split of size ``n``: '' / None -> all; 'A:B' -> A..B-1; 'i,j,k' -> that list.
+
+    Strict, for every command alike: no negative positions, nothing past the split, no empty or
+    reversed range, no repeated position; nothing is clipped silently.
+    """
     if not spec:
         return torch.arange(n)
     try:
         if ":" in spec:
             start, _, stop = spec.partition(":")
-            idx = torch.arange(n)[slice(int(start) if start else None, int(stop) if stop else None)]
-        else:
-            idx = torch.tensor([int(v) for v in spec.split(",")], dtype=torch.long)
+            first = int(start) if start.strip() else 0
+            end = int(stop) if stop.strip() else n
+            if not 0 <= first < end <= n:
+                raise InvalidValueError(f"indices '{spec}' must satisfy 0 <= A < B <= {n} (the split has {n} images)")
+            return torch.arange(first, end)
+        idx = torch.tensor([int(v) for v in spec.split(",")], dtype=torch.long)
     except ValueError:
         raise InvalidValueError(f"cannot parse indices '{spec}' (use A:B or i,j,k)") from None
-    if idx.numel() == 0 or int(idx.min()) < 0 or int(idx.max()) >= n:
-        raise InvalidValueError(f"indices '{spec}' select nothing or fall outside 0..{n - 1}")
+    if int(idx.min()) < 0 or int(idx.max()) >= n:
+        raise InvalidValueError(f"indices '{spec}' fall outside 0..{n - 1} (the split has {n} images)")
+    if idx.unique().numel() != idx.numel():
+        raise InvalidValueError(f"indices '{spec}' repeat a position")
     return idx
 
 

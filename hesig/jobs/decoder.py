@@ -3,6 +3,7 @@ into images, and its scoring beside both baselines."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -11,8 +12,9 @@ import torch
 
 from .. import __version__
 from ..core.defaults import DECODER_TRAINING, NGF
-from ..core.errors import InvalidValueError, MismatchError
-from ..core.io import atomic_write_json, ensure_writable_dir, save_tensors
+from ..core.errors import CheckpointError, InvalidValueError, MismatchError
+from ..core.io import atomic_write_json, ensure_writable_dir, save_tensors, tensors_checksum
+from ..core.outputs import guard_output, identity
 from ..core.runtime import resolve_device
 from ..data import load_dataset
 from ..evaluation import viz
@@ -22,11 +24,22 @@ from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_
 from ..signature.fingerprints import Fingerprints
 
 
+def _json_field(path: Path, key: str) -> Any:
+    """A field of a JSON file beside a checkpoint (timings live there), or None."""
+    try:
+        return json.loads(path.read_text()).get(key)
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def images_for(fp: Fingerprints, data_root, download: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """The secret images and labels behind ``fp`` (for training targets and evaluation only)."""
     data = load_dataset(fp.meta["dataset"], fp.meta["split"], data_root, download)
     if fp.meta.get("split_hash") != data.split_hash:
         raise MismatchError(f"fingerprints were made from another copy of {data.name}/{data.split} (split hash differs)")
+    if len(fp) and int(fp.indices.max()) >= len(data):
+        raise CheckpointError(f"fingerprint index {int(fp.indices.max())} lies past the end of {data.name}/{data.split} "
+                              f"({len(data)} images)")
     return data.images[fp.indices], data.labels[fp.indices]
 
 
@@ -34,11 +47,16 @@ def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs:
                       batch_size: int = DECODER_TRAINING["batch_size"], lr: float = DECODER_TRAINING["lr"],
                       ngf: int = NGF, patience: int = DECODER_TRAINING["patience"],
                       val_fraction: float = DECODER_TRAINING["val_fraction"], seed: int = 0,
-                      device: str | None = None, data_root=None, download: bool = False,
+                      device: str | None = None, data_root=None, download: bool = False, force: bool = False,
                       progress: bool = True) -> dict[str, Any]:
+    """Train the decoder on (E_x, x) pairs; the same seed gives a byte-identical ``decoder.safetensors`` on the CPU."""
+    fp = Fingerprints.load(fingerprints_file)
+    job = {"fingerprints": tensors_checksum(fp.tensors()), "epochs": epochs, "batch_size": batch_size, "lr": lr,
+           "ngf": ngf, "patience": patience, "val_fraction": val_fraction, "seed": seed}
+    guard_output(Path(out) / "decoder.safetensors", "decoder", job, inputs=(fingerprints_file,),
+                 also_writes=[Path(out) / "decoder.json"], force=force)
     ensure_writable_dir(out)
     dev = resolve_device(device)
-    fp = Fingerprints.load(fingerprints_file)
     images, _ = images_for(fp, data_root, download)
     feats = FingerprintFeatures.fit(fp.eps, fp.censored, fp.meta["search"]["eps_max"])
     t0 = time.perf_counter()
@@ -50,7 +68,7 @@ def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs:
                                               "split_hash", "directions_family", "directions_count", "oracle")}
     meta.update({"trained_on": str(fingerprints_file), "n_train": len(fp), "seed": seed, "epochs_run": report.epochs_run,
                  "best_epoch": report.best_epoch, "best_val_mse": report.best_val_mse, "val_mse": report.val_mse,
-                 "train_mse": report.train_mse, "train_seconds": round(seconds, 1)})
+                 "train_mse": report.train_mse, "train_seconds": round(seconds, 1), **identity("decoder", job)})
     FingerprintDecoder(net.cpu(), feats, meta).save(out)
     return {"out": str(out), "n_train": len(fp), "epochs_run": report.epochs_run, "best_epoch": report.best_epoch,
             "best_val_mse": round(report.best_val_mse, 5), "train_seconds": round(seconds, 1)}
@@ -58,14 +76,24 @@ def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs:
 
 def reconstruct_job(decoder_dir: str | Path, fingerprints_file: str | Path, out: str | Path, *,
                     classifier_dir: str | Path | None = None, figure_class: int | None = None,
-                    figure_count: int = 12, class_figure_count: int = 10, data_root=None, download: bool = False) -> dict[str, Any]:
+                    figure_count: int = 12, class_figure_count: int = 10, data_root=None, download: bool = False,
+                    force: bool = False) -> dict[str, Any]:
     """Decode fingerprints; write reconstructions, metrics.json (beside both baselines) and figures."""
-    ensure_writable_dir(out)
     out = Path(out)
     decoder = FingerprintDecoder.load(decoder_dir)
     fp = Fingerprints.load(fingerprints_file)
+    job = {"decoder": {k: decoder.meta.get(k) for k in ("job", "model_hash", "directions_hash", "n_train", "seed")},
+           "fingerprints": tensors_checksum(fp.tensors()), "classifier": None if classifier_dir is None else
+           load_model(classifier_dir).hash, "figure_class": figure_class}
+    guard_output(out / "metrics.json", "reconstruction", job, inputs=(decoder_dir, fingerprints_file, classifier_dir),
+                 also_writes=[out / "reconstructions.safetensors"], force=force)
     recon = decoder.reconstruct(fp)
     images, labels = images_for(fp, data_root, download)
+    if figure_class is not None and not (labels == figure_class).any():
+        present = sorted(set(labels.tolist()))
+        raise InvalidValueError(f"--figure-class {figure_class} has no fingerprinted images "
+                                f"(classes present: {', '.join(map(str, present))})")
+    ensure_writable_dir(out)
     train = load_dataset(fp.meta["dataset"], "train", data_root, download)
     classifier = None
     if classifier_dir is not None:
@@ -79,9 +107,10 @@ def reconstruct_job(decoder_dir: str | Path, fingerprints_file: str | Path, out:
                "identity": {k: fp.meta.get(k) for k in ("dataset", "split", "split_hash", "model_hash", "arch",
                                                         "directions_hash", "directions_family", "directions_count",
                                                         "oracle", "search")},
-               "decoder": {k: decoder.meta.get(k) for k in ("n_train", "best_epoch", "best_val_mse", "train_seconds")},
+               "decoder": {**{k: decoder.meta.get(k) for k in ("n_train", "best_epoch", "best_val_mse")},
+                           "train_seconds": _json_field(Path(decoder_dir) / "decoder.json", "train_seconds")},
                "classifier_hash": None if classifier_dir is None else evaluator.hash,
-               "hesig_version": __version__}
+               "hesig_version": __version__, **identity("reconstruction", job)}
     save_tensors(out / "reconstructions.safetensors", {"reconstructions": recon, "indices": fp.indices},
                  metrics["identity"])
     atomic_write_json(out / "metrics.json", metrics)

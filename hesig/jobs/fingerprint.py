@@ -23,17 +23,18 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..core.defaults import ATOL, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
-from ..core.errors import HesigError, InvalidValueError, MismatchError, QueryBudgetExhausted, ShapeError
+from ..core.errors import HesigError, InvalidValueError, QueryBudgetExhausted, ShapeError
 from ..core.io import ensure_writable_dir, tensor_hash
+from ..core.outputs import JOB_KEY, KIND_KEY, guard_output, identity
 from ..core.runtime import parse_indices
 from ..data import load_dataset
 from ..models import load_model
-from ..oracles.base import add_costs
-from ..oracles.registry import OracleFactory, oracle_kind
+from ..oracles.base import Oracle, OracleWrapper, add_costs
+from ..oracles.registry import OracleFactory, OracleKind, oracle_kind
 from ..signature.directions import Directions
 from ..signature.fingerprints import Fingerprints
 from ..signature.search import BoundarySearch
-from .executor import Executor
+from .executor import BudgetLedger, Executor, InProcessExecutor
 from .runstore import RunStore
 
 #: Metadata of a finished file that describes its outcome, not the job (ignored when comparing jobs).
@@ -49,12 +50,14 @@ def store_dir(out: str | Path) -> Path:
 def fingerprint_rows(make_oracle: OracleFactory, directions: torch.Tensor, images: torch.Tensor,
                      indices: torch.Tensor, search: BoundarySearch, out: str | Path, config: dict[str, Any], *,
                      chunk_size: int, budget: int | None = None, executor: Executor | None = None,
-                     progress: bool = True) -> Fingerprints:
+                     inputs: tuple[str | Path, ...] = (), force: bool = False, progress: bool = True) -> Fingerprints:
     """Fingerprint ``images`` [n, C, H, W] (dataset positions ``indices`` [n]) into the file ``out``.
 
     make_oracle(secrets, remaining_budget) builds the oracle holding one chunk of secrets.
     config: the job's identity (dataset, hashes, oracle, search parameters, ...); it becomes the
     file's metadata, with the outcome (queries, censoring, seconds, oracle costs) added.
+    inputs: the files the job read (``out`` may not replace them); force: replace an ``out``
+    that holds another job's fingerprints (or any other file) instead of refusing.
     """
     if chunk_size < 1:
         raise InvalidValueError(f"chunk size must be >= 1, got {chunk_size}")
@@ -69,42 +72,49 @@ def fingerprint_rows(make_oracle: OracleFactory, directions: torch.Tensor, image
             done = None
         if done is not None and _job(done.meta) == _job(config):
             return done  # the same job already finished: rerunning it is a no-op
-    store = RunStore(store_dir(out), "fingerprint", _job(config), log=lambda message: print(message, file=sys.stderr))
+    guard_output(out, "fingerprints", _job(config), inputs=inputs, force=force)
+    store = RunStore(store_dir(out), "fingerprint", _job(config), replace=force, log=lambda message: print(message, file=sys.stderr))
     bounds = [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
     used = 0
     bar = tqdm(total=n, desc="fingerprint", unit="img", disable=not progress, dynamic_ncols=True)
 
+    def check(i: int, tensors: dict) -> str | None:
+        s, e = bounds[i]
+        shapes = {name: tuple(tensors[name].shape) if name in tensors else None for name in ("eps", "censored", "queries")}
+        if any(shape != (e - s, directions.shape[0]) for shape in shapes.values()):
+            return f"holds fingerprints of another shape ({shapes['eps']}, this job needs {(e - s, directions.shape[0])})"
+        if "indices" not in tensors or not torch.equal(tensors["indices"], indices[s:e]):
+            return "covers other inputs than this job"
+        try:
+            Fingerprints.from_tensors(tensors, {})
+        except HesigError as exc:
+            return f"is not valid ({exc})"
+        return None
+
     def count(i: int, tensors: dict, meta: dict) -> None:
         nonlocal used
         s, e = bounds[i]
-        if not torch.equal(tensors["indices"], indices[s:e]):
-            raise MismatchError(f"{store.path(f'chunk-{i:05d}')} covers other inputs than this job; delete {store.root}")
         used += int(tensors["queries"].sum())
         bar.update(e - s)
         bar.set_postfix(q_per_img=f"{used / max(1, bar.n):.0f}")
 
-    def compute(i: int) -> tuple[dict, dict]:
-        s, e = bounds[i]
-        t0 = time.perf_counter()
-        oracle = make_oracle(images[s:e], None if budget is None else budget - used)
-        try:
-            res = search.run(oracle, directions)
-        except QueryBudgetExhausted as exc:
-            raise QueryBudgetExhausted(f"{exc}; the finished chunks are saved in {store.root} and a rerun with a "
-                                       "larger --budget resumes from them") from None
-        finally:
-            oracle.close()
-        part = Fingerprints(res.eps, res.censored, res.queries, indices[s:e].clone(),
-                            {"chunk": i, "seconds": time.perf_counter() - t0, "oracle_costs": oracle.costs()})
-        return part.tensors(), part.meta
+    # One ledger for the whole budget, charged with the chunks found on disk; every chunk, on
+    # whichever worker, reserves each oracle call from it first, so concurrent chunks never overshoot.
+    ledger = None if budget is None else (executor or InProcessExecutor()).ledger(budget)
 
+    def loaded(i: int, tensors: dict, meta: dict) -> None:
+        count(i, tensors, meta)
+        if ledger is not None:
+            ledger.charge(int(tensors["queries"].sum()))
+
+    compute = FingerprintChunk(make_oracle, directions, images, indices, bounds, search, ledger, str(store.root))
     try:
         parts = store.chunks([f"chunk-{i:05d}" for i in range(len(bounds))], compute, executor=executor,
-                             on_loaded=count, on_saved=count)
+                             check=check, on_loaded=loaded, on_saved=count)
     finally:
         bar.close()
     chunks = [Fingerprints.from_tensors(tensors, meta) for tensors, meta in parts]
-    result = Fingerprints.concat(chunks, config)
+    result = Fingerprints.concat(chunks, {**config, **identity("fingerprints", _job(config))})
     costs: dict = {}
     for chunk in chunks:
         costs = add_costs(costs, chunk.meta.get("oracle_costs") or {})
@@ -120,9 +130,88 @@ def fingerprint_rows(make_oracle: OracleFactory, directions: torch.Tensor, image
     return result
 
 
+class LedgerOracle(OracleWrapper):
+    """A chunk's oracle whose every call is first reserved from the job's shared :class:`BudgetLedger`.
+
+    ``remaining`` is the ledger's count as of this oracle's last reservation (other workers may
+    have spent more since: then the next reservation is refused, never overshot).
+    """
+
+    def __init__(self, inner: Oracle, ledger: BudgetLedger):
+        super().__init__(inner)
+        self.ledger = ledger
+        self._left = ledger.remaining()
+
+    @property
+    def remaining(self) -> int:
+        return self._left
+
+    def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        count = int(rows.shape[0])
+        granted, spent, self._left = self.ledger.reserve(count)
+        if not granted:
+            raise QueryBudgetExhausted(f"query budget exhausted: {spent} of {self.ledger.total} queries used, "
+                                       f"the next call needs {count}")
+        return super()._answer(perturbations, rows)
+
+
+class FingerprintChunk:
+    """The executor's task for ``fingerprint_rows``: chunk ``i`` -> its fingerprint tensors and metadata.
+
+    A module-level, picklable object (no closure over the job's state): a distributed executor
+    ships it to each worker once. It holds the oracle factory, the directions, the rows' images
+    and indices, the chunk bounds, the search and the budget ledger (None: no budget).
+    """
+
+    def __init__(self, make_oracle: OracleFactory, directions: torch.Tensor, images: torch.Tensor,
+                 indices: torch.Tensor, bounds: list[tuple[int, int]], search: BoundarySearch,
+                 ledger: BudgetLedger | None, store_root: str):
+        self.make_oracle, self.directions, self.images, self.indices = make_oracle, directions, images, indices
+        self.bounds, self.search, self.ledger, self.store_root = bounds, search, ledger, store_root
+
+    def __call__(self, i: int) -> tuple[dict, dict]:
+        s, e = self.bounds[i]
+        t0 = time.perf_counter()
+        oracle = self.make_oracle(self.images[s:e], None)
+        if self.ledger is not None:
+            oracle = LedgerOracle(oracle, self.ledger)
+        try:
+            res = self.search.run(oracle, self.directions)
+        except QueryBudgetExhausted as exc:
+            raise QueryBudgetExhausted(f"{exc}; the finished chunks are saved in {self.store_root} and a rerun with a "
+                                       "larger --budget resumes from them") from None
+        finally:
+            oracle.close()
+        part = Fingerprints(res.eps, res.censored, res.queries, self.indices[s:e].clone(),
+                            {"chunk": i, "seconds": time.perf_counter() - t0, "oracle_costs": oracle.costs()})
+        return part.tensors(), part.meta
+
+
+class WorkerFactory:
+    """An oracle factory that is rebuilt in every process it is unpickled in (a Ray worker), so
+    ``--device auto`` resolves on the worker (its GPU, or its CPU), not on the driver."""
+
+    def __init__(self, kind: OracleKind, target: Any, options: dict[str, Any], built: OracleFactory | None = None):
+        self.kind, self.target, self.options, self._built = kind, target, options, built
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_built": None}
+
+    def _factory(self) -> OracleFactory:
+        if self._built is None:
+            self._built = self.kind.factory(self.target, **self.options)
+        return self._built
+
+    def __call__(self, secrets: Any, budget: int | None) -> Any:
+        return self._factory()(secrets, budget)
+
+    def describe(self) -> dict[str, Any]:
+        return self._factory().describe()
+
+
 def _job(meta: dict[str, Any]) -> dict[str, Any]:
     """The part of a fingerprint file's metadata that identifies the job (not its outcome or version)."""
-    return {k: v for k, v in meta.items() if k not in OUTCOME_KEYS and k != "hesig_version"}
+    return {k: v for k, v in meta.items() if k not in OUTCOME_KEYS and k not in ("hesig_version", KIND_KEY, JOB_KEY)}
 
 
 def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset: str, split: str, out: str | Path, *,
@@ -131,7 +220,7 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
                     points_per_round: int | str = POINTS_PER_ROUND, chunk_size: int | None = None,
                     budget: int | None = None, batch_size: int | None = None, device: str | None = None,
                     data_root=None, download: bool = False, ckks_layout: str = "batched",
-                    executor: Executor | None = None, progress: bool = True) -> dict[str, Any]:
+                    executor: Executor | None = None, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable.
 
     oracle: a kind of :mod:`hesig.oracles.registry` ("plaintext": the secrets inside the oracle
@@ -152,14 +241,15 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
         raise ShapeError(f"{data.name} images are {list(data.shape)} but model {target.arch} takes {list(target.in_shape)}")
     idx = parse_indices(indices, len(data))
     ensure_writable_dir(Path(out).parent)
-    make_oracle = kind.factory(target, device=device, batch_size=batch_size, layout=ckks_layout)
+    options = {"device": device, "batch_size": batch_size, "layout": ckks_layout}
+    make_oracle = kind.factory(target, **options)
     config = {"dataset": data.name, "split": data.split, "split_hash": data.split_hash, "model_hash": target.hash,
               "arch": target.arch, "directions_hash": dirs.hash, "directions_family": dirs.family,
               "directions_count": dirs.count, "oracle": oracle, "seed": dirs.seed, **make_oracle.describe()}
     t0 = time.perf_counter()
-    fp = fingerprint_rows(make_oracle, dirs.vectors, data.images[idx], data.indices[idx], search, out, config,
+    fp = fingerprint_rows(WorkerFactory(kind, target, options, make_oracle), dirs.vectors, data.images[idx], data.indices[idx], search, out, config,
                           chunk_size=chunk_size or kind.chunk_size, budget=budget, executor=executor,
-                          progress=progress)
+                          inputs=(model_dir, directions_file), force=force, progress=progress)
     summary = {"out": str(out), "seconds_this_run": round(time.perf_counter() - t0, 1),
                "device": str(getattr(make_oracle, "device", "cpu")), **fp.summary(),
                "model_hash": target.hash, "directions_hash": dirs.hash}

@@ -12,8 +12,8 @@ Rules:
 * A store opened with another ``kind`` or ``config`` than the one pinned is refused with one line
   (never mixed): "choose another --out or delete the folder".
 * Every write is atomic (temp file + rename), so a kill loses at most the artifact in flight.
-* A tensor artifact whose checksum does not match (a flipped bit, a foreign file) is reported,
-  deleted and recomputed, never used.
+* A tensor artifact whose checksum does not match (a flipped bit, a foreign file) or that has
+  none is reported, deleted and recomputed, never used.
 * :meth:`RunStore.chunks` hands the chunks that are missing to an executor
   (:mod:`hesig.jobs.executor`) and saves each result as it arrives; :meth:`RunStore.step` runs a
   function once and memoises its JSON record.
@@ -30,20 +30,12 @@ import torch
 
 from .. import __version__
 from ..core.errors import CheckpointError, HesigError, MismatchError
-from ..core.io import atomic_write_json, ensure_writable_dir, load_tensors, save_tensors, tensor_hash
+from ..core.io import atomic_write_json, ensure_writable_dir, load_tensors, save_tensors
 from .executor import Executor, InProcessExecutor
 
 MANIFEST = "run.json"
-CHECKSUM_KEY = "sha256"
 
 Tensors = dict[str, torch.Tensor]
-
-
-def tensors_checksum(tensors: Tensors) -> str:
-    """Full SHA-256 over the tensors' names, dtypes, shapes and bytes (order-independent)."""
-    names = sorted(tensors)
-    digest = tensor_hash(*[tensors[n] for n in names], length=64)
-    return f"{digest}:{','.join(names)}"
 
 
 def canonical(obj: Any) -> str:
@@ -56,11 +48,17 @@ class RunStore:
 
     root: the folder (created). kind: what job it belongs to ("fingerprint", "demo", ...).
     config: JSON-serialisable configuration; a store holding another is refused.
+    replace: discard a store that holds another configuration (``--force``) instead of refusing.
     log: where notices go (a recomputed corrupt chunk); default: nowhere.
     """
 
-    def __init__(self, root: str | Path, kind: str, config: dict[str, Any], *,
+    def __init__(self, root: str | Path, kind: str, config: dict[str, Any], *, replace: bool = False,
                  log: Callable[[str], None] = lambda message: None):
+        if replace and Path(root, MANIFEST).exists():
+            try:
+                RunStore(root, kind, config)
+            except HesigError:
+                shutil.rmtree(root)  # --force: another job's state is discarded deliberately
         self.root = ensure_writable_dir(root)
         self.kind, self.config, self.log = kind, json.loads(canonical(config)), log
         manifest = self.root / MANIFEST
@@ -85,8 +83,8 @@ class RunStore:
         return self.root / f"{name}.safetensors"
 
     def save(self, name: str, tensors: Tensors, meta: dict[str, Any]) -> Path:
-        """Write a tensor artifact atomically with the checksum of its tensors in its metadata."""
-        return save_tensors(self.path(name), tensors, {**meta, CHECKSUM_KEY: tensors_checksum(tensors)})
+        """Write a tensor artifact atomically (with the checksum of its tensors in its metadata)."""
+        return save_tensors(self.path(name), tensors, meta)
 
     def load(self, name: str) -> tuple[Tensors, dict[str, Any]] | None:
         """The artifact, or None when it is missing or fails its checksum (then it is deleted and reported)."""
@@ -94,9 +92,7 @@ class RunStore:
         if not path.exists():
             return None
         try:
-            tensors, meta = load_tensors(path, what=f"{self.kind} chunk")
-            if meta.get(CHECKSUM_KEY) != tensors_checksum(tensors):
-                raise CheckpointError(f"{path} fails its checksum")
+            tensors, meta = load_tensors(path, what=f"{self.kind} chunk", require_checksum=True)
         except HesigError as exc:
             self.log(f"warning: {exc}; recomputing it")
             path.unlink(missing_ok=True)
@@ -104,16 +100,24 @@ class RunStore:
         return tensors, meta
 
     def chunks(self, names: Sequence[str], compute: Callable[[int], tuple[Tensors, dict[str, Any]]], *,
-               executor: Executor | None = None, on_loaded: Callable[[int, Tensors, dict[str, Any]], None] | None = None,
+               executor: Executor | None = None, check: Callable[[int, Tensors], str | None] | None = None,
+               on_loaded: Callable[[int, Tensors, dict[str, Any]], None] | None = None,
                on_saved: Callable[[int, Tensors, dict[str, Any]], None] | None = None) -> list[tuple[Tensors, dict]]:
         """All chunks ``names[i]``, computing the missing ones with ``compute(i)`` on ``executor``.
 
-        ``on_loaded`` sees every chunk found on disk (before any computing), ``on_saved`` every
-        chunk as soon as it is saved. Returns the chunks in order.
+        ``check(i, tensors)`` returns what is wrong with a chunk found on disk (a shape that does
+        not fit this job), or None; such a chunk is reported, deleted and recomputed like a
+        corrupt one. ``on_loaded`` sees every chunk found on disk (before any computing),
+        ``on_saved`` every chunk as soon as it is saved. Returns the chunks in order.
         """
         parts: list[tuple[Tensors, dict] | None] = [None] * len(names)
         for i, name in enumerate(names):
             parts[i] = self.load(name)
+            problem = check(i, parts[i][0]) if parts[i] is not None and check is not None else None
+            if problem is not None:
+                self.log(f"warning: {self.path(name)} {problem}; recomputing it")
+                self.path(name).unlink(missing_ok=True)
+                parts[i] = None
             if parts[i] is not None and on_loaded is not None:
                 on_loaded(i, *parts[i])
         missing = [i for i, part in enumerate(parts) if part is None]

@@ -37,6 +37,7 @@ from ..core.defaults import INVERSE_TRAINING, QUERY_SETS, RMLE_CHUNK_SIZE, SHADO
 from ..core.defaults import RMLE as RMLE_DEFAULTS
 from ..core.defaults import SPLIT_ATTACKS as ATTACKS
 from ..core.errors import InvalidValueError, MismatchError
+from ..core.outputs import refuse_inside_inputs
 from ..core.io import atomic_write_json, save_tensors, state_dict_hash, tensor_hash
 from ..core.runtime import parse_indices, resolve_device
 from ..data import Dataset, load_dataset, train_half
@@ -146,6 +147,7 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
         data = own if shadow_data == "same" else _adversary_data(meta, shadow_data, data_root, download)
         settings.update(shadow_data=shadow_data, structure=structure, epochs=epochs, batch_size=batch_size, lr=lr,
                         shadow_data_hash=data.split_hash, rmle=rmle_settings)
+    refuse_inside_inputs(out, (model_dir,))
     store = RunStore(out, f"{attack} attack", settings, log=log)
 
     # Trusted side: the victims' features (what the adversary observes) and the defended accuracy.

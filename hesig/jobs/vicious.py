@@ -34,6 +34,7 @@ from ..data import Dataset, load_dataset
 from ..models.dcgan import DCGANDecoder
 from ..core.defaults import RISK_REGULARISATIONS, VICIOUS_IMAGE_SIZE, VICIOUS_LOSS, VICIOUS_NGF, VICIOUS_TRAINING
 from ..core.errors import CheckpointError, InvalidValueError, OutputError
+from ..core.outputs import refuse_inside_inputs
 from ..core.io import atomic_write_json, ensure_writable_dir, load_tensors, save_tensors, state_dict_hash
 from ..evaluation.metrics import dataset_psnr, psnr, ssim, ssim_interior
 from ..models import load_model, save_model
@@ -228,6 +229,7 @@ def detect_vicious_job(run_dirs: Sequence[str | Path], out: str | Path, *, finet
     for name, value in (("finetune_size", finetune_size), ("probe_size", probe_size), ("draws", draws)):
         if int(value) < 1:
             raise InvalidValueError(f"{name} must be >= 1, got {value}")
+    refuse_inside_inputs(out, run_dirs)
     out = ensure_writable_dir(out)
     dev = resolve_device(device)
     cache: dict[tuple, tuple[Dataset, torch.Tensor]] = {}
@@ -345,6 +347,7 @@ def output_defenses_job(run_dir: str | Path, out: str | Path, defenses: Sequence
     model, meta = load_vicious(run_dir, device=dev)
     if model.decoder is None:
         raise InvalidValueError(f"{run_dir} is an honest model (beta^R = 0): there is no reconstruction to defend against")
+    refuse_inside_inputs(out, (run_dir,))
     out = ensure_writable_dir(out)
     train, test, x_train, x_test = vicious_data(meta["dataset"], int(meta["image_size"]), data_root, download)
     if test.split_hash != meta.get("test_split_hash") or train.split_hash != meta.get("train_split_hash"):

@@ -16,8 +16,9 @@ from torch import nn
 
 from .. import __version__
 from ..core.errors import CheckpointError, HesigError
-from ..core.io import atomic_write_json, load_tensors, save_tensors, state_dict_hash
-from .architectures import build_model
+from ..core.io import atomic_write_json, load_tensors, save_tensors, stable, state_dict_hash
+from ..core.validate import check_field, is_choice, is_int, is_shape
+from .architectures import ARCHITECTURES, build_model
 
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
@@ -50,7 +51,7 @@ def save_model(model: nn.Module, out_dir: str | Path, meta: dict[str, Any]) -> P
     out_dir = Path(out_dir)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta = {**meta, "model_hash": state_dict_hash(state), "hesig_version": __version__}
-    save_tensors(out_dir / WEIGHTS_FILE, state, meta)
+    save_tensors(out_dir / WEIGHTS_FILE, state, stable(meta))  # timings only in model.json: same seed, same bytes
     atomic_write_json(out_dir / META_FILE, meta)
     return out_dir
 
@@ -60,9 +61,12 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> LoadedMo
     path = Path(path)
     weights = path / WEIGHTS_FILE if path.is_dir() else path
     state, meta = load_tensors(weights, what="model checkpoint")
-    for key in ("arch", "in_shape", "num_classes"):
-        if key not in meta:
-            raise CheckpointError(f"model checkpoint {weights} lacks '{key}' in its metadata")
+    check_field(meta, "arch", weights, f"one of {', '.join(ARCHITECTURES)}", lambda v: is_choice(v, ARCHITECTURES))
+    check_field(meta, "in_shape", weights, "[C, H, W] of positive integers", is_shape)
+    check_field(meta, "num_classes", weights, "an integer >= 2", lambda v: is_int(v, 2, 100_000))
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"model checkpoint {weights} holds NaN or infinite weights (in {bad[0]})")
     try:
         model = build_model(meta["arch"], meta["in_shape"], meta["num_classes"])
         model.load_state_dict(state, strict=True)

@@ -26,6 +26,9 @@ class Oracle(ABC):
 
     capacity: int = 512
     device: torch.device = torch.device("cpu")
+    #: How many secret rows the oracle can work on at once without its memory growing (None: all).
+    #: The search fingerprints rows in groups of this size and releases each group when done.
+    rows_at_once: int | None = None
 
     def __init__(self, num_rows: int, input_shape: tuple[int, int, int], budget: int | None = None):
         if budget is not None and budget < 0:
@@ -70,8 +73,11 @@ class Oracle(ABC):
         key. Empty for the plaintext oracle; the fingerprint file stores whatever this returns."""
         return {}
 
+    def release(self, rows: torch.Tensor) -> None:
+        """The attacker is done with these rows: free what the oracle holds for them (no-op by default)."""
+
     def close(self) -> None:
-        """Free what the oracle holds (a CKKS session, device memory). Queries after close are refused."""
+        """Free what the oracle holds (CKKS sessions, device memory)."""
 
 
 def add_costs(total: dict[str, int | float], more: dict[str, int | float]) -> dict[str, int | float]:
@@ -97,12 +103,16 @@ class OracleWrapper(Oracle):
         self.inner = inner
         self.capacity = inner.capacity
         self.device = inner.device
+        self.rows_at_once = inner.rows_at_once
 
     def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         return self.inner.same_label(perturbations, rows)
 
     def costs(self) -> dict[str, int | float]:
         return self.inner.costs()
+
+    def release(self, rows: torch.Tensor) -> None:
+        self.inner.release(rows)
 
     def close(self) -> None:
         self.inner.close()

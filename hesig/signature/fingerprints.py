@@ -21,7 +21,9 @@ from typing import Any
 import torch
 
 from ..core.errors import CheckpointError, HesigError, InvalidValueError, MismatchError
+from ..core.defaults import DATASETS, EPS_MAX_LIMIT, SPLITS
 from ..core.io import load_tensors, save_tensors
+from ..core.validate import check_field, is_choice, is_number
 
 #: Metadata keys that must agree for two fingerprint sets to be used together.
 IDENTITY_KEYS = ("model_hash", "directions_hash")
@@ -45,6 +47,12 @@ class Fingerprints:
             raise InvalidValueError("fingerprints have infinite ε on pairs not marked censored (or finite ε on censored ones)")
         if (self.eps <= 0).any():
             raise InvalidValueError("fingerprints contain non-positive ε")
+        if (self.queries < 0).any():
+            raise InvalidValueError("fingerprints contain negative query counts")
+        if n and int(self.indices.min()) < 0:
+            raise InvalidValueError(f"fingerprints hold a negative dataset index ({int(self.indices.min())})")
+        if self.indices.unique().numel() != n:
+            raise InvalidValueError("fingerprints hold the same dataset index twice")
 
     def __len__(self) -> int:
         return self.eps.shape[0]
@@ -104,7 +112,15 @@ class Fingerprints:
 
     @classmethod
     def load(cls, path: str | Path) -> "Fingerprints":
+        """Load and validate a fingerprint file (tensors, checksum, and every metadata field consumers use)."""
         tensors, meta = load_tensors(path, what="fingerprint file")
+        check_field(meta, "dataset", path, f"one of {', '.join(DATASETS)}", lambda v: is_choice(v, DATASETS))
+        check_field(meta, "split", path, "train or test", lambda v: is_choice(v, SPLITS))
+        for key in IDENTITY_KEYS:
+            check_field(meta, key, path, "a hash string", lambda v: isinstance(v, str) and 0 < len(v) <= 128)
+        search = check_field(meta, "search", path, "a JSON object with eps_max", lambda v: isinstance(v, dict))
+        check_field(search, "eps_max", path, f"a number in (0, {EPS_MAX_LIMIT:g}]",
+                    lambda v: is_number(v, 0, EPS_MAX_LIMIT) and v > 0)
         return cls.from_tensors(tensors, meta, what=str(path))
 
     @classmethod

@@ -33,7 +33,7 @@ from typing import Callable
 
 import torch
 
-from ..core.defaults import ATOL, COARSE_POINTS, EPS_MAX, MAX_SEARCH_ROUNDS, POINTS_PER_ROUND, RTOL
+from ..core.defaults import ATOL, COARSE_POINTS, EPS_MAX, EPS_MAX_LIMIT, MAX_SEARCH_ROUNDS, POINTS_PER_ROUND, RTOL
 from ..core.errors import InvalidValueError, ShapeError
 from ..oracles.base import Oracle
 
@@ -74,8 +74,9 @@ class BoundarySearch:
     def __init__(self, eps_max: float = EPS_MAX, *, coarse_points: int = COARSE_POINTS,
                  points_per_round: int | str = POINTS_PER_ROUND, atol: float = ATOL, rtol: float = RTOL,
                  max_rounds: int = MAX_SEARCH_ROUNDS):
-        if not (isinstance(eps_max, (int, float)) and math.isfinite(eps_max) and eps_max > 0):
-            raise InvalidValueError(f"eps_max must be a positive finite number, got {eps_max}")
+        if not (isinstance(eps_max, (int, float)) and math.isfinite(eps_max) and 0 < eps_max <= EPS_MAX_LIMIT):
+            raise InvalidValueError(f"eps_max must be in (0, {EPS_MAX_LIMIT:g}] (L2 units; images in [0, 1]^d are at most "
+                                    f"sqrt(d) apart), got {eps_max}")
         if int(coarse_points) != coarse_points or coarse_points < 1:
             raise InvalidValueError(f"coarse_points must be an integer >= 1, got {coarse_points}")
         if points_per_round != "auto" and (not isinstance(points_per_round, int) or points_per_round < 1):
@@ -83,6 +84,8 @@ class BoundarySearch:
         for name, value in (("atol", atol), ("rtol", rtol)):
             if not (math.isfinite(value) and value >= 0):
                 raise InvalidValueError(f"{name} must be a finite number >= 0, got {value}")
+        if rtol >= 1:
+            raise InvalidValueError(f"rtol must be < 1 (a relative bracket width), got {rtol}")
         if atol <= 0 and rtol <= 0:
             raise InvalidValueError("at least one of atol and rtol must be positive")
         self.eps_max = float(eps_max)
@@ -111,6 +114,18 @@ class BoundarySearch:
         if directions.ndim != 4 or tuple(directions.shape[1:]) != tuple(oracle.input_shape):
             raise ShapeError(f"directions have shape {list(directions.shape[1:])} but the oracle's inputs are {list(oracle.input_shape)}")
         rows = torch.arange(oracle.num_rows) if rows is None else rows.to(torch.long).cpu()
+        group = oracle.rows_at_once
+        if group is not None and rows.numel() > group:
+            # The oracle holds per-row state (a CKKS session): search its rows group by group and
+            # release each group when done, so memory does not grow with the number of rows.
+            parts = []
+            for start in range(0, rows.numel(), group):
+                part_rows = rows[start:start + group]
+                parts.append(self.run(oracle, directions, part_rows, on_queries))
+                oracle.release(part_rows)
+            return SearchResult(eps=torch.cat([p.eps for p in parts]), eps_lo=torch.cat([p.eps_lo for p in parts]),
+                                censored=torch.cat([p.censored for p in parts]),
+                                queries=torch.cat([p.queries for p in parts]), rounds=max(p.rounds for p in parts))
         n, k = rows.numel(), directions.shape[0]
         pairs = n * k
         pair_row = rows.repeat_interleave(k)            # [P] oracle row of each pair
@@ -189,9 +204,15 @@ class BoundarySearch:
         flat_pair = idx.repeat_interleave(m)
         flat_eps = points.reshape(-1).to(torch.float32)
         out = torch.empty(total, dtype=torch.bool)
-        step = max(1, int(oracle.capacity))
-        for start in range(0, total, step):
+        start = 0
+        while start < total:
+            # A budget smaller than one call shrinks the call, so the budget is spent exactly
+            # (the call after it is refused by the oracle with the budget's own message).
+            step = max(1, int(oracle.capacity))
+            if oracle.remaining is not None and 0 < oracle.remaining < step:
+                step = oracle.remaining
             sl = slice(start, min(total, start + step))
+            start = sl.stop
             pair = flat_pair[sl]
             eps = flat_eps[sl].to(dirs.device)
             # index_select + in-place scale: one allocation per call on the hot path.

@@ -6,11 +6,13 @@ oracle -- bits and counters -- plus the cost accounting (bytes each way, evaluat
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
+from ...core.defaults import CKKS_PEAK_MB
 from ...core.errors import InvalidValueError, ShapeError
 from ..base import Oracle
 from .client import LAYOUTS, CKKSClient, unpack_bits
@@ -42,6 +44,7 @@ class CKKSOracle(Oracle):
         context = self.client.context_message()
         self.server = CKKSServer(context, poly)
         self.capacity = params.slots - 1
+        self.rows_at_once = 1  # a server session is ~300 MB: one image at a time keeps memory flat
         self._sessions: dict[int, object] = {}
         self.stats = {"context_bytes": len(context), "upload_bytes": 0, "download_bytes": 0, "reply_bytes": 0,
                       "evaluations": 0, "client_encrypt_seconds": 0.0, "server_setup_seconds": 0.0,
@@ -66,6 +69,10 @@ class CKKSOracle(Oracle):
     def close_row(self, row: int) -> None:
         """Free a row's server-side ciphertexts (about 200 MB per image at N = 8192)."""
         self._sessions.pop(row, None)
+
+    def release(self, rows: torch.Tensor) -> None:
+        for row in rows.tolist():
+            self.close_row(int(row))
 
     def close(self) -> None:
         self._sessions.clear()
@@ -100,6 +107,25 @@ class CKKSOracle(Oracle):
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
 
 
+def _available_mb() -> float | None:
+    """MemAvailable from /proc/meminfo in MB (None where there is no such file)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _check_memory() -> None:
+    """Refuse, in one line, to start a CKKS job the machine cannot hold (peak: CKKS_PEAK_MB, any chunk size)."""
+    available = _available_mb()
+    if available is not None and available < CKKS_PEAK_MB:
+        raise InvalidValueError(f"a CKKS fingerprint job peaks at about {CKKS_PEAK_MB} MB of memory (one image at a "
+                                f"time, any chunk size); only {available:.0f} MB are available here")
+
+
 class CKKSFactory:
     """The registry's factory for ``--oracle ckks``: checks the model's depth against the parameters
     once, then builds a fresh client (new keys) and server per chunk of secrets."""
@@ -108,6 +134,7 @@ class CKKSFactory:
         if layout not in LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
         self.target, self.layout, self.params = target, layout, params
+        _check_memory()
         self.depth = poly_cnn(target.model, target.in_shape, target.arch).depth
         params.check_depth(self.depth, target.arch)
 

@@ -15,7 +15,7 @@ import torch
 from ... import __version__
 from ...core.errors import CheckpointError
 from ..fingerprints import Fingerprints
-from ...core.io import atomic_write_json, load_tensors, save_tensors
+from ...core.io import atomic_write_json, load_tensors, save_tensors, stable
 from ...models.dcgan import DCGANDecoder
 from .features import FingerprintFeatures
 from .train import decode
@@ -45,7 +45,7 @@ class FingerprintDecoder:
         tensors.update({"features.mean": self.features.mean, "features.std": self.features.std})
         meta = {**self.meta, "in_features": self.network.in_features, "out_shape": list(self.network.out_shape),
                 "ngf": self.network.ngf, "eps_max": self.features.eps_max, "hesig_version": __version__}
-        save_tensors(out_dir / WEIGHTS_FILE, tensors, meta)
+        save_tensors(out_dir / WEIGHTS_FILE, tensors, stable(meta))  # timings only in the JSON: same seed, same bytes
         atomic_write_json(out_dir / META_FILE, meta)
         return out_dir
 

@@ -29,6 +29,7 @@ import torch
 from ... import __version__
 from ...core.errors import CheckpointError, InvalidValueError, ShapeError
 from ...core.io import load_tensors, save_tensors, tensor_hash
+from ...core.validate import check_field, is_choice, is_int
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,10 @@ def unit_l2(vectors: torch.Tensor) -> torch.Tensor:
     if (norms <= 1e-12).any():
         raise InvalidValueError("a direction has zero norm and cannot be normalised")
     return vectors / norms.view(-1, *([1] * (vectors.ndim - 1)))
+
+
+#: How far a stored direction's L2 norm may be from 1 (float32 rounding of a normalised vector is ~1e-7).
+NORM_TOLERANCE = 1e-4
 
 
 @dataclass
@@ -101,15 +106,31 @@ class Directions:
         return {"family": self.family, "seed": self.seed, "count": self.count, "shape": list(self.shape),
                 "norm": self.norm, "params": self.params, "directions_hash": self.hash, "hesig_version": __version__}
 
-    def save(self, path: str | Path) -> Path:
-        return save_tensors(path, {"directions": self.vectors}, self.meta())
+    def save(self, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+        """Write the set (``extra``: more metadata, e.g. the job identity)."""
+        return save_tensors(path, {"directions": self.vectors}, {**self.meta(), **(extra or {})})
 
     @classmethod
     def load(cls, path: str | Path) -> "Directions":
         tensors, meta = load_tensors(path, what="directions file")
         if "directions" not in tensors or "family" not in meta:
             raise CheckpointError(f"{path} is not a hesig directions file")
-        out = cls(tensors["directions"], meta["family"], int(meta.get("seed", 0)), meta.get("params", {}), meta.get("norm", "unit-l2"))
+        check_field(meta, "family", path, f"one of {', '.join(FAMILIES)}", lambda v: is_choice(v, FAMILIES))
+        check_field(meta, "seed", path, "an integer", is_int)
+        check_field(meta, "norm", path, "'unit-l2'", lambda v: v in (None, "unit-l2"))
+        check_field(meta, "params", path, "a JSON object", lambda v: v is None or isinstance(v, dict))
+        vectors = tensors["directions"]
+        if vectors.ndim != 4 or vectors.shape[0] < 1 or not vectors.is_floating_point():
+            raise CheckpointError(f"{path}: directions must be a float tensor [k >= 1, C, H, W], "
+                                  f"got {str(vectors.dtype).removeprefix('torch.')} {list(vectors.shape)}")
+        if not torch.isfinite(vectors).all():
+            raise CheckpointError(f"{path}: directions contain NaN or infinity")
+        norms = vectors.double().flatten(1).norm(dim=1)
+        worst = int((norms - 1).abs().argmax())
+        if abs(float(norms[worst]) - 1) > NORM_TOLERANCE:
+            raise CheckpointError(f"{path}: direction {worst} has L2 norm {float(norms[worst]):.6g}, "
+                                  f"but every direction must have unit norm (within {NORM_TOLERANCE:g})")
+        out = cls(vectors, meta["family"], meta["seed"], meta.get("params") or {}, "unit-l2")
         if meta.get("directions_hash") not in (None, out.hash):
             raise CheckpointError(f"directions file {path} is corrupt: content hash does not match its metadata")
         return out
