@@ -45,7 +45,7 @@ def secrets():
 
 @pytest.fixture(scope="module")
 def batched(model):
-    client = CKKSClient()
+    client = CKKSClient(num_outputs=3, policy="strict")  # strict: one key serves several inputs here
     client.set_conv_geometry(4, 3)
     return client, CKKSServer(client.context_message(), poly_cnn(model, SHAPE))
 
@@ -127,7 +127,7 @@ def test_ciphertexts_of_another_context_are_refused(batched, model, secrets):
     with pytest.raises(MismatchError, match="another CKKS context"):
         server.open_session(other.encrypt(secrets[0].numpy(), session=0))
     # Same parameters, forged context id: caught as malformed only if the bytes are not a ciphertext.
-    message = client.encrypt(secrets[0].numpy(), session=0)
+    message = client.encrypt(secrets[0].numpy(), session=5)  # a strict client never reuses a session id
     header, parts = wire.unpack(message, "input", client.context_id)
     parts[3] = parts[3][:100]
     bad = wire.pack("input", client.context_id, parts, **{k: v for k, v in header.items() if k not in ("kind", "context_id", "parts")})

@@ -99,16 +99,16 @@ class CKKSClient:
                 self._next_session += 1
             session = self._next_session
         session = int(session)
-        if self.policy.strict:
-            if session in self._labels:
-                raise InvalidValueError(f"session {session} already holds an input (forget it first)")
-            if self.policy.fresh_keys and self._labels:
-                raise InvalidValueError("this client's policy is fresh-keys: one input per key pair (make a new client)")
         image = np.asarray(image, dtype=np.float64)
         if image.ndim != 3:
             raise ShapeError(f"the client encrypts one image [C, H, W], got shape {list(image.shape)}")
         if not np.isfinite(image).all():
             raise InvalidValueError("secret image contains NaN or infinity")
+        if self.policy.strict:
+            if session in self._labels:
+                raise InvalidValueError(f"session {session} already holds an input (forget it first)")
+            if self.policy.fresh_keys and self._labels:
+                raise InvalidValueError("this client's policy is fresh-keys: one input per key pair (make a new client)")
         if self.layout == "batched":
             parts = []
             plain, ct = sa.Plaintext(), sa.Ciphertext()

@@ -13,6 +13,7 @@ from torch import nn
 
 from ...errors import InvalidValueError, ShapeError
 from ..base import Oracle
+from ..policies import ClientPolicy, parse_client_policy
 from .client import CKKSClient, unpack_bits
 from .params import CKKSParameters
 from .polymodel import poly_cnn
@@ -24,10 +25,16 @@ class CKKSOracle(Oracle):
 
     ``capacity`` = slots - 1 queries per homomorphic evaluation (one slot carries the
     unperturbed input, from which the client reads its own reference class).
+
+    ``client_policy``: the victim client's ClientPolicy or spec string (None = the default,
+    hesig.oracles.policies.DEFAULT_POLICY_SPEC). With ``fresh-keys`` every row gets its own key
+    pair (client and server session), created when the row is first queried; a per-key reply
+    budget then ends the attack with QueryBudgetExhausted once a row's key is spent.
     """
 
     def __init__(self, model: nn.Module, secrets: torch.Tensor, *, in_shape: tuple[int, int, int], arch: str = "model",
-                 params: CKKSParameters = CKKSParameters(), layout: str = "batched", budget: int | None = None):
+                 params: CKKSParameters = CKKSParameters(), layout: str = "batched", budget: int | None = None,
+                 client_policy: ClientPolicy | str | None = None):
         if secrets.ndim != 4 or tuple(secrets.shape[1:]) != tuple(in_shape):
             raise ShapeError(f"secrets must be [n, {', '.join(map(str, in_shape))}], got shape {tuple(secrets.shape)}")
         if not torch.isfinite(secrets).all():
@@ -36,16 +43,36 @@ class CKKSOracle(Oracle):
         poly = poly_cnn(model, tuple(in_shape), arch)
         params.check_depth(poly.depth, arch)
         self.params, self.layout = params, layout
+        self.policy = parse_client_policy(client_policy)
+        self._poly = poly
         self._secrets = secrets.detach().cpu().double().numpy()
-        self.client = CKKSClient(params, layout=layout)
-        self.client.set_conv_geometry(poly.conv_weight.shape[-1], poly.stride)
-        context = self.client.context_message()
-        self.server = CKKSServer(context, poly)
         self.capacity = params.slots - 1
         self._sessions: dict[int, object] = {}
-        self.stats = {"context_bytes": len(context), "upload_bytes": 0, "download_bytes": 0, "reply_bytes": 0,
+        self._pairs: dict[int, tuple[CKKSClient, CKKSServer]] = {}
+        self.stats = {"context_bytes": 0, "upload_bytes": 0, "download_bytes": 0, "reply_bytes": 0,
                       "evaluations": 0, "client_encrypt_seconds": 0.0, "server_setup_seconds": 0.0,
-                      "server_eval_seconds": 0.0, "client_decrypt_seconds": 0.0, "slots_used": 0}
+                      "server_eval_seconds": 0.0, "client_decrypt_seconds": 0.0, "slots_used": 0, "key_pairs": 0}
+        self.client, self.server = self._new_pair(0)
+
+    def _new_pair(self, key_index: int) -> tuple[CKKSClient, CKKSServer]:
+        t0 = time.perf_counter()
+        client = CKKSClient(self.params, layout=self.layout, policy=self.policy,
+                            num_outputs=self._poly.fc2_weight.shape[0], key_index=key_index)
+        client.set_conv_geometry(self._poly.conv_weight.shape[-1], self._poly.stride)
+        self.stats["client_keygen_seconds"] = self.stats.get("client_keygen_seconds", 0.0) + time.perf_counter() - t0
+        context = client.context_message()
+        self.stats["context_bytes"] += len(context)
+        self.stats["key_pairs"] += 1
+        return client, CKKSServer(context, self._poly)
+
+    def pair(self, row: int) -> tuple[CKKSClient, CKKSServer]:
+        """The (client, server) that serve secret row ``row``: one pair for all rows, or one per
+        row under the ``fresh-keys`` policy."""
+        if not self.policy.fresh_keys:
+            return self.client, self.server
+        if row not in self._pairs:
+            self._pairs[row] = (self.client, self.server) if not self._pairs else self._new_pair(row)
+        return self._pairs[row]
 
     def session(self, row: int):
         """The server's session for secret row ``row``: the client encrypts the row and the server
@@ -54,11 +81,12 @@ class CKKSOracle(Oracle):
             raise ShapeError(f"row index out of range 0..{self.num_rows - 1}")
         row = int(row)
         if row not in self._sessions:
+            client, server = self.pair(row)
             t0 = time.perf_counter()
-            message = self.client.encrypt(self._secrets[row], session=row)
+            message = client.encrypt(self._secrets[row], session=row)
             self.stats["client_encrypt_seconds"] += time.perf_counter() - t0
             self.stats["upload_bytes"] += len(message)
-            session = self.server.open_session(message)
+            session = server.open_session(message)
             self.stats["server_setup_seconds"] += session.setup_seconds
             self._sessions[row] = session
         return self._sessions[row]
@@ -66,6 +94,8 @@ class CKKSOracle(Oracle):
     def close(self, row: int) -> None:
         """Free a row's server-side ciphertexts (about 200 MB per image at N = 8192)."""
         self._sessions.pop(row, None)
+        if self.policy.fresh_keys and row in self._pairs:
+            del self._pairs[row]  # a later query of the row encrypts it again under a new key
 
     def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         pert = perturbations.detach().cpu().double().numpy()
@@ -74,12 +104,13 @@ class CKKSOracle(Oracle):
         for row in np.unique(rows_np):
             where = np.flatnonzero(rows_np == row)
             session = self.session(int(row))
+            client, server = self.pair(int(row))
             for start in range(0, len(where), self.capacity):
                 idx = where[start:start + self.capacity]
                 t0 = time.perf_counter()
-                result = self.server.evaluate(session, pert[idx])
+                result = server.evaluate(session, pert[idx])
                 t1 = time.perf_counter()
-                reply = self.client.answer(result)
+                reply = client.answer(result)
                 t2 = time.perf_counter()
                 answer[idx] = unpack_bits(reply, len(idx))
                 self.stats["evaluations"] += 1
