@@ -475,3 +475,26 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         click.echo("error: interrupted; finished chunks are kept, rerun the same command to resume", err=True)
         sys.exit(130)
+
+
+@attack_group.command("key-recovery")
+@click.option("--client-policy", default="undefended", show_default=True,
+              help="The victim client's policy: undefended, strict, flooding:SIGMA|auto, rounding:DIGITS, budget:N, "
+                   "fresh-keys, joined with '+' (e.g. strict+budget:8+fresh-keys).")
+@click.option("--model", "model_dir", type=click.Path(), default=None,
+              help="Polynomial (hecnn) checkpoint; default: an untrained hecnn (the attack only needs the result format).")
+@click.option("--dataset", default=None, help="Take the victim's secret image from this test split (default: random).")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Test image index.")
+@click.option("--steps", type=click.IntRange(1, 60), default=12, show_default=True,
+              help="Bisection steps per key component (replies = 1 + 2 x steps).")
+@click.option("--layout", type=click.Choice(CKKS_LAYOUTS), default="batched", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@quiet_option
+def attack_key_recovery_cmd(client_policy, model_dir, dataset, index, steps, layout, seed, data_root, download, quiet):
+    """A malicious server recovers the victim's CKKS secret key from its one-bit replies (Li-Micciancio
+    setting), then decrypts the victim's input. Talks to the client through wire messages only."""
+    from .jobs.key_recovery import key_recovery_job
+    _print_summary(key_recovery_job(client_policy=client_policy, model_dir=model_dir, dataset=dataset, index=index,
+                                    steps=steps, layout=layout, seed=seed, data_root=data_root, download=download,
+                                    log=lambda m: None if quiet else click.echo(m, err=True)))
