@@ -106,11 +106,11 @@ def test_flooding_and_rounding_of_decrypted_values_do_not_stop_the_scaled_attack
 
 
 def test_the_default_client_defeats_the_attack_within_its_budget(poly, image):
-    """Default policy: 8 replies per key, one input per key. The attack needs 1 + 2 x 10 replies."""
+    """Default policy: one reply per key, one input per key. The attack needs 1 + 2 x 10 replies."""
     victim = Victim(poly, image, None)
     assert victim.client.policy.spec == DEFAULT_POLICY_SPEC
     result = victim.attack()
-    assert result.s_ntt is None and result.replies == 8 and "budget" in result.refused
+    assert result.s_ntt is None and result.replies == 1 and "budget" in result.refused
     with pytest.raises(QueryBudgetExhausted):
         victim.client.answer(victim.template)
     with pytest.raises(InvalidValueError, match="fresh-keys"):
@@ -209,10 +209,12 @@ def test_plaintext_oracle_applies_the_same_policy():
     assert torch.equal(plain, strict)
     flooded = PlaintextOracle(model, secrets, device="cpu", policy="flooding:1000").same_label(pert, rows)
     assert (flooded != plain).float().mean() > 0.2
-    capped = PlaintextOracle(model, secrets, device="cpu", policy="budget:1", reply_slots=50)
+    capped = PlaintextOracle(model, secrets, device="cpu", policy="budget:2", reply_slots=50)
     capped.same_label(pert[:150], rows[:150])  # 50 queries per row: one reply each
+    capped.same_label(pert[:3], rows[:3])
+    assert capped.row_replies.tolist() == [2, 2, 2]
     with pytest.raises(QueryBudgetExhausted):
-        capped.same_label(pert[:3], rows[:3])
+        capped.same_label(pert[:1], rows[:1])
 
 
 def test_ckks_oracle_uses_one_key_pair_per_row_under_fresh_keys(image):

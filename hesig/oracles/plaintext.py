@@ -28,8 +28,8 @@ class PlaintextOracle(Oracle):
     ``policy`` (optional ClientPolicy or spec string): release bits as a CKKS client under that
     policy would -- flooding / rounding of the logits before the comparison, the reference label
     fixed once per row from the (flooded) unperturbed logits, and a per-row reply budget of
-    ``replies_per_key`` x ``reply_slots`` queries (``fresh-keys``: one key per row, as in
-    CKKSOracle). None (default): the plain argmax comparison, unchanged.
+    ``replies_per_key`` replies, a reply being one call's queries of that row, per ``reply_slots``
+    (as CKKSOracle with ``fresh-keys``: one key per row). ``row_replies`` counts them. None (default): the plain argmax comparison, unchanged.
     """
 
     def __init__(self, model: nn.Module, secrets: torch.Tensor, *, device: str | torch.device | None = None,
@@ -48,12 +48,12 @@ class PlaintextOracle(Oracle):
         self._model = fast_inference_copy(model).to(self.device)
         self._secrets = secrets.to(self.device, torch.float32)
         self.policy = None if policy is None else parse_client_policy(policy)
+        self.row_replies = torch.zeros(self.num_rows, dtype=torch.long)  # CKKS-equivalent replies (policy only)
         if self.policy is None:
             self._labels = self._predict(self._secrets)
         else:
             self._rng = self.policy.rng(0)
             self._reply_slots = int(reply_slots)
-            self._row_queries = torch.zeros(self.num_rows, dtype=torch.long)
             top = self.policy.released_top(self._logits(self._secrets).T, self._rng)
             self._labels = torch.from_numpy(top).to(self.device)
 
@@ -81,11 +81,12 @@ class PlaintextOracle(Oracle):
         if self.policy is None:
             return (self._predict(x) == self._labels[rows]).cpu()
         if self.policy.replies_per_key is not None:
-            cap = self.policy.replies_per_key * self._reply_slots
-            counts = torch.bincount(rows.cpu(), minlength=self.num_rows) + self._row_queries
-            if int(counts.max()) > cap:
+            # As CKKSOracle: one reply per row per call, per reply_slots queries of that row.
+            per_row = torch.bincount(rows.cpu(), minlength=self.num_rows)
+            replies = self.row_replies + (per_row + self._reply_slots - 1) // self._reply_slots
+            if int(replies.max()) > self.policy.replies_per_key:
                 raise QueryBudgetExhausted(f"a row's decryption budget of {self.policy.replies_per_key} replies "
-                                           f"({cap} queries) would be exceeded")
-            self._row_queries = counts
+                                           "would be exceeded")
+            self.row_replies = replies
         top = torch.from_numpy(self.policy.released_top(self._logits(x).T, self._rng)).to(self.device)
         return (top == self._labels[rows]).cpu()
