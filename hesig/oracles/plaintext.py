@@ -29,7 +29,8 @@ class PlaintextOracle(Oracle):
     policy would -- flooding / rounding of the logits before the comparison, the reference label
     fixed once per row from the (flooded) unperturbed logits, and a per-row reply budget of
     ``replies_per_key`` replies, a reply being one call's queries of that row, per ``reply_slots``
-    (as CKKSOracle with ``fresh-keys``: one key per row). ``row_replies`` counts them. None (default): the plain argmax comparison, unchanged.
+    (as CKKSOracle with ``fresh-keys``: one key per row); ``row_replies`` counts them.
+    None (default): the plain argmax comparison, unchanged.
     """
 
     def __init__(self, model: nn.Module, secrets: torch.Tensor, *, device: str | torch.device | None = None,
@@ -80,13 +81,12 @@ class PlaintextOracle(Oracle):
         x = torch.index_select(self._secrets, 0, rows).add_(perturbations.to(self.device))
         if self.policy is None:
             return (self._predict(x) == self._labels[rows]).cpu()
-        if self.policy.replies_per_key is not None:
-            # As CKKSOracle: one reply per row per call, per reply_slots queries of that row.
-            per_row = torch.bincount(rows.cpu(), minlength=self.num_rows)
-            replies = self.row_replies + (per_row + self._reply_slots - 1) // self._reply_slots
-            if int(replies.max()) > self.policy.replies_per_key:
-                raise QueryBudgetExhausted(f"a row's decryption budget of {self.policy.replies_per_key} replies "
-                                           "would be exceeded")
-            self.row_replies = replies
+        # As CKKSOracle: one reply per row per call, per reply_slots queries of that row.
+        per_row = torch.bincount(rows.cpu(), minlength=self.num_rows)
+        replies = self.row_replies + (per_row + self._reply_slots - 1) // self._reply_slots
+        if self.policy.replies_per_key is not None and int(replies.max()) > self.policy.replies_per_key:
+            raise QueryBudgetExhausted(f"a row's decryption budget of {self.policy.replies_per_key} replies "
+                                       "would be exceeded")
+        self.row_replies = replies
         top = torch.from_numpy(self.policy.released_top(self._logits(x).T, self._rng)).to(self.device)
         return (top == self._labels[rows]).cpu()
