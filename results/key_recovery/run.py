@@ -267,7 +267,7 @@ def write_table(s: dict) -> None:
         if kr["key_recovered"]:
             what = f"recovered in {kr['replies']} replies ({kr['reply_bytes'] / 1024:.1f} KiB of bits, {kr['seconds']:.1f} s)"
         else:
-            what = f"not recovered: refused after {kr['replies']} replies"
+            what = f"not recovered: refused after {kr['replies']} repl{'y' if kr['replies'] == 1 else 'ies'}"
         err = "—" if kr["input_max_pixel_error"] is None else f"{kr['input_max_pixel_error']:.1e}"
         acc = row["honest_accuracy"]
         if "refused" in sig:

@@ -118,9 +118,8 @@ class KeyRecoveryAttack:
     def compare_message(self, label: int, component: str, mid: np.ndarray, alpha: float) -> bytes:
         srv, k = self.server, self.server.num_outputs
         big_k = int(round(alpha * srv.result_scale))
-        w = self._w_ntt[component] * np.uint64(1)
-        kq = (np.uint64(big_k) % self._q.astype(np.uint64))
-        w = (w * kq) % self._q  # K * w, coefficient-wise in NTT form (products < 2^62)
+        k_mod_q = np.uint64(big_k) % self._q  # K < 2^56, primes < 2^32: products stay below 2^64
+        w = (self._w_ntt[component] * k_mod_q) % self._q  # K * w, coefficient-wise in NTT form
         values = -alpha * np.asarray(mid, dtype=np.float64)
         values[self.count] = FAR
         other = (label + 1) % k
