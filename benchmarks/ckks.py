@@ -81,7 +81,8 @@ def main(argv=None) -> dict:
         rows.append(torch.full((per_image,), r))
     pert, rows = torch.cat(pert), torch.cat(rows)
     want = plain.same_label(pert, rows)
-    ck = CKKSOracle(target.model, images, in_shape=target.in_shape, arch=target.arch, params=params, layout=args.layout)
+    ck = CKKSOracle(target.model, images, in_shape=target.in_shape, arch=target.arch, params=params, layout=args.layout,
+                    client_policy="strict")  # a client that answers every evaluation (no reply budget)
     t0 = time.perf_counter()
     got = ck.same_label(pert, rows)
     out["decision_agreement"] = {"queries": int(len(rows)), "images": k, "window": "eps_plain x U(0.95, 1.05)",
@@ -100,7 +101,8 @@ def main(argv=None) -> dict:
         img = data.images[i:i + 1]
         res_p = search.run(PlaintextOracle(target.model, img, device="cpu"), dirs.vectors)
         t0 = time.perf_counter()
-        ck = CKKSOracle(target.model, img, in_shape=target.in_shape, arch=target.arch, params=params, layout=args.layout)
+        ck = CKKSOracle(target.model, img, in_shape=target.in_shape, arch=target.arch, params=params, layout=args.layout,
+                    client_policy="strict")  # a client that answers every evaluation (no reply budget)
         res_c = search.run(ck, dirs.vectors)
         secs.append(time.perf_counter() - t0)
         costs.append(ck.costs())
@@ -138,6 +140,7 @@ def main(argv=None) -> dict:
         for i in range(args.compact_images):
             t0 = time.perf_counter()
             ck = CKKSOracle(target.model, data.images[i:i + 1], in_shape=target.in_shape, arch=target.arch, params=params,
+                            client_policy="strict",
                             layout="compact")
             res = search.run(ck, dirs.vectors)
             secs_c.append(time.perf_counter() - t0)

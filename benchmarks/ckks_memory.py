@@ -52,6 +52,7 @@ def main() -> None:
             mb, seconds = peak_rss([*HESIG, "fingerprint", "--oracle", "ckks", "--model", str(tmp / "model"),
                                     "--directions", str(tmp / "dirs.safetensors"), "--dataset", "mnist",
                                     "--indices", f"0:{args.images}", "--chunk-size", str(size), "--quiet",
+                                    "--client-policy", "strict",
                                     "--out", str(tmp / f"fp_{size}.safetensors")])
             rows[str(size)] = {"peak_rss_mb": round(mb, 1), "wall_seconds": round(seconds, 1)}
     result = {"what": "peak RSS of `hesig fingerprint --oracle ckks` (batched, N 8192, 100 directions, rtol 1e-2)",

@@ -137,7 +137,7 @@ def main() -> None:
         ex = TimedRay(workers=workers, cpus_per_worker=1)
         before = load()
         seconds, summary = run(model, dirs, args.ckks_images, work / f"ckks_{workers}.safetensors", executor=ex,
-                               oracle="ckks", chunk_size=1, **CKKS_SEARCH)
+                               oracle="ckks", chunk_size=1, client_policy="strict", **CKKS_SEARCH)
         metas = ex.chunk_meta
         ckks["runs"][str(workers)] = {
             "workers": workers, "wall_seconds": round(seconds, 1), "loadavg_before": before, "loadavg_after": load(),

@@ -119,7 +119,11 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
               help="CKKS upload: one ciphertext per pixel (batched) or one im2col ciphertext + Galois keys (compact).")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Total oracle query budget.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Oracle batch (default: 512 CPU, 65536 GPU).")
-@click.option("--executor", "executor_name", default="in-process", show_default=True,
+@click.option("--client-policy", default=None,
+              help="The victim client's policy: undefended, strict, flooding:SIGMA|auto, rounding:DIGITS, budget:N, "
+                   "fresh-keys, joined with '+' [default: ckks strict+budget:1+fresh-keys, the most secure, which stops "
+                   "the search; plaintext: the plain bit]. 'strict' measures the attack on a client without a reply budget.")
+@click.option("--executor", "executor_name", type=click.Choice(D.EXECUTORS), default="in-process", show_default=True,
               help="Who computes the chunks: in-process, or ray (the 'ray' extra; README: 'Scale out on Ray').")
 @click.option("--ray-address", default=None,
               help="With --executor ray: auto (the cluster this machine joined), HOST:PORT, or local [default: local].")
@@ -134,19 +138,22 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @quiet_option
 def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
                     coarse_points, points_per_round, chunk_size, ckks_layout, budget, batch_size, force, data_root, download,
-                    device, quiet, executor_name, ray_address, workers, worker_cpus, worker_gpus):
+                    device, quiet, client_policy, executor_name, ray_address, workers, worker_cpus, worker_gpus):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
     from .jobs.executor import make_executor
     from .jobs.fingerprint import fingerprint_job
     executor = make_executor(executor_name, address=ray_address, workers=workers, cpus_per_worker=worker_cpus,
                              gpus_per_worker=worker_gpus)
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
-    _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
-                                   eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
-                                   points_per_round=ppr, chunk_size=chunk_size, budget=budget, batch_size=batch_size,
-                                   device=device, data_root=data_root, download=download, ckks_layout=ckks_layout,
-                                   executor=executor, force=force, progress=not quiet))
-    executor.close()
+    try:
+        _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
+                                       eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
+                                       points_per_round=ppr, chunk_size=chunk_size, budget=budget,
+                                       batch_size=batch_size, device=device, data_root=data_root, download=download,
+                                       ckks_layout=ckks_layout, client_policy=client_policy, executor=executor,
+                                       force=force, progress=not quiet))
+    finally:
+        executor.close()
 
 
 @cli.command("ckks-params")
@@ -507,3 +514,26 @@ def main(argv: list[str] | None = None) -> None:
     except HesigError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(exc.exit_code)
+
+
+@attack_group.command("key-recovery")
+@click.option("--client-policy", default="undefended", show_default=True,
+              help="The victim client's policy: undefended, strict, flooding:SIGMA|auto, rounding:DIGITS, budget:N, "
+                   "fresh-keys, joined with '+' (e.g. strict+budget:8+fresh-keys).")
+@click.option("--model", "model_dir", type=click.Path(), default=None,
+              help="Polynomial (hecnn) checkpoint; default: an untrained hecnn (the attack only needs the result format).")
+@click.option("--dataset", default=None, help="Take the victim's secret image from this test split (default: random).")
+@click.option("--index", type=click.IntRange(min=0), default=0, show_default=True, help="Test image index.")
+@click.option("--steps", type=click.IntRange(1, 60), default=12, show_default=True,
+              help="Bisection steps per key component (replies = 1 + 2 x steps).")
+@click.option("--layout", type=click.Choice(D.CKKS_LAYOUTS), default="batched", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@quiet_option
+def attack_key_recovery_cmd(client_policy, model_dir, dataset, index, steps, layout, seed, data_root, download, quiet):
+    """A malicious server recovers the victim's CKKS secret key from its one-bit replies (Li-Micciancio
+    setting), then decrypts the victim's input. Talks to the client through wire messages only."""
+    from .jobs.key_recovery import key_recovery_job
+    _print_summary(key_recovery_job(client_policy=client_policy, model_dir=model_dir, dataset=dataset, index=index,
+                                    steps=steps, layout=layout, seed=seed, data_root=data_root, download=download,
+                                    log=lambda m: None if quiet else click.echo(m, err=True)))

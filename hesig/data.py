@@ -20,7 +20,7 @@ Datasets (:data:`DATASETS`), each with a ``"train"`` and a ``"test"`` split:
     extracted there atomically, and read from the mirror, so a read-only root is never written to
     and no network is used; (3) else a mirror already filled by an earlier run is used; (4) else,
     only with ``download=True``, torchvision downloads into the root (or into the mirror when the
-    root is not writable); (5) else :class:`~hesig.errors.DataError`.
+    root is not writable); (5) else :class:`~hesig.core.errors.DataError`.
 ``cifar10``
     Shape ``[N, 3, 32, 32]``, 50,000 train / 10,000 test. First ``<root>/cifar10/cifar10.npz``
     (arrays ``x_train`` uint8 [50000,32,32,3], ``y_train``, ``x_test``, ``y_test``, loaded with
@@ -38,8 +38,8 @@ extracted MNIST-style mirror (and explicit downloads) is written to disk. The mi
 own only when no root is named: a named root (argument or ``HESIG_DATA``) without the data is an
 error naming what was looked for.
 
-Missing, corrupt or unreadable files raise a one-line :class:`~hesig.errors.DataError`; unknown
-dataset or split names raise :class:`~hesig.errors.InvalidValueError`.
+Missing, corrupt or unreadable files raise a one-line :class:`~hesig.core.errors.DataError`; unknown
+dataset or split names raise :class:`~hesig.core.errors.InvalidValueError`.
 """
 
 from __future__ import annotations

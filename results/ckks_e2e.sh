@@ -12,7 +12,7 @@ mkdir -p "$out"
 common=(--model "$run/model" --directions "$run/directions.safetensors" --dataset mnist --split test
         --indices 0:100 --points-per-round auto --quiet)
 hesig fingerprint --oracle plaintext "${common[@]}" --out "$out/fp_plaintext.safetensors" > "$out/fp_plaintext.json"
-hesig fingerprint --oracle ckks "${common[@]}" --out "$out/fp_ckks.safetensors" > "$out/fp_ckks.json"
+hesig fingerprint --oracle ckks --client-policy strict "${common[@]}" --out "$out/fp_ckks.safetensors" > "$out/fp_ckks.json"
 for oracle in plaintext ckks; do
   hesig reconstruct --decoder "$run/decoder" --fingerprints "$out/fp_$oracle.safetensors" \
     --classifier "$run/evaluator" --out "$out/reconstruct_$oracle" > "$out/reconstruct_$oracle.json"

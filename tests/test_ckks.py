@@ -45,7 +45,7 @@ def secrets():
 
 @pytest.fixture(scope="module")
 def batched(model):
-    client = CKKSClient()
+    client = CKKSClient(num_outputs=3, policy="strict")  # strict: one key serves several inputs here
     client.set_conv_geometry(4, 3)
     return client, CKKSServer(client.context_message(), poly_cnn(model, SHAPE))
 
@@ -115,7 +115,7 @@ def test_ckks_search_matches_plaintext_search(model, secrets):
     dirs /= dirs.flatten(1).norm(dim=1)[:, None, None, None]
     search = BoundarySearch(30.0, coarse_points=16, points_per_round="auto", rtol=1e-3)
     want = search.run(plain, dirs)
-    got = search.run(CKKSOracle(model, secrets[:1], in_shape=SHAPE), dirs)
+    got = search.run(CKKSOracle(model, secrets[:1], in_shape=SHAPE, client_policy="strict"), dirs)  # many replies per key
     assert torch.equal(got.censored, want.censored)
     ok = ~want.censored
     assert ((got.eps - want.eps).abs()[ok] <= 1e-3 * want.eps[ok]).all()
@@ -127,7 +127,7 @@ def test_ciphertexts_of_another_context_are_refused(batched, model, secrets):
     with pytest.raises(MismatchError, match="another CKKS context"):
         server.open_session(other.encrypt(secrets[0].numpy(), session=0))
     # Same parameters, forged context id: caught as malformed only if the bytes are not a ciphertext.
-    message = client.encrypt(secrets[0].numpy(), session=0)
+    message = client.encrypt(secrets[0].numpy(), session=5)  # a strict client never reuses a session id
     header, parts = wire.unpack(message, "input", client.context_id)
     parts[3] = parts[3][:100]
     bad = wire.pack("input", client.context_id, parts, **{k: v for k, v in header.items() if k not in ("kind", "context_id", "parts")})

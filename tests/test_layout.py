@@ -103,6 +103,8 @@ def test_registries_list_the_names_of_core_defaults():
     assert tuple(ARCHITECTURES) == defaults.ARCHITECTURES
     assert tuple(FAMILIES) == defaults.FAMILIES
     assert DATASETS is defaults.DATASETS
+    from hesig.jobs.executor import EXECUTORS
+    assert tuple(EXECUTORS) == defaults.EXECUTORS
 
 
 def test_test_files_do_not_import_each_other():

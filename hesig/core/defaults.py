@@ -47,6 +47,8 @@ DECODER_TRAINING = {"epochs": 40, "batch_size": 128, "lr": 2e-3, "patience": 5, 
 
 # -- oracles ------------------------------------------------------------------------------------
 ORACLES = ("plaintext", "ckks")
+#: Who computes a job's chunks (hesig.jobs.executor): this process, or a Ray cluster (the 'ray' extra).
+EXECUTORS = ("in-process", "ray")
 CKKS_LAYOUTS = ("batched", "compact")
 #: Peak resident memory of a CKKS fingerprint job, any chunk size (benchmarks/ckks_memory.json:
 #: 3,225 MB at chunk size 1, 3,222 MB at 4, batched layout, N 8192). A machine with less memory

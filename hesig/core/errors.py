@@ -38,5 +38,14 @@ class QueryBudgetExhausted(HesigError):
     exit_code = 3
 
 
+class ClientRefusal(HesigError):
+    """The victim's client policy refused to answer (its per-key decryption budget is spent).
+
+    Not the attacker's own ``--budget``: the victim stopped answering. Exit code 3, like a budget.
+    """
+
+    exit_code = 3
+
+
 class OutputError(HesigError):
     """An output path cannot be written."""

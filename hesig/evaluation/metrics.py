@@ -4,12 +4,12 @@ Conventions (all functions):
 
 * images are floating-point tensors of shape ``[N, C, H, W]`` with values in ``[0, 1]``
   (a slack of ``1e-6`` is tolerated for rounding); anything else raises a one-line
-  :class:`~hesig.errors.ShapeError` / :class:`~hesig.errors.InvalidValueError`;
+  :class:`~hesig.core.errors.ShapeError` / :class:`~hesig.core.errors.InvalidValueError`;
 * the data range is **always 1.0** -- it is never inferred from the batch, so a metric on
   a dim image is not silently re-normalised;
 * per-image metrics return a float32 tensor ``[N]`` on the input's device.
 
-This module sits at the bottom of the layer stack: from hesig it imports only :mod:`hesig.errors`.
+This module sits at the bottom of the layer stack: from hesig it imports only :mod:`hesig.core.errors`.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ quality against queries.
 Figures are built on :class:`matplotlib.figure.Figure` objects with an Agg canvas (no pyplot,
 no global state, works headless) and written through :func:`save_figure`, which renders the PNG
 in memory and writes it with :func:`hesig.io.atomic_write_bytes` (an unwritable path raises
-:class:`hesig.errors.OutputError`). Images are ``[N, C, H, W]`` tensors in ``[0, 1]``; 1-channel
+:class:`hesig.core.errors.OutputError`). Images are ``[N, C, H, W]`` tensors in ``[0, 1]``; 1-channel
 images are drawn in gray with ``vmin=0, vmax=1`` (no per-image contrast stretch), 3-channel
 images as RGB.
 """

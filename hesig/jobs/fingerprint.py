@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from .. import __version__
 from ..core.defaults import ATOL, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
-from ..core.errors import HesigError, InvalidValueError, QueryBudgetExhausted, ShapeError
+from ..core.errors import ClientRefusal, HesigError, InvalidValueError, QueryBudgetExhausted, ShapeError
 from ..core.io import ensure_writable_dir, tensor_hash
 from ..core.outputs import JOB_KEY, KIND_KEY, guard_output, identity
 from ..core.runtime import parse_indices
@@ -220,13 +220,16 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
                     points_per_round: int | str = POINTS_PER_ROUND, chunk_size: int | None = None,
                     budget: int | None = None, batch_size: int | None = None, device: str | None = None,
                     data_root=None, download: bool = False, ckks_layout: str = "batched",
-                    executor: Executor | None = None, force: bool = False, progress: bool = True) -> dict[str, Any]:
+                    client_policy: str | None = None, executor: Executor | None = None, force: bool = False,
+                    progress: bool = True) -> dict[str, Any]:
     """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable.
 
     oracle: a kind of :mod:`hesig.oracles.registry` ("plaintext": the secrets inside the oracle
     object; "ckks": a TenSEAL client holding the secret key, a server holding the public context,
-    ``ckks_layout`` batched or compact). chunk_size: rows per atomically saved chunk (default: the
-    oracle kind's).
+    ``ckks_layout`` batched or compact). client_policy: the victim client's policy
+    (:mod:`hesig.oracles.policies`); CKKS default: the most secure, ``strict+budget:1+fresh-keys``,
+    which answers one result per key and so stops a search that needs more; plaintext default:
+    the plain bit. chunk_size: rows per atomically saved chunk (default: the oracle kind's).
     """
     search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=points_per_round,
                             atol=atol, rtol=rtol)
@@ -241,15 +244,21 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
         raise ShapeError(f"{data.name} images are {list(data.shape)} but model {target.arch} takes {list(target.in_shape)}")
     idx = parse_indices(indices, len(data))
     ensure_writable_dir(Path(out).parent)
-    options = {"device": device, "batch_size": batch_size, "layout": ckks_layout}
+    options = {"device": device, "batch_size": batch_size, "layout": ckks_layout, "client_policy": client_policy}
     make_oracle = kind.factory(target, **options)
     config = {"dataset": data.name, "split": data.split, "split_hash": data.split_hash, "model_hash": target.hash,
               "arch": target.arch, "directions_hash": dirs.hash, "directions_family": dirs.family,
               "directions_count": dirs.count, "oracle": oracle, "seed": dirs.seed, **make_oracle.describe()}
     t0 = time.perf_counter()
-    fp = fingerprint_rows(WorkerFactory(kind, target, options, make_oracle), dirs.vectors, data.images[idx], data.indices[idx], search, out, config,
-                          chunk_size=chunk_size or kind.chunk_size, budget=budget, executor=executor,
-                          inputs=(model_dir, directions_file), force=force, progress=progress)
+    try:
+        fp = fingerprint_rows(WorkerFactory(kind, target, options, make_oracle), dirs.vectors, data.images[idx],
+                              data.indices[idx], search, out, config, chunk_size=chunk_size or kind.chunk_size,
+                              budget=budget, executor=executor, inputs=(model_dir, directions_file), force=force,
+                              progress=progress)
+    except ClientRefusal as exc:
+        policy = config.get("client_policy")
+        raise ClientRefusal(f"{exc} (client policy {policy}); finished chunks are kept: to measure the attack "
+                            "against a client without a reply budget, rerun with --client-policy strict") from None
     summary = {"out": str(out), "seconds_this_run": round(time.perf_counter() - t0, 1),
                "device": str(getattr(make_oracle, "device", "cpu")), **fp.summary(),
                "model_hash": target.hash, "directions_hash": dirs.hash}

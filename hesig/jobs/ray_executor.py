@@ -23,11 +23,13 @@ Nothing here imports Ray at module level: Ray is imported when the executor conn
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import math
 import os
 import socket
 import sys
+import tempfile
 from collections import deque
 from typing import Any, Callable, Iterator, Sequence
 
@@ -143,7 +145,8 @@ class RayExecutor(Executor):
             # A local instance turns token authentication on by itself; its notice is not the user's business.
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
         try:
-            ray.init(address=self.address, **kwargs)
+            with _held_stderr(self.address is not None):
+                ray.init(address=self.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
             raise InvalidValueError(f"cannot reach a Ray cluster at --ray-address {self.address or 'local'}: {first}") from None
@@ -262,6 +265,30 @@ def _check_address(address: str | None) -> str | None:
         raise InvalidValueError(f"cannot reach a Ray cluster at {address} ({exc.strerror or exc}); "
                                 "start one with 'ray start --head' or check the address") from None
     return address
+
+
+@contextlib.contextmanager
+def _held_stderr(hold: bool):
+    """Hold back what Ray's C++ client writes to fd 2 while it connects (a retry line per second
+    when something that is not a Ray head answers): replayed if the connection succeeds, dropped
+    if it fails (then the caller's one error line says why)."""
+    if not hold:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            if ok:
+                held.seek(0)
+                sys.stderr.write(held.read().decode(errors="replace"))
 
 
 def _unwrap(exc: BaseException) -> BaseException:

@@ -3,7 +3,7 @@
 An oracle holds one or many secret inputs X_r. The attacker hands it perturbations N and row
 indices r and learns, per query, one bit: ``argmax M(X_r + N) == argmax M(X_r)``. It never sees
 X, logits, labels or keys. Every answered query is counted; an optional budget ends the attack
-with :class:`~hesig.errors.QueryBudgetExhausted` *before* the call that would exceed it, so the
+with :class:`~hesig.core.errors.QueryBudgetExhausted` *before* the call that would exceed it, so the
 count never overshoots.
 """
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..core.errors import InvalidValueError, ShapeError
+from ..core.errors import InvalidValueError, ClientRefusal, ShapeError
 from ..core.runtime import default_device, resolve_device
 from ..models.inference import fast_inference_copy
 from .base import Oracle
+from .policies import ClientPolicy, parse_client_policy
 
 
 class PlaintextOracle(Oracle):
@@ -20,10 +21,18 @@ class PlaintextOracle(Oracle):
 
     ``batch_size`` is the forward batch (``capacity``): 512 on CPU (the batch benchmarks/search.py
     measures), 65536 on a GPU, where a larger batch fills the device.
+
+    ``policy`` (optional ClientPolicy or spec string): release bits as a CKKS client under that
+    policy would -- flooding / rounding of the logits before the comparison, the reference label
+    fixed once per row from the (flooded) unperturbed logits, and a per-row reply budget of
+    ``replies_per_key`` replies, a reply being one call's queries of that row, per ``reply_slots``
+    (as CKKSOracle with ``fresh-keys``: one key per row); ``row_replies`` counts them.
+    None (default): the plain argmax comparison, unchanged.
     """
 
     def __init__(self, model: nn.Module, secrets: torch.Tensor, *, device: str | torch.device | None = None,
-                 batch_size: int | None = None, budget: int | None = None):
+                 batch_size: int | None = None, budget: int | None = None, policy: ClientPolicy | str | None = None,
+                 reply_slots: int = 4095):
         if secrets.ndim != 4:
             raise ShapeError(f"secrets must be [n, C, H, W], got shape {tuple(secrets.shape)}")
         if not torch.isfinite(secrets).all():
@@ -36,7 +45,15 @@ class PlaintextOracle(Oracle):
         # An exact rewrite (pool before ReLU, in-place ReLU, channels-last): 2.4x on CPU (benchmarks/search.json).
         self._model = fast_inference_copy(model).to(self.device)
         self._secrets = secrets.to(self.device, torch.float32)
-        self._labels = self._predict(self._secrets)
+        self.policy = None if policy is None else parse_client_policy(policy)
+        self.row_replies = torch.zeros(self.num_rows, dtype=torch.long)  # CKKS-equivalent replies (policy only)
+        if self.policy is None:
+            self._labels = self._predict(self._secrets)
+        else:
+            self._rng = self.policy.rng(0)
+            self._reply_slots = int(reply_slots)
+            top = self.policy.released_top(self._logits(self._secrets).T, self._rng)
+            self._labels = torch.from_numpy(top).to(self.device)
 
     @torch.inference_mode()
     def _predict(self, x: torch.Tensor) -> torch.Tensor:
@@ -47,23 +64,46 @@ class PlaintextOracle(Oracle):
         return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=self.device)
 
     @torch.inference_mode()
+    def _logits(self, x: torch.Tensor):
+        """float64 numpy [n, num_classes]."""
+        out = []
+        for start in range(0, x.shape[0], self.capacity):
+            batch = x[start:start + self.capacity].contiguous(memory_format=torch.channels_last)
+            out.append(self._model(batch).double().cpu())
+        return torch.cat(out).numpy()
+
+    @torch.inference_mode()
     def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         rows = rows.to(self.device)
         x = torch.index_select(self._secrets, 0, rows).add_(perturbations.to(self.device))
-        return (self._predict(x) == self._labels[rows]).cpu()
+        if self.policy is None:
+            return (self._predict(x) == self._labels[rows]).cpu()
+        # As CKKSOracle: one reply per row per call, per reply_slots queries of that row.
+        per_row = torch.bincount(rows.cpu(), minlength=self.num_rows)
+        replies = self.row_replies + (per_row + self._reply_slots - 1) // self._reply_slots
+        if self.policy.replies_per_key is not None and int(replies.max()) > self.policy.replies_per_key:
+            raise ClientRefusal(f"a row's decryption budget of {self.policy.replies_per_key} replies "
+                                       "would be exceeded")
+        self.row_replies = replies
+        top = torch.from_numpy(self.policy.released_top(self._logits(x).T, self._rng)).to(self.device)
+        return (top == self._labels[rows]).cpu()
 
 
 class PlaintextFactory:
-    """The registry's factory for ``--oracle plaintext``: one model, one device and batch size."""
+    """The registry's factory for ``--oracle plaintext``: one model, one device and batch size, and
+    optionally the bits a CKKS client under ``client_policy`` would release (None: the plain bit)."""
 
-    def __init__(self, target, *, device: str | torch.device | None = None, batch_size: int | None = None):
+    def __init__(self, target, *, device: str | torch.device | None = None, batch_size: int | None = None,
+                 client_policy: str | None = None):
         self.model, self.device, self.batch_size = target.model, resolve_device(device), batch_size
+        self.policy = None if client_policy is None else parse_client_policy(client_policy)
 
     def __call__(self, secrets: torch.Tensor, budget: int | None) -> PlaintextOracle:
-        return PlaintextOracle(self.model, secrets, device=self.device, batch_size=self.batch_size, budget=budget)
+        return PlaintextOracle(self.model, secrets, device=self.device, batch_size=self.batch_size, budget=budget,
+                               policy=self.policy)
 
     def describe(self) -> dict:
-        return {}
+        return {} if self.policy is None else {"client_policy": self.policy.spec}
 
 
 factory = PlaintextFactory

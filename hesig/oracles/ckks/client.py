@@ -3,6 +3,14 @@
 It never sends logits or decryptions (decryptions leak CKKS keys: Li & Micciancio, EUROCRYPT
 2021). Its only outputs are the public context message, the encrypted input, and, per query,
 whether the decrypted top-1 class equals its own unperturbed top-1 class.
+
+A malicious server can still turn that bit into a key-recovery oracle by returning ciphertexts
+it built itself (hesig.attacks.key_recovery). The client's :class:`~hesig.oracles.policies.ClientPolicy`
+decides how much it defends: a strict client (every policy but ``undefended``) accepts only a
+result of the protocol's exact format -- its own session, 1..slots-1 queries, one ciphertext per
+model output, size 2, the result level and scale -- and answers anything else with one error
+line and no bits; the session and its reference label are the client's, fixed by the first
+result of an input and never reset by the server; a budget caps the replies per key.
 """
 
 from __future__ import annotations
@@ -11,12 +19,14 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
 
-from ...core.errors import InvalidValueError, ShapeError
-from . import wire
-from ._seal import Scratch, galois_elements
 from ...core.defaults import CKKS_LAYOUTS as LAYOUTS
+from ...core.errors import InvalidValueError, MismatchError, ClientRefusal, ShapeError
+from ..policies import ClientPolicy, parse_client_policy
+from . import rns, wire
+from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes
 from .params import CKKSParameters
-
+from .polymodel import POLY_CNN_DEPTH
+from .server import result_format
 
 
 class CKKSClient:
@@ -25,10 +35,20 @@ class CKKSClient:
     as one ciphertext in TenSEAL's im2col layout plus Galois keys for the power-of-two rotations
     the server needs to reach the batched layout itself."""
 
-    def __init__(self, params: CKKSParameters = CKKSParameters(), *, layout: str = "batched"):
+    def __init__(self, params: CKKSParameters = CKKSParameters(), *, layout: str = "batched",
+                 policy: ClientPolicy | str | None = None, num_outputs: int = 10, key_index: int = 0):
+        """policy: a ClientPolicy or spec string (None = the default policy, see hesig.oracles.policies).
+        num_outputs: the model's number of logits (a strict client accepts exactly that many ciphertexts).
+        key_index: salts the flooding noise of this key pair."""
         if layout not in LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+        if int(num_outputs) < 2:
+            raise InvalidValueError(f"a classifier has >= 2 outputs, got {num_outputs}")
         self.params, self.layout = params, layout
+        self.policy = parse_client_policy(policy)
+        self.num_outputs = int(num_outputs)
+        self._rng = self.policy.rng(key_index)
+        self.replies = 0
         ctx = ts.context(ts.SCHEME_TYPE.CKKS, params.poly_modulus_degree,
                          coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
         ctx.global_scale = params.scale
@@ -50,20 +70,45 @@ class CKKSClient:
                 galois_elements(steps, params.poly_modulus_degree), keys)
             parts.append(self._scratch.save(keys))
         self._context_message = wire.pack("context", self.context_id, parts, layout=layout)
-        self._labels: dict[int, int] = {}
+        self._labels: dict[int, int | None] = {}
+        moduli = moduli_by_parms(seal_ctx)
+        chain, data = [], seal_ctx.first_context_data()
+        while data is not None:
+            chain.append(pid_bytes(data.parms_id()))
+            data = data.next_context_data()
+        result = chain[min(POLY_CNN_DEPTH, len(chain) - 1)]
+        self._result_parms, self._result_moduli = result, moduli[result]
+        self._result_scale = (result_format([int(q) for q in moduli[chain[0]]], params.scale)
+                              if len(chain) > POLY_CNN_DEPTH else None)
+        self._next_session = 0
         self._kernel, self._stride = 7, 3  # hecnn's conv1; see set_conv_geometry
 
     def context_message(self) -> bytes:
         """The serialized public context (public key, relinearization keys, Galois keys if compact)."""
         return self._context_message
 
-    def encrypt(self, image: np.ndarray, session: int) -> bytes:
-        """Encrypt one secret image [C, H, W] in [0, 1] for ``session``."""
+    def encrypt(self, image: np.ndarray, session: int | None = None) -> bytes:
+        """Encrypt one secret image [C, H, W] in [0, 1]; the message names its session.
+
+        session: the client's id for this input (None: the next free one). A strict client
+        refuses to reuse an id that already holds an input, and with ``fresh-keys`` refuses a
+        second input under the same key.
+        """
+        if session is None:
+            while self._next_session in self._labels:
+                self._next_session += 1
+            session = self._next_session
+        session = int(session)
         image = np.asarray(image, dtype=np.float64)
         if image.ndim != 3:
             raise ShapeError(f"the client encrypts one image [C, H, W], got shape {list(image.shape)}")
         if not np.isfinite(image).all():
             raise InvalidValueError("secret image contains NaN or infinity")
+        if self.policy.strict:
+            if session in self._labels:
+                raise InvalidValueError(f"session {session} already holds an input (forget it first)")
+            if self.policy.fresh_keys and self._labels:
+                raise InvalidValueError("this client's policy is fresh-keys: one input per key pair (make a new client)")
         if self.layout == "batched":
             parts = []
             plain, ct = sa.Plaintext(), sa.Ciphertext()
@@ -76,6 +121,7 @@ class CKKSClient:
                 raise ShapeError("the compact (im2col) layout takes single-channel images")
             vec, _ = ts.im2col_encoding(self._ctx, image[0].tolist(), self._kernel, self._kernel, self._stride)
             parts = [self._scratch.save(vec.ciphertext()[0])]
+        self._labels.setdefault(session, None)
         return wire.pack("input", self.context_id, parts, session=int(session), layout=self.layout,
                          shape=list(image.shape))
 
@@ -85,12 +131,46 @@ class CKKSClient:
 
     def _logits(self, message: bytes) -> tuple[dict, np.ndarray]:
         header, parts = wire.unpack(message, "result", self.context_id)
+        if self.policy.strict:
+            self._validate(header, parts)
         plain, out = sa.Plaintext(), []
         for blob in parts:
-            ct = self._scratch.load(sa.Ciphertext(), self._seal, blob)
+            try:
+                ct = self._scratch.load(sa.Ciphertext(), self._seal, blob)
+            except Exception:  # SEAL's own validation: ValueError / RuntimeError on a foreign object
+                raise MismatchError("refused result: a part is not a valid ciphertext of this context") from None
             self._decryptor.decrypt(ct, plain)
             out.append(self._encoder.decode_double(plain))
+        if not out:
+            raise MismatchError("refused result: it holds no ciphertexts")
         return header, np.asarray(out)
+
+    def _validate(self, header: dict, parts: list[bytes]) -> None:
+        """Refuse (MismatchError, one line) any result but the protocol's: see the module docstring."""
+        session, count = header.get("session"), header.get("count")
+        if type(session) is not int or session not in self._labels:
+            raise MismatchError(f"refused result: session {session!r} is not one of this client's inputs")
+        if type(count) is not int or not 1 <= count <= self.params.slots - 1:
+            raise MismatchError(f"refused result: count {count!r} is not an integer in 1..{self.params.slots - 1}")
+        if len(parts) != self.num_outputs:
+            raise MismatchError(f"refused result: {len(parts)} ciphertexts, the model has {self.num_outputs} outputs")
+        if self._result_scale is None:
+            raise MismatchError("refused result: these parameters cannot hold the model's result level")
+        for i, blob in enumerate(parts):
+            ct = rns.parse(blob)  # MismatchError "not a SEAL CKKS ciphertext" on anything else
+            size, levels, n = ct.data.shape
+            if size != 2:
+                raise MismatchError(f"refused result: ciphertext {i} has size {size}, results are relinearized (size 2)")
+            if n != self.params.poly_modulus_degree:
+                raise MismatchError(f"refused result: ciphertext {i} has {n} coefficients, not {self.params.poly_modulus_degree}")
+            if ct.parms_id != self._result_parms or levels != len(self._result_moduli):
+                raise MismatchError(f"refused result: ciphertext {i} is not at the result level "
+                                    f"({levels} primes, expected {len(self._result_moduli)})")
+            if not abs(ct.scale / self._result_scale - 1) < 1e-9:
+                raise MismatchError(f"refused result: ciphertext {i} has scale 2^{np.log2(max(ct.scale, 1e-300)):.3f}, "
+                                    f"the protocol's is 2^{np.log2(self._result_scale):.3f}")
+            if not rns.check_reduced(ct.data, self._result_moduli):
+                raise MismatchError(f"refused result: ciphertext {i} has unreduced coefficients")
 
     def decrypt_logits(self, message: bytes) -> np.ndarray:
         """The decrypted logits float64 [count, num_classes] of a result's queries, in query order.
@@ -105,12 +185,32 @@ class CKKSClient:
         """Decrypt a result and reveal, per query, only top-1 == own unperturbed top-1 (packed bits).
 
         The last used slot of every evaluation carries the unperturbed input; the first evaluation
-        of a session fixes the client's reference class from it.
+        of a session fixes the client's reference class from it (after the policy's flooding or
+        rounding). A strict client refuses any other message with one MismatchError line and
+        answers nothing; past its budget it raises ClientRefusal before decrypting.
         """
+        if not self.policy.strict:
+            return self._answer_undefended(message)
+        budget = self.policy.replies_per_key
+        if budget is not None and self.replies >= budget:
+            raise ClientRefusal(f"this key's decryption budget of {budget} replies is spent; "
+                                       "the client answers no more results under it")
+        header, logits = self._logits(message)
+        count, session = header["count"], header["session"]
+        self.replies += 1
+        bits, label = self.policy.release(logits[:, :count + 1], self._labels[session], self._rng)
+        self._labels[session] = label
+        return np.packbits(bits).tobytes()
+
+    def _answer_undefended(self, message: bytes) -> bytes:
+        """hesig's original client: trusts the header (session, count) and the parts as sent."""
         header, logits = self._logits(message)
         count, session = int(header["count"]), int(header["session"])
         top = logits[:, :count + 1].argmax(0)
-        label = self._labels.setdefault(session, int(top[count]))
+        label = self._labels.get(session)
+        if label is None:
+            label = self._labels[session] = int(top[count])
+        self.replies += 1
         return np.packbits(top[:count] == label).tobytes()
 
     def forget(self, session: int) -> None:

@@ -31,6 +31,16 @@ from .polymodel import PolyCNN
 WEIGHT_SCALE_BITS = 26
 
 
+def result_format(first_moduli: list[int], input_scale: float) -> float:
+    """The scale of every logit ciphertext the server returns (public: it follows from the
+    parameters and the protocol). first_moduli: the data primes of the first level, in order."""
+    w, p = float(2 ** WEIGHT_SCALE_BITS), [float(q) for q in first_moduli]
+    f = input_scale * w / p[-1]            # conv1, rescale
+    h = f * f * w / p[-2] / p[-3]          # x^2 and fc1, two rescales
+    a = h * h / p[-4]                      # x^2, rescale
+    return a * w / p[-5]                   # fc2, rescale
+
+
 class Session:
     """One encrypted secret image on the server: its conv1-feature ciphertexts."""
 

@@ -1,0 +1,194 @@
+"""Client policies: what the victim releases from decrypted logits, and how often it decrypts.
+
+A policy turns the logits the client decrypted for one evaluation -- float64 [num_classes,
+count + 1], column j = query j, the last column = the unperturbed input -- and the client's
+reference label into the released bits (bool [count]: top-1 == reference label). It is
+TenSEAL-free so the plaintext oracle can apply the very same release rule (signature attack
+under the same defense) as the CKKS client (key-recovery attack).
+
+Spec strings (``parse_client_policy``), components joined by ``+``:
+
+* ``undefended``: hesig's original client. Accepts any result message, lets the server pick
+  the session and reset the reference label. Only for experiments.
+* ``strict``: validates every server message (kind, context id, session, count, number of
+  ciphertexts, size, level, scale, slot count); the session and its reference label are the
+  client's, fixed once per input. Every other policy is strict too.
+* ``flooding:SIGMA`` / ``flooding:auto``: Gaussian noise of std SIGMA (logit units) added to
+  every decrypted logit before the comparison, fresh per decryption. ``auto`` chooses SIGMA as
+  OpenFHE's NOISE_FLOODING_DECRYPT does (prior-art bound of Li, Micciancio, Schultz, Sorrell,
+  eprint 2022/816, sec. 6.2): log2 SIGMA = log2 E + lambda/2 + log2(64 t)/2 with E the CKKS error
+  of a decrypted logit (:data:`LOGIT_NOISE_ESTIMATE`), lambda = 30 bits of statistical
+  security (OpenFHE's default) and t the decryptions allowed (the budget, else OpenFHE's
+  N_d = 128).
+* ``rounding:DIGITS``: decrypted logits rounded to DIGITS decimals ((delta, r)-exact style).
+* ``budget:N``: at most N replies per secret key; then the client refuses (QueryBudgetExhausted).
+* ``fresh-keys``: a new key pair for every input (session); a key never serves two inputs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from ..core.errors import InvalidValueError
+
+#: E: error of one decrypted hecnn logit at hesig's parameters (N 8192, scale 2^26), logit units.
+#: Measured by results/key_recovery/run.py ("logit_noise" in results.json: max |CKKS - plaintext|
+#: over the 4095 slots of one MNIST evaluation was 4.3e-3, mean 3.6e-4); rounded up.
+LOGIT_NOISE_ESTIMATE = 5e-3
+#: OpenFHE's default statistical security (bits) and lower bound on tolerated decryptions.
+STATISTICAL_SECURITY = 30
+OPENFHE_MIN_DECRYPTIONS = 128
+
+
+def openfhe_flooding_sigma(noise_estimate: float = LOGIT_NOISE_ESTIMATE, decryptions: int = OPENFHE_MIN_DECRYPTIONS,
+                           statistical_security: int = STATISTICAL_SECURITY) -> float:
+    """sigma = E * 2^(lambda/2) * sqrt(64 t) (logit units)."""
+    return float(noise_estimate * 2.0 ** (statistical_security / 2) * math.sqrt(64 * decryptions))
+
+
+@dataclass(frozen=True)
+class ClientPolicy:
+    """strict: validate server messages (False only for ``undefended``); flooding_sigma: std of the
+    Gaussian noise added to each decrypted logit (logit units, 0 = none); rounding_digits: round
+    decrypted logits to this many decimals (None = no rounding); replies_per_key: decryption
+    budget per key (None = unlimited); fresh_keys: one key pair per input; seed: flooding RNG."""
+
+    strict: bool = True
+    flooding_sigma: float = 0.0
+    rounding_digits: int | None = None
+    replies_per_key: int | None = None
+    fresh_keys: bool = False
+    seed: int = 0
+    flooding_auto: bool = False
+
+    def __post_init__(self):
+        if not (math.isfinite(self.flooding_sigma) and self.flooding_sigma >= 0):
+            raise InvalidValueError(f"flooding sigma must be a finite number >= 0, got {self.flooding_sigma}")
+        if self.rounding_digits is not None and not 0 <= int(self.rounding_digits) <= 12:
+            raise InvalidValueError(f"rounding digits must be 0..12, got {self.rounding_digits}")
+        if self.replies_per_key is not None and int(self.replies_per_key) < 1:
+            raise InvalidValueError(f"a decryption budget must allow >= 1 reply per key, got {self.replies_per_key}")
+        if not self.strict and (self.flooding_sigma or self.rounding_digits is not None
+                                or self.replies_per_key is not None or self.fresh_keys):
+            raise InvalidValueError("'undefended' cannot be combined with other client policies")
+
+    @property
+    def spec(self) -> str:
+        """The canonical spec string (round-trips through :func:`parse_client_policy`)."""
+        if not self.strict:
+            return "undefended"
+        parts = ["strict"]
+        if self.flooding_auto:
+            parts.append("flooding:auto")
+        elif self.flooding_sigma:
+            parts.append(f"flooding:{self.flooding_sigma:g}")
+        if self.rounding_digits is not None:
+            parts.append(f"rounding:{self.rounding_digits}")
+        if self.replies_per_key is not None:
+            parts.append(f"budget:{self.replies_per_key}")
+        if self.fresh_keys:
+            parts.append("fresh-keys")
+        return "+".join(parts)
+
+    @property
+    def alters_logits(self) -> bool:
+        return bool(self.flooding_sigma) or self.rounding_digits is not None
+
+    def rng(self, salt: int = 0) -> np.random.Generator:
+        """The flooding noise generator of one client (salt: e.g. a key or row counter)."""
+        return np.random.default_rng([int(self.seed), int(salt)])
+
+    def released_top(self, logits: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """logits float64 [num_classes, M] -> top-1 class int64 [M] after flooding and rounding."""
+        values = np.asarray(logits, dtype=np.float64)
+        if self.flooding_sigma:
+            if rng is None:
+                raise InvalidValueError("a flooding policy needs its random generator")
+            values = values + rng.normal(0.0, self.flooding_sigma, values.shape)
+        if self.rounding_digits is not None:
+            values = np.round(values, int(self.rounding_digits))
+        return values.argmax(0)
+
+    def release(self, logits: np.ndarray, label: int | None, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
+        """One evaluation's reply.
+
+        logits: float64 [num_classes, count + 1] (column count = the unperturbed input).
+        label: the client's reference class, or None before its first reply for this input (then
+        the unperturbed column fixes it). Returns (bits bool [count], reference label).
+        """
+        top = self.released_top(logits, rng)
+        count = top.shape[0] - 1
+        if label is None:
+            label = int(top[count])
+        return top[:count] == label, int(label)
+
+
+UNDEFENDED = ClientPolicy(strict=False)
+STRICT = ClientPolicy()
+#: The default: the strongest policy measured to keep honest top-1 accuracy within 0.1 point of
+#: plaintext (results/key_recovery/TABLE.md): strict validation, one reply per key and one key per
+#: input. Honest inference needs exactly one reply per input; the key-recovery attack needs
+#: 1 + 2 x its bisection steps (23 at the fewest steps that recovered the key), and the signature
+#: attack needs one reply per search round. Experiments that measure those attacks against a
+#: weaker client name their policy explicitly (e.g. ``strict`` or ``undefended``).
+DEFAULT_POLICY_SPEC = "strict+budget:1+fresh-keys"
+
+
+def parse_client_policy(spec: str | ClientPolicy | None, *, seed: int = 0) -> ClientPolicy:
+    """Parse ``strict``, ``undefended``, ``flooding:SIGMA|auto``, ``rounding:DIGITS``, ``budget:N``,
+    ``fresh-keys``, joined with ``+`` (e.g. ``flooding:auto+budget:8``); None = the default."""
+    if isinstance(spec, ClientPolicy):
+        return spec
+    if spec is None:
+        spec = DEFAULT_POLICY_SPEC
+    if not isinstance(spec, str) or not spec.strip():
+        raise InvalidValueError(f"client policy must be a non-empty string, got {spec!r}")
+    fields: dict = {"seed": int(seed)}
+    auto = False
+    seen = set()
+    for part in spec.strip().split("+"):
+        name, _, value = part.strip().partition(":")
+        name = name.strip().lower()
+        if name in seen:
+            raise InvalidValueError(f"client policy '{spec}' names '{name}' twice")
+        seen.add(name)
+        if name in ("strict", "undefended", "fresh-keys") and value:
+            raise InvalidValueError(f"client policy '{name}' takes no value, got '{part}'")
+        if name == "undefended":
+            fields["strict"] = False
+        elif name == "strict":
+            pass
+        elif name == "fresh-keys":
+            fields["fresh_keys"] = True
+        elif name == "flooding":
+            if value.strip().lower() == "auto":
+                auto = True
+            else:
+                fields["flooding_sigma"] = _number(value, part, float)
+        elif name == "rounding":
+            fields["rounding_digits"] = _number(value, part, int)
+        elif name == "budget":
+            fields["replies_per_key"] = _number(value, part, int)
+        else:
+            raise InvalidValueError(f"unknown client policy '{part}' (choose from strict, undefended, "
+                                    "flooding:SIGMA|auto, rounding:DIGITS, budget:N, fresh-keys)")
+    policy = ClientPolicy(**fields)
+    if auto:
+        policy = replace(policy, flooding_auto=True,
+                         flooding_sigma=openfhe_flooding_sigma(decryptions=policy.replies_per_key or OPENFHE_MIN_DECRYPTIONS))
+    return policy
+
+
+def _number(value: str, part: str, kind):
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidValueError(f"client policy '{part}' needs a{'n integer' if kind is int else ' number'} "
+                                f"value") from None
+
+
+__all__ = ["ClientPolicy", "DEFAULT_POLICY_SPEC", "LOGIT_NOISE_ESTIMATE", "STRICT", "UNDEFENDED",
+           "openfhe_flooding_sigma", "parse_client_policy"]
