@@ -36,19 +36,14 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     steps = epochs * math.ceil(len(images) / batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     loss_fn = nn.CrossEntropyLoss()
-    total = 0.0
 
     def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        loss = loss_fn(model(images[idx].to(device)), labels[idx].to(device))
-        total += loss.item() * len(idx)
-        return loss
+        return loss_fn(model(images[idx].to(device)), labels[idx].to(device))
 
     history = []
     for epoch in train_epochs([opt], loss_of_batch, len(images), batch_size=batch_size, epochs=epochs, generator=gen,
                               modules=[model], schedulers=[sched], desc="train", progress=progress):
-        history.append(total / len(images))
-        total = 0.0
+        history.append(epoch.mean_loss)
         epoch.show(loss=f"{history[-1]:.4f}")
     model.eval()
     return history

@@ -26,10 +26,12 @@ from tqdm.auto import tqdm
 
 @dataclass
 class Epoch:
-    """What :func:`train_epochs` yields after an epoch: its 1-based ``number`` and the progress bar."""
+    """What :func:`train_epochs` yields after an epoch: its 1-based ``number``, the progress bar and
+    ``mean_loss``, the epoch's loss averaged over the pool's rows (sum of batch loss x batch rows / rows)."""
 
     number: int
     bar: tqdm
+    mean_loss: float
 
     def show(self, **values: str) -> None:
         """Show per-epoch figures (already formatted) next to the progress bar."""
@@ -50,7 +52,7 @@ def train_epochs(optimizers: Sequence[torch.optim.Optimizer], loss_of_batch: Cal
     """Run ``epochs`` epochs of minibatch descent; yield an :class:`Epoch` after each.
 
     pool: the rows to train on, ``n`` (rows 0..n-1) or an int64 index tensor (a training split).
-    loss_of_batch: row indices [b] -> scalar loss; it may keep its own running sums.
+    loss_of_batch: row indices [b] -> scalar loss (a batch mean); it may keep its own running sums.
     modules: put in train mode at the start of every epoch (a validation pass in between sets eval).
     drop_last: only full batches (one short batch when the pool is smaller than a batch);
     min_batch: skip batches smaller than this (BatchNorm needs 2 rows).
@@ -67,11 +69,13 @@ def train_epochs(optimizers: Sequence[torch.optim.Optimizer], loss_of_batch: Cal
             for module in modules:
                 module.train()
             order = pool[torch.randperm(len(pool), generator=generator)]
+            total = 0.0
             for step in range(steps):
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 if len(idx) < min_batch:
                     continue
                 loss = loss_of_batch(idx)
+                total += loss.item() * len(idx)
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -80,6 +84,6 @@ def train_epochs(optimizers: Sequence[torch.optim.Optimizer], loss_of_batch: Cal
                 for scheduler in schedulers:
                     scheduler.step()
                 bar.update(1)
-            yield Epoch(number, bar)
+            yield Epoch(number, bar, total / max(1, len(pool)))
     finally:
         bar.close()

@@ -51,19 +51,13 @@ def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = NG
     loss_fn = nn.MSELoss()
     report = DecoderTrainingReport(0, 0, math.inf)
     best_state = copy.deepcopy(model.state_dict())
-    total = 0.0
-
     def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
-        nonlocal total
-        loss = loss_fn(model(features[idx].to(device)), images[idx].to(device))
-        total += loss.item() * len(idx)
-        return loss
+        return loss_fn(model(features[idx].to(device)), images[idx].to(device))
 
     for epoch in train_epochs([opt], loss_of_batch, train_idx, batch_size=batch_size, epochs=epochs, generator=gen,
                               modules=[model], schedulers=[sched], min_batch=2,  # BatchNorm needs two samples
                               desc="train-decoder", progress=progress):
-        report.train_mse.append(total / len(train_idx))
-        total = 0.0
+        report.train_mse.append(epoch.mean_loss)
         report.val_mse.append(_mse(model, features[val_idx], images[val_idx], device))
         report.epochs_run = epoch.number
         if report.val_mse[-1] < report.best_val_mse:
