@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 
 import click
 
@@ -55,7 +56,9 @@ def cli():
 @click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True)
 @click.option("--arch", type=click.Choice(D.ARCHITECTURES), default="lenet5", show_default=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Checkpoint directory.")
-@click.option("--epochs", type=click.IntRange(min=1), default=None, help="Default: per arch (lenet5 12, hecnn 12, mlp 40).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="[default: per arch: " + ", ".join(f"{a} {D.EPOCHS_BY_ARCH.get(a, D.EPOCHS_OTHER_ARCH)}"
+                                                   for a in D.ARCHITECTURES) + "]")
 @click.option("--batch-size", type=click.IntRange(min=1), default=D.CLASSIFIER_TRAINING["batch_size"], show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D.CLASSIFIER_TRAINING["lr"], show_default=True)
 @click.option("--train-half", type=click.Choice(D.HALVES), default="all", show_default=True,
@@ -89,7 +92,8 @@ def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, train_half, seed
 @force_option
 @data_options
 @device_option
-def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, data_root, download, device):
+@quiet_option
+def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, data_root, download, device, quiet):
     """Make a seeded, hashed direction set (unit L2 norm).
 
     Every family is prefix-consistent: the first k of a larger set equal the set of k.
@@ -159,8 +163,15 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
 @cli.command("ckks-params")
 @click.option("--model", "model_dir", type=click.Path(), default=None,
               help="Also check a model checkpoint's multiplicative depth against the parameters.")
-def ckks_params_cmd(model_dir):
-    """Print the CKKS parameters, depth budget and security level the encrypted oracle uses."""
+@data_options
+@device_option
+@quiet_option
+def ckks_params_cmd(model_dir, data_root, download, device, quiet):
+    """Print the CKKS parameters, depth budget and security level the encrypted oracle uses.
+
+    It reads no dataset and runs no model on a device: --data-root, --download, --device and --quiet
+    are accepted so that every command takes the common options, and have no effect here.
+    """
     from .jobs.fingerprint import ckks_params_job
     _print_summary(ckks_params_job(model_dir))
 
@@ -195,12 +206,20 @@ def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, 
 @click.option("--fingerprints", "fingerprints_file", type=click.Path(), required=True)
 @click.option("--out", type=click.Path(file_okay=False), required=True)
 @click.option("--classifier", "classifier_dir", type=click.Path(), default=None,
-              help="Independently trained classifier for class recovery.")
-@click.option("--figure-class", type=click.IntRange(min=0), default=None, help="Class shown in the single-class figure.")
+              help="Independently trained classifier for class recovery [default: none, no class recovery].")
+@click.option("--figure-class", type=click.IntRange(min=0), default=None,
+              help="Class shown in the single-class figure [default: the first test image's class].")
 @force_option
 @data_options
-def reconstruct_cmd(decoder_dir, fingerprints_file, out, classifier_dir, figure_class, force, data_root, download):
-    """Decode fingerprints; write reconstructions, metrics.json (beside baselines) and figures."""
+@device_option
+@quiet_option
+def reconstruct_cmd(decoder_dir, fingerprints_file, out, classifier_dir, figure_class, force, data_root, download,
+                    device, quiet):
+    """Decode fingerprints; write reconstructions, metrics.json (beside baselines) and figures.
+
+    Decoding is cheap and runs on the CPU: --device and --quiet are accepted like everywhere else
+    and have no effect here.
+    """
     from .jobs.decoder import reconstruct_job
     _print_summary(reconstruct_job(decoder_dir, fingerprints_file, out, classifier_dir=classifier_dir,
                                    figure_class=figure_class, force=force, data_root=data_root,
@@ -259,32 +278,54 @@ def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, 
 
 @cli.command("demo")
 @click.option("--dataset", type=click.Choice(["digits", "mnist", "fashion-mnist"]), default="digits", show_default=True)
-@click.option("--arch", type=click.Choice(D.ARCHITECTURES), default=None, help="Default: mlp for digits, lenet5 otherwise.")
+@click.option("--arch", type=click.Choice(D.ARCHITECTURES), default=None, help="[default: mlp for digits, lenet5 otherwise]")
 @click.option("--out", type=click.Path(file_okay=False), default="runs/demo", show_default=True)
 @click.option("--count", type=click.IntRange(min=1), default=D.DIRECTION_COUNT, show_default=True, help="Number of directions.")
-@click.option("--train-limit", default=None, help="Fingerprint only this part of the train split (A:B).")
-@click.option("--decoder-epochs", type=click.IntRange(min=1), default=None)
+@click.option("--train-limit", default=None,
+              help="Fingerprint only this part of the train split (A:B) [default: all of it].")
+@click.option("--decoder-epochs", type=click.IntRange(min=1), default=None,
+              help="Decoder training epochs (early stopping may end sooner) [default: digits 150, mnist and "
+                   "fashion-mnist 20].")
 @click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @device_option
 @quiet_option
 def demo_cmd(dataset, arch, out, count, train_limit, decoder_epochs, seed, data_root, download, device, quiet):
-    """Run the whole attack end to end (bundled digits by default: no download, ~1 minute on CPU)."""
+    """Run the whole attack end to end and write report.html (bundled digits by default: no download;
+    its time on 2 CPU cores is in benchmarks/demo.json and the README)."""
     from .jobs.demo import demo_job
     summary = demo_job(out, dataset=dataset, arch=arch, count=count, seed=seed, train_limit=train_limit,
                        decoder_epochs=decoder_epochs, device=device, data_root=data_root, download=download,
                        progress=not quiet, log=lambda m: click.echo(m, err=True))
+    from .jobs.report import CLASS_RECOVERY_NOTE, ROW_NAMES, ROW_NOTES
     m = summary["metrics"]["metrics"]
     fp = summary["metrics"]["fingerprints"]
     click.echo(f"\nreconstructions of {m['attack']['n']} held-out {dataset} test images "
                f"({fp['queries_per_fingerprint_mean']:.0f} oracle queries per image):")
-    click.echo(f"  {'':22s} {'PSNR dB':>8s} {'SSIM':>7s} {'class recovery':>15s}")
-    for key, name in (("attack", "attack"), ("baseline_class_mean", "class-mean baseline"),
-                      ("baseline_mean_image", "mean-image baseline")):
+    click.echo(f"  {'':20s} {'PSNR dB':>8s} {'SSIM':>6s} {'class recovery':>15s}   what the row is")
+    for key in ("attack", "baseline_class_mean", "baseline_mean_image"):
         row = m[key]
-        click.echo(f"  {name:22s} {row['psnr_mean']:8.2f} {row['ssim_mean']:7.3f} {row['class_recovery']:15.3f}")
-    click.echo(f"\nartifacts in {out}: model/, evaluator/, directions.safetensors, fingerprints_*.safetensors, "
-               f"decoder/, reconstruct/ (metrics.json, fig2_reconstructions.png, fig3_single_class.png), summary.json")
+        recovery = "—" if row["class_recovery"] is None else f"{100 * row['class_recovery']:.1f} %"
+        click.echo(f"  {ROW_NAMES[key]:20s} {row['psnr_mean']:8.2f} {row['ssim_mean']:6.3f} {recovery:>15s}   "
+                   f"{ROW_NOTES[key]}")
+    click.echo(f"  ({CLASS_RECOVERY_NOTE})")
+    written = sorted(p.relative_to(out).as_posix() for p in Path(out).rglob("*")
+                     if p.is_file() and p.parent.name != "steps" and not p.name.startswith("."))
+    click.echo(f"\nwritten in {out}: {', '.join(written)}, steps/ (one record per finished step)")
+    click.echo(f"open {Path(out) / 'report.html'} in a browser for the whole run on one page")
+
+
+@cli.command("report")
+@click.argument("run_dir", type=click.Path())
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Report file [default: RUN_DIR/report.html; for a fingerprint file FILE.report.html]; never one "
+                   "of the run's own files.")
+def report_cmd(run_dir, out):
+    """Write one self-contained report.html for a run folder (demo, reconstruct, an attack, a study,
+    detect-vicious, output-defenses) or a fingerprint file: what was run, the threat model,
+    the metrics beside the baselines, queries, and the figures, embedded. Opens offline in any browser."""
+    from .jobs.report import report_job
+    _print_summary(report_job(run_dir, out))
 
 
 # -- attack (He et al.) -------------------------------------------------------------------------
@@ -398,6 +439,9 @@ def attack_shadow_cmd(model_dir, split, out, indices, feature_noise, seed, shado
 @click.option("--release", type=click.Choice(D.VICIOUS_RELEASES), default="logits", show_default=True,
               help="What the user sends back and G reads: raw logits or softmax probabilities.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Run directory (F, G, metrics).")
+@click.option("--train-limit", type=click.IntRange(min=10), default=None,
+              help="Train on the first N images only [default: the whole training split].")
+@click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--epochs", type=click.IntRange(min=1), default=D.VICIOUS_TRAINING["epochs"], show_default=True, help="Paper: 50.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=D.VICIOUS_TRAINING["batch_size"], show_default=True)
 @click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=D.VICIOUS_TRAINING["lr"], show_default=True)
@@ -409,10 +453,8 @@ def attack_shadow_cmd(model_dir, split, out, indices, feature_noise, seed, shado
 @click.option("--huber-delta", type=click.FloatRange(min=0, min_open=True), default=D.VICIOUS_LOSS["huber_delta"], show_default=True)
 @click.option("--valid-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=D.VICIOUS_TRAINING["valid_fraction"],
               show_default=True, help="Share of the training split held out for model selection.")
-@click.option("--train-limit", type=click.IntRange(min=10), default=None, help="Train on the first N images only.")
 @click.option("--risk-regularisation", type=click.Choice(D.RISK_REGULARISATIONS), default="pinv", show_default=True,
               help="How Σ is inverted for R (eq. 6).")
-@click.option("--seed", type=int, default=0, show_default=True)
 @data_options
 @device_option
 @quiet_option

@@ -126,11 +126,14 @@ def reconstruction_grid(rows: Sequence[torch.Tensor], row_labels: Sequence[str],
 
 
 def class_grid(originals: torch.Tensor, recons: torch.Tensor, path: str | os.PathLike, title: str,
-               max_cols: int = 10, recon_label: str = "reconstruction") -> Path:
+               max_cols: int = 10, recon_label: str = "reconstruction", class_mean: torch.Tensor | None = None,
+               class_mean_label: str = "class mean") -> Path:
     """Many samples of one class, originals above their reconstructions (the paper's Figure 3).
 
     ``originals``, ``recons``: ``[n, C, H, W]`` in ``[0, 1]``, same shape. More than
     ``max_cols`` samples wrap into further original/reconstruction row pairs.
+    ``class_mean``: optional ``[C, H, W]`` (or ``[1, C, H, W]``) image drawn under every pair in
+    each column, so a reader can judge whether the reconstructions carry more than the class.
     Returns the written path.
     """
     check_images(originals, "originals")
@@ -140,10 +143,16 @@ def class_grid(originals: torch.Tensor, recons: torch.Tensor, path: str | os.Pat
     if int(max_cols) < 1:
         raise InvalidValueError(f"max_cols must be >= 1, got {max_cols}")
     max_cols = int(max_cols)
+    if class_mean is not None:
+        class_mean = torch.as_tensor(class_mean).reshape(1, *originals.shape[1:])
+        check_images(class_mean, "class_mean")
     rows, labels = [], []
     for start in range(0, originals.shape[0], max_cols):
         rows += [originals[start:start + max_cols], recons[start:start + max_cols]]
         labels += ["original", recon_label]
+        if class_mean is not None:
+            rows.append(class_mean.expand(rows[-1].shape[0], *class_mean.shape[1:]))
+            labels.append(class_mean_label)
     return reconstruction_grid(rows, labels, path, title)
 
 
@@ -213,6 +222,73 @@ def signature_plot(eps: torch.Tensor, censored: torch.Tensor, labels: Any, path:
     if eps.shape[1] <= 20:
         ax.set_xticks(x)
     ax.grid(True, which="both", alpha=0.3)
+    return save_figure(fig, path)
+
+
+def signature_panels(eps: torch.Tensor, censored: torch.Tensor, labels: Any, images: torch.Tensor,
+                     path: str | os.PathLike, title: str, eps_max: float, reference: torch.Tensor | None = None,
+                     reference_label: str = "median over all test inputs") -> Path:
+    """ε-signatures as small multiples: one panel per input, its image beside it.
+
+    Args:
+        eps, censored: ``[n, k]`` label-change distances and censoring mask (censored ε are drawn at
+            ``eps_max`` as ``x``).
+        labels: ``[n]`` class of each input (panel titles).
+        images: ``[n, C, H, W]`` the inputs, drawn as thumbnails (the figure is for the analyst,
+            who fingerprinted its own held-out test images).
+        reference: optional ``[k]`` line drawn grey in every panel (e.g. the per-direction median
+            over the test split), so each input's deviations can be read.
+    Every panel shares the y range, so panels compare directly. Returns the written path.
+    """
+    eps = torch.as_tensor(eps).detach().cpu().double()
+    censored = torch.as_tensor(censored).detach().cpu().bool()
+    if eps.ndim != 2 or censored.shape != eps.shape:
+        raise ShapeError(f"eps and censored must both be [n, k], got {tuple(eps.shape)} and {tuple(censored.shape)}")
+    label_list = list(labels.tolist() if isinstance(labels, (torch.Tensor, np.ndarray)) else labels)
+    n, k = eps.shape
+    if len(label_list) != n or images.shape[0] != n or n == 0:
+        raise ShapeError(f"got {n} signatures, {len(label_list)} labels and {images.shape[0]} images")
+    check_images(images, "images")
+    eps = torch.where(censored, torch.full_like(eps, float(eps_max)), eps)
+    finite = eps[torch.isfinite(eps) & (eps > 0)]
+    if finite.numel() == 0:
+        raise InvalidValueError("eps has no positive finite values to plot on a log scale")
+    lo, hi = float(finite.min()) / 1.3, float(eps_max) * 1.3
+    height = 1.9 * n + 0.6
+    fig = new_figure(8.0, height)
+    grid = fig.add_gridspec(n, 2, width_ratios=[1.0, 7.0], wspace=0.3, hspace=0.5, top=1.0 - 0.55 / height,
+                            bottom=0.55 / height)
+    x = np.arange(k)
+    for i in range(n):
+        thumb = fig.add_subplot(grid[i, 0])
+        _blank(thumb)
+        arr, kwargs = _to_display(images[i])
+        thumb.imshow(arr, interpolation="nearest", **kwargs)
+        thumb.set_title(f"input {i + 1}\n{_label_text(label_list[i])}", fontsize=8)
+        ax = fig.add_subplot(grid[i, 1])
+        if reference is not None:
+            ax.plot(x, torch.as_tensor(reference).double().numpy(), color="0.6", linewidth=1.0)
+        y = eps[i].numpy()
+        ok = ~censored[i].numpy()
+        ax.plot(x[ok], y[ok], "o", color="C0", markersize=2.5)
+        if (~ok).any():
+            ax.plot(x[~ok], y[~ok], "x", color="C3", markersize=5, markeredgewidth=1.3)
+        ax.set_yscale("log")
+        ax.set_ylim(lo, hi)
+        ax.set_xlim(-1, k)
+        ax.grid(True, which="major", alpha=0.3)
+        ax.tick_params(labelsize=7)
+        if i == n - 1:
+            ax.set_xlabel("direction index j", fontsize=8)
+        ax.set_ylabel("ε (log)", fontsize=8)
+    handles = [Line2D([], [], color="C0", marker="o", linestyle="none", markersize=3, label="ε_j: first label change"),
+               Line2D([], [], color="C3", marker="x", linestyle="none", markersize=5,
+                      label=f"censored: no change up to ε_max = {eps_max:g}")]
+    if reference is not None:
+        handles.append(Line2D([], [], color="0.6", label=reference_label))
+    fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=7, frameon=False,
+               bbox_to_anchor=(0.5, -0.01))
+    fig.suptitle(title, fontsize=10)
     return save_figure(fig, path)
 
 
@@ -388,5 +464,6 @@ def direction_grid(families: dict[str, torch.Tensor], path: str | os.PathLike, t
     return save_figure(fig, path)
 
 
-__all__ = ["save_figure", "new_figure", "reconstruction_grid", "class_grid", "signature_plot", "confidence_curve",
+__all__ = ["save_figure", "new_figure", "reconstruction_grid", "class_grid", "signature_plot", "signature_panels",
+           "confidence_curve",
            "family_colour", "family_sort_key", "log_query_axis", "quality_against_queries", "direction_grid"]

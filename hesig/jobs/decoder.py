@@ -18,7 +18,7 @@ from ..core.outputs import guard_output, identity
 from ..core.runtime import resolve_device
 from ..data import load_dataset
 from ..evaluation import viz
-from ..evaluation.metrics import reconstruction_report
+from ..evaluation.metrics import class_mean_baseline, reconstruction_report
 from ..models import load_model
 from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
 from ..signature.fingerprints import Fingerprints
@@ -115,17 +115,35 @@ def reconstruct_job(decoder_dir: str | Path, fingerprints_file: str | Path, out:
                  metrics["identity"])
     atomic_write_json(out / "metrics.json", metrics)
 
+    # Figures: every reconstruction beside the class-mean image of its true class (the baseline a
+    # reader needs to judge whether the attack recovered more than the label).
+    class_means = class_mean_baseline(train.images, train.labels, labels)
     m = min(figure_count, len(recon))
-    viz.reconstruction_grid([images[:m], recon[:m]], ["original", "reconstruction"], out / "fig2_reconstructions.png",
+    viz.reconstruction_grid([images[:m], recon[:m], class_means[:m]],
+                            ["original", "reconstruction", "class mean\n(label only)"], out / "fig2_reconstructions.png",
                             title=f"{fp.meta['dataset']} {fp.meta['split']}: reconstructions from "
-                                  f"{fp.num_directions}-direction ε signatures ({summary['queries_per_fingerprint_mean']:.0f} queries each)")
+                                  f"{fp.num_directions}-direction ε signatures ({summary['queries_per_fingerprint_mean']:.0f} "
+                                  f"queries each); bottom: mean training image of the true class",
+                            col_labels=[f"class {int(c)}" for c in labels[:m]])
     cls = int(labels[0]) if figure_class is None else int(figure_class)
     pick = (labels == cls).nonzero().squeeze(1)[:class_figure_count]
     if pick.numel():
         viz.class_grid(images[pick], recon[pick], out / "fig3_single_class.png",
-                       title=f"class {cls}: style beyond the class label")
-    viz.signature_plot(fp.eps[:5], fp.censored[:5], labels[:5], out / "signatures.png",
-                       title="ε signatures of five test inputs", eps_max=fp.meta["search"]["eps_max"])
+                       title=f"class {cls}: does the reconstruction keep each input's style? "
+                             f"(the class mean, bottom, is the same for all)",
+                       class_mean=class_means[pick[0]], class_mean_label="class mean\n(label only)")
+    # Signatures of a few inputs of distinct classes, one panel each, against the test split's median.
+    shown: list[int] = []
+    for i, label in enumerate(labels.tolist()):
+        if label not in {int(labels[j]) for j in shown}:
+            shown.append(i)
+        if len(shown) == 4:
+            break
+    drawn = torch.where(fp.censored, torch.full_like(fp.eps, float(fp.meta["search"]["eps_max"])), fp.eps)
+    viz.signature_panels(fp.eps[shown], fp.censored[shown], labels[shown], images[shown], out / "signatures.png",
+                         title=f"ε signatures of {len(shown)} test inputs of different classes "
+                               f"({fp.num_directions} directions each)",
+                         eps_max=fp.meta["search"]["eps_max"], reference=drawn.median(0).values)
     return {"out": str(out), "n": len(recon), **{f"attack_{k}": v for k, v in report["attack"].items() if k != "n"},
             "baseline_class_mean_ssim": report["baseline_class_mean"]["ssim_mean"],
             "baseline_mean_image_ssim": report["baseline_mean_image"]["ssim_mean"],

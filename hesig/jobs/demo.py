@@ -37,7 +37,8 @@ def demo_job(out: str | Path, *, dataset: str = "digits", arch: str | None = Non
              decoder_epochs: int | None = None, train_limit: str | None = None, device: str | None = None,
              data_root=None, download: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) the demo in ``out``; returns the summary also written to ``out/summary.json``."""
+    """Run (or resume) the demo in ``out``; returns the summary also written to ``out/summary.json``
+    (plus the path of ``out/report.html``, written last)."""
     if dataset not in DEMO_SETTINGS:
         raise InvalidValueError(f"demo supports {', '.join(DEMO_SETTINGS)}, not '{dataset}'")
     settings = DEMO_SETTINGS[dataset]
@@ -88,6 +89,8 @@ def demo_job(out: str | Path, *, dataset: str = "digits", arch: str | None = Non
                "target_model": json_load(out / "model" / "model.json"),
                "evaluator_model": json_load(out / "evaluator" / "model.json")}
     atomic_write_json(out / "summary.json", summary)
+    from .report import report_job  # the whole run on one page, figures embedded
+    summary["report"] = report_job(out)["report"]
     return summary
 
 

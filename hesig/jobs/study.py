@@ -248,7 +248,10 @@ def family_reconstructions(study_dir: str | Path, cells: list[dict[str, Any]], p
     idx = recons[0]["indices"]
     first = by[families[0]]
     test = load_dataset(first["dataset"], "test", data_root, download)
-    labels = ["original"] + [f"{f}\nSSIM {by[f]['ssim']:.2f}" for f in families]
+    # Three decimals and the difference to the class-mean baseline: families often differ in the third.
+    base = first["baselines"]["baseline_class_mean"]["ssim_mean"]
+    labels = ["original"] + [f"{f}\nSSIM {by[f]['ssim']:.3f} ({by[f]['ssim'] - base:+.3f} vs class mean)"
+                             for f in families]
     return viz.reconstruction_grid([test.images[idx]] + [r["reconstructions"] for r in recons], labels, path,
                                    f"{first['arch']} on {first['dataset']}: first {len(idx)} test victims, "
                                    f"{count} directions per family (mean SSIM over {first['n_test']})",

@@ -1,0 +1,51 @@
+"""Every time the README, `hesig demo --help` and the notebook intros quote is the committed
+benchmark's number (benchmarks/demo.json, benchmarks/notebooks.json), rounded to whole seconds."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+README = (ROOT / "README.md").read_text()
+DEMO = json.loads((ROOT / "benchmarks" / "demo.json").read_text())
+NOTEBOOKS = json.loads((ROOT / "benchmarks" / "notebooks.json").read_text())["notebooks"]
+
+
+def _one(pattern: str, text: str = README) -> re.Match:
+    found = list(re.finditer(pattern, text))
+    assert len(found) == 1, f"expected one match of {pattern!r}, found {len(found)}"
+    return found[0]
+
+
+def test_the_readme_quotes_the_demo_benchmark():
+    seconds = round(DEMO["wall_seconds"])
+    quick = _one(r"hesig demo +# bundled 8x8 digits, no download, (\d+) s on 2 cores of an idle Xeon \(benchmarks/demo\.json\)")
+    assert int(quick.group(1)) == seconds
+    m = _one(r"`hesig demo` on the bundled digits \(mlp target\) finished in (\d+) s .*?: PSNR ([\d.]+) dB,\s+"
+             r"SSIM ([\d.]+), class recovery ([\d.]+) % at (\d+) queries per image")
+    assert int(m.group(1)) == seconds
+    metrics = DEMO["metrics"]
+    assert float(m.group(2)) == metrics["psnr_db"] and float(m.group(3)) == metrics["ssim"]
+    assert float(m.group(4)) == metrics["class_recovery_percent"] and int(m.group(5)) == metrics["queries_per_image"]
+
+
+def test_the_readme_quotes_the_notebook_benchmark():
+    m = _one(r"01 (\d+) s, 02 (\d+) s, 03 (\d+) s, 04 (\d+) s")
+    quoted = [int(v) for v in m.groups()]
+    assert quoted == [round(NOTEBOOKS[name]["seconds"]) for name in sorted(NOTEBOOKS)]
+
+
+@pytest.mark.parametrize("name", sorted(NOTEBOOKS))
+def test_each_notebook_intro_quotes_its_benchmark(name):
+    intro = "".join(json.loads((ROOT / "notebooks" / f"{name}.ipynb").read_text())["cells"][0]["source"])
+    assert f"{round(NOTEBOOKS[name]['seconds'])} s" in intro and "benchmarks/notebooks.json" in intro
+    assert not re.search(r"about (a|one|two|three) minutes?", intro), "an unmeasured time claim"
+
+
+def test_demo_help_points_at_the_benchmark_instead_of_guessing(cli):
+    code, out, _ = cli.run("demo", "--help")
+    assert code == 0 and "benchmarks/demo.json" in out and "minute" not in out
