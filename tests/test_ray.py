@@ -253,7 +253,7 @@ def test_the_compute_task_pickles_with_the_standard_library(workspace):
 
 
 @pytest.mark.parametrize("argv, fragment", [
-    (("--executor", "carrier-pigeon"), "unknown executor 'carrier-pigeon'"),
+    (("--executor", "carrier-pigeon"), "'carrier-pigeon' is not one of 'in-process', 'ray'"),
     (("--executor", "ray", "--workers", "0"), "--workers must be an integer >= 1"),
     (("--executor", "ray", "--worker-cpus", "-1"), "--worker-cpus must be a number >= 0"),
     (("--executor", "ray", "--ray-address", "127.0.0.1:1"), "cannot reach a Ray cluster at 127.0.0.1:1"),
