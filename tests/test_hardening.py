@@ -435,3 +435,11 @@ def test_a_ckks_job_the_machine_cannot_hold_is_refused(workspace, cli, tmp_path,
     code, _, err = cli.run(*_fp(workspace, tmp_path / "f.safetensors", "--oracle", "ckks"))
     cli.assert_error(code, err, "only 1000 MB are available")
     assert not (tmp_path / "f.safetensors").exists()
+
+
+def test_a_client_policy_that_stops_the_search_is_one_line_with_the_way_out(workspace, cli, tmp_path):
+    code, _, err = cli.run(*_fp(workspace, tmp_path / "f.safetensors", "--client-policy", "strict+budget:1"))
+    cli.assert_error(code, err, "decryption budget of 1 replies", "--client-policy strict", exit_code=3)
+    code, _, err = cli.run(*_fp(workspace, tmp_path / "f.safetensors", "--client-policy", "strict+budget:1",
+                                "--client-policy", "no-such-policy"))
+    cli.assert_error(code, err, "no-such-policy")

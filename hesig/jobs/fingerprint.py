@@ -257,8 +257,8 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
                               progress=progress)
     except ClientRefusal as exc:
         policy = config.get("client_policy")
-        raise ClientRefusal(f"{exc} (client policy {policy}); finished chunks are kept: to measure the attack "
-                            "against a client without a reply budget, rerun with --client-policy strict") from None
+        raise ClientRefusal(f"{exc} (client policy {policy}); to measure the attack against a client without a "
+                            "reply budget, rerun with --client-policy strict and another --out (or --force)") from None
     summary = {"out": str(out), "seconds_this_run": round(time.perf_counter() - t0, 1),
                "device": str(getattr(make_oracle, "device", "cpu")), **fp.summary(),
                "model_hash": target.hash, "directions_hash": dirs.hash}
