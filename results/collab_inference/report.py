@@ -75,6 +75,8 @@ def cell_numbers(m):
 
 def main(runs: str) -> None:
     runs = Path(runs)
+    if not (runs / "table").is_dir():  # never replace the committed tables with an empty report
+        sys.exit(f"error: {runs} holds no runs of results/collab_inference.sh (no {runs / 'table'}); nothing written")
     cells = {"table": {}, "splits": {}, "defenses": {}}
     for key, _ in ROWS:
         for split in ("conv1", "ReLU2"):
@@ -233,4 +235,8 @@ def figures(runs: Path, cells) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    import argparse
+    parser = argparse.ArgumentParser(description="Tables and figures of results/collab_inference from the runs of "
+                                                 "results/collab_inference.sh.")
+    parser.add_argument("runs", help="the runs folder (runs/collab)")
+    main(parser.parse_args().runs)

@@ -220,6 +220,9 @@ def extras(runs: Path) -> dict:
 
 def main(runs: Path) -> None:
     cells = collect(runs)
+    if not cells:  # never replace the committed tables with an empty report
+        sys.exit(f"error: no vicious runs under {runs} (expected <dataset>/<release>_<beta>/seed*/metrics.json); "
+                 "nothing written")
     figures(runs, cells)
     ext = extras(runs)
     longer, weights = variant_runs(runs, "long", cells), variant_runs(runs, "weights", cells)
@@ -276,4 +279,7 @@ def main(runs: Path) -> None:
 
 
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "runs/vicious"))
+    import argparse
+    parser = argparse.ArgumentParser(description="Tables and figures of results/vicious from the runs of results/vicious.sh.")
+    parser.add_argument("runs", nargs="?", default="runs/vicious", type=Path, help="the runs folder [runs/vicious]")
+    main(parser.parse_args().runs)
