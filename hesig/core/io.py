@@ -75,6 +75,11 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def canonical_json(obj: Any) -> str:
+    """JSON text for comparing configurations and job identities: sorted keys, tuples as lists."""
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
 def ensure_writable_dir(path: str | os.PathLike) -> Path:
     """Create ``path`` (and parents) or raise a one-line :class:`OutputError`."""
     path = Path(path)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from .errors import OutputError
-from .io import META_KEY
+from .io import META_KEY, canonical_json
 
 #: Metadata key naming what a file is ("model", "decoder", "directions", "fingerprints", ...).
 KIND_KEY = "artifact"
@@ -25,7 +25,7 @@ JOB_KEY = "job"
 
 def identity(kind: str, job: dict[str, Any]) -> dict[str, Any]:
     """The two metadata fields a job writes into its artifact so :func:`guard_output` can recognise it."""
-    return {KIND_KEY: kind, JOB_KEY: json.loads(_canonical(job))}
+    return {KIND_KEY: kind, JOB_KEY: json.loads(canonical_json(job))}
 
 
 def read_identity(path: Path) -> tuple[str, dict[str, Any]]:
@@ -91,13 +91,10 @@ def guard_output(primary: str | Path, kind: str, job: dict[str, Any], *, inputs:
     found, meta = read_identity(primary)
     if found != kind:
         what = "a file hesig did not write" if found == "foreign" else f"a {found} artifact"
-        raise OutputError(f"{primary} holds {what}, not a {kind} artifact; choose another --out (or --force to replace it)")
-    recorded = meta.get(JOB_KEY)
-    if not isinstance(recorded, dict) or _canonical(recorded) != _canonical(job):
-        differ = sorted(k for k in set(job) | set(recorded or {}) if _canonical((recorded or {}).get(k)) != _canonical(job.get(k)))
-        raise OutputError(f"{primary} holds a {kind} artifact made by another job ({', '.join(differ[:3]) or 'unknown'} differ); "
+        raise OutputError(f"{primary} holds {what}, not a {kind} artifact; "
                           "choose another --out (or --force to replace it)")
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, default=str)
+    recorded = meta.get(JOB_KEY) if isinstance(meta.get(JOB_KEY), dict) else {}
+    differ = sorted(k for k in set(job) | set(recorded) if canonical_json(recorded.get(k)) != canonical_json(job.get(k)))
+    if differ:
+        raise OutputError(f"{primary} holds a {kind} artifact made by another job ({', '.join(differ[:3])} differ); "
+                          "choose another --out (or --force to replace it)")

@@ -73,7 +73,8 @@ def fingerprint_rows(make_oracle: OracleFactory, directions: torch.Tensor, image
         if done is not None and _job(done.meta) == _job(config):
             return done  # the same job already finished: rerunning it is a no-op
     guard_output(out, "fingerprints", _job(config), inputs=inputs, force=force)
-    store = RunStore(store_dir(out), "fingerprint", _job(config), replace=force, log=lambda message: print(message, file=sys.stderr))
+    store = RunStore(store_dir(out), "fingerprint", _job(config), replace=force,
+                     log=lambda message: print(message, file=sys.stderr))
     bounds = [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
     used = 0
     bar = tqdm(total=n, desc="fingerprint", unit="img", disable=not progress, dynamic_ncols=True)

@@ -30,17 +30,12 @@ import torch
 
 from .. import __version__
 from ..core.errors import CheckpointError, HesigError, MismatchError
-from ..core.io import atomic_write_json, ensure_writable_dir, load_tensors, save_tensors
+from ..core.io import atomic_write_json, canonical_json, ensure_writable_dir, load_tensors, save_tensors
 from .executor import Executor, InProcessExecutor
 
 MANIFEST = "run.json"
 
 Tensors = dict[str, torch.Tensor]
-
-
-def canonical(obj: Any) -> str:
-    """JSON text used to compare configurations (sorted keys; tuples and lists alike)."""
-    return json.dumps(obj, sort_keys=True, default=str)
 
 
 class RunStore:
@@ -60,7 +55,7 @@ class RunStore:
             except HesigError:
                 shutil.rmtree(root)  # --force: another job's state is discarded deliberately
         self.root = ensure_writable_dir(root)
-        self.kind, self.config, self.log = kind, json.loads(canonical(config)), log
+        self.kind, self.config, self.log = kind, json.loads(canonical_json(config)), log
         manifest = self.root / MANIFEST
         if manifest.exists():
             try:
@@ -70,9 +65,9 @@ class RunStore:
             if not isinstance(pinned, dict) or pinned.get("kind") != kind:
                 raise MismatchError(f"{self.root} holds a {pinned.get('kind') if isinstance(pinned, dict) else 'foreign'} "
                                     f"run, not a {kind} run; choose another --out")
-            if canonical(pinned.get("config")) != canonical(self.config):
+            if canonical_json(pinned.get("config")) != canonical_json(self.config):
                 changed = sorted(k for k in set(self.config) | set(pinned.get("config") or {})
-                                 if canonical(self.config.get(k)) != canonical((pinned.get("config") or {}).get(k)))
+                                 if canonical_json(self.config.get(k)) != canonical_json((pinned.get("config") or {}).get(k)))
                 raise MismatchError(f"{self.root} holds a {kind} run with another configuration "
                                     f"({', '.join(changed[:4])} differ); choose another --out or delete it")
         else:
@@ -149,7 +144,7 @@ class RunStore:
             return record, True
         record = make()
         atomic_write_json(self.step_path(name), record)
-        return json.loads(canonical(record)), False
+        return json.loads(canonical_json(record)), False
 
     def steps(self, prefix: str = "") -> Iterable[dict[str, Any]]:
         """The records of finished steps whose names start with ``prefix``, in name order."""

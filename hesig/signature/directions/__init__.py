@@ -5,8 +5,9 @@ Families: ``random`` (Gaussian), ``rademacher`` (±1), ``centroid`` (class-centr
 ``mix`` (weighted interleaving of the others). See each module for the construction.
 """
 
-from .base import FAMILIES, Directions, Family, balanced_class_pairs, class_sample_order, make_directions, register_family, unit_l2
-from . import generic, statistics, adversarial, mix
+from .base import (FAMILIES, Directions, Family, balanced_class_pairs, class_sample_order, make_directions,
+                   register_family, unit_l2)
+from . import generic, statistics, adversarial, mix  # noqa: F401  (register the families)
 from .mix import parse_mix, required_context
 
 __all__ = ["FAMILIES", "Directions", "Family", "balanced_class_pairs", "class_sample_order", "make_directions",
