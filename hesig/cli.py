@@ -160,6 +160,76 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
         executor.close()
 
 
+@cli.command("serve")
+@click.option("--model", "model_dir", type=click.Path(), required=True, help="Target model (polynomial: hecnn).")
+@click.option("--directions", "directions_file", type=click.Path(), required=True)
+@click.option("--runs", type=click.Path(file_okay=False), required=True,
+              help="Folder for the jobs' run stores and fingerprint files (one per victim job).")
+@click.option("--host", default=D.SERVE_HOST, show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", type=click.IntRange(0, 65535), default=D.SERVE_PORT, show_default=True, help="0: any free port.")
+@click.option("--port-file", type=click.Path(dir_okay=False), default=None, help="Write the bound port here.")
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None,
+              help="A bearer token every request must carry (read from this file, never from the command line).")
+@click.option("--eps-max", type=click.FloatRange(min=0, min_open=True, max=D.EPS_MAX_LIMIT), default=D.EPS_MAX, show_default=True)
+@click.option("--rtol", type=click.FloatRange(min=0, max=1, max_open=True), default=D.RTOL, show_default=True)
+@click.option("--atol", type=click.FloatRange(min=0), default=D.ATOL, show_default=True)
+@click.option("--coarse-points", type=click.IntRange(min=1), default=D.COARSE_POINTS, show_default=True)
+@click.option("--points-per-round", default="1", show_default=True, help="Integer >= 1 or 'auto'.")
+@click.option("--max-upload-mb", type=click.IntRange(1, 16384), default=D.SERVE_MAX_UPLOAD_MB, show_default=True)
+@click.option("--max-sessions", type=click.IntRange(1, 1024), default=D.SERVE_MAX_SESSIONS, show_default=True)
+@click.option("--max-active", type=click.IntRange(1, 64), default=D.SERVE_MAX_ACTIVE, show_default=True,
+              help="Homomorphic computations at once across sessions (memory: ~3 GB each at setup).")
+@click.option("--victim-timeout", type=click.FloatRange(1, 86400), default=D.SERVE_VICTIM_TIMEOUT_S, show_default=True,
+              help="Seconds of silence after which a victim's session ends.")
+def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_file, eps_max, rtol, atol, coarse_points,
+              points_per_round, max_upload_mb, max_sessions, max_active, victim_timeout):
+    """The model owner's encrypted-inference server: victims upload public contexts and ciphertexts
+    over HTTP, the server fingerprints their inputs (the attack) into --runs. Ctrl-C stops it;
+    restarting it on the same --runs resumes every job when its victim comes back."""
+    from .service.hub import ServeSettings
+    from .service.run import read_token, serve
+    from .signature.search import BoundarySearch
+    ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
+    search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=ppr, atol=atol, rtol=rtol)
+    settings = ServeSettings(Path(model_dir), Path(directions_file), Path(runs), search, token=read_token(token_file),
+                             max_upload_bytes=max_upload_mb << 20, max_sessions=max_sessions, max_active=max_active,
+                             victim_timeout=victim_timeout, stall_timeout=D.SERVE_STALL_TIMEOUT_S)
+    serve(settings, host, port, port_file)
+
+
+@cli.command("victim")
+@click.option("--server", required=True, help="The server's URL, e.g. http://127.0.0.1:8732")
+@click.option("--dataset", type=click.Choice(D.DATASETS), default=None, help="Take the secret images from this dataset...")
+@click.option("--split", type=click.Choice(D.SPLITS), default="test", show_default=True)
+@click.option("--images", "images_file", type=click.Path(dir_okay=False), default=None,
+              help="...or from a safetensors file holding 'images' [n, C, H, W] in [0, 1].")
+@click.option("--indices", default=None, help="Subset: A:B or i,j,k (default: all).")
+@click.option("--client-policy", default=None,
+              help="The client's policy (default: strict+budget:1+fresh-keys, which answers one result per key and "
+                   "so stops a fingerprint; 'strict' answers every valid result).")
+@click.option("--ckks-layout", type=click.Choice(D.CKKS_LAYOUTS), default="batched", show_default=True)
+@click.option("--token-file", type=click.Path(dir_okay=False), default=None, help="The server's bearer token.")
+@click.option("--state-dir", type=click.Path(file_okay=False), default=".hesig-victim", show_default=True,
+              help="Where the victim keeps its secret job key until the job is done (to resume after a restart).")
+@click.option("--retries", type=click.IntRange(0, 100), default=D.VICTIM_RETRIES, show_default=True,
+              help="Attempts per request when the connection drops or the server restarts.")
+@click.option("--prefetch/--no-prefetch", default=True, show_default=True,
+              help="Encrypt the next image while the server evaluates the current one (one more encrypted image "
+                   "in memory).")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the summary JSON here.")
+@data_options
+@quiet_option
+def victim_cmd(server, dataset, split, images_file, indices, client_policy, ckks_layout, token_file, state_dir, retries,
+               prefetch, out, data_root, download, quiet):
+    """The data owner: encrypts its images under its own CKKS key, sends ciphertexts to --server, and
+    answers each result with the bits its client policy allows. Rerun the same command to resume."""
+    from .service.run import read_token, victim
+    _print_summary(victim(server, dataset=dataset, split=split, indices=indices, images_file=images_file,
+                          data_root=data_root, download=download, policy=client_policy, layout=ckks_layout,
+                          token=read_token(token_file), state_dir=state_dir, retries=retries, out=out, prefetch=prefetch,
+                          log=lambda m: None if quiet else click.echo(f"hesig victim: {m}", err=True)))
+
+
 @cli.command("ckks-params")
 @click.option("--model", "model_dir", type=click.Path(), default=None,
               help="Also check a model checkpoint's multiplicative depth against the parameters.")

@@ -19,7 +19,7 @@ from hesig.models.architectures import Square, lenet5
 from hesig.oracles import PlaintextOracle
 from hesig.oracles.ckks import CKKSClient, CKKSOracle, CKKSParameters, CKKSServer, poly_cnn
 from hesig.oracles.ckks import rns, wire
-from hesig.oracles.ckks.client import unpack_bits
+from hesig.oracles.ckks.wire import unpack_bits
 from hesig.oracles.ckks.polymodel import im2col_slots
 from hesig.signature.search import BoundarySearch
 
@@ -53,7 +53,7 @@ def batched(model):
 def test_server_holds_only_a_public_context(batched):
     client, server = batched
     _, parts = wire.unpack(client.context_message(), "context", client.context_id)
-    sent = ts.context_from(parts[0])
+    sent = ts.context_from(bytes(parts[0]))
     assert not sent.is_private() and not sent.has_secret_key()
     assert not server._ctx.is_private() and not server._ctx.has_secret_key()
     assert server.holds_secret_key is False

@@ -49,3 +49,35 @@ def test_each_notebook_intro_quotes_its_benchmark(name):
 def test_demo_help_points_at_the_benchmark_instead_of_guessing(cli):
     code, out, _ = cli.run("demo", "--help")
     assert code == 0 and "benchmarks/demo.json" in out and "minute" not in out
+
+
+SERVICE = json.loads((ROOT / "benchmarks" / "service.json").read_text())
+
+
+def _pct(value: float) -> str:
+    return f"{value * 100:+.1f} %".replace("-", "−")
+
+
+def test_the_readme_quotes_the_service_benchmark():
+    s = SERVICE
+    n = s["in_process"]["images"]
+    base = _one(r"\| in process \(`--oracle ckks`\), mean of 2 runs \| ([\d.]+) s \|")
+    assert float(base.group(1)) == round(s["in_process_seconds_mean"] / n, 1)
+    for label, key in (("HTTP, the victim encrypting ahead \\(default\\)", "http_one_victim"),
+                       ("HTTP, `--no-prefetch`", "http_one_victim_no_prefetch")):
+        r = s[key]
+        m = _one(rf"\| {label} \| ([\d.]+) s \| ([−+][\d.]+ %) \| ([−+][\d.]+ %) \| (\d+) of (\d+) \|")
+        assert float(m.group(1)) == round(r["seconds_wall"] / n, 1)
+        assert m.group(2) == _pct(r["overhead_vs_in_process_wall"]) and m.group(3) == _pct(r["overhead_vs_in_process"])
+        assert (int(m.group(4)), int(m.group(5))) == (r["pairs_with_different_eps"], r["pairs"])
+    c = s["http_concurrent"]
+    m = _one(r"(\d+) victims at once: (\d+) of them completed in ([\d.]+) s \(([\d.]+) fingerprints per minute\); "
+             r"server peak RSS ([\d,]+) MB")
+    assert [int(m.group(1)), int(m.group(2)), float(m.group(3)), float(m.group(4))] == \
+        [c["victims"], c["completed"], c["seconds"], c["fingerprints_per_minute"]]
+    assert int(m.group(5).replace(",", "")) == c["server_peak_rss_mb"]
+    one = _one(r"one victim: server peak RSS ([\d,]+) MB")
+    assert int(one.group(1).replace(",", "")) == s["http_one_victim"]["server_peak_rss_mb"]
+    soak = _one(r"soak: (\d+) one-image jobs completed, (\d+) failed, in ([\d.]+) s")
+    assert [int(soak.group(1)), int(soak.group(2)), float(soak.group(3))] == \
+        [s["soak"]["jobs_completed"], s["soak"]["jobs_failed"], s["soak"]["seconds"]]

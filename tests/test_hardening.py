@@ -257,6 +257,28 @@ CASES = [
     ("attack shadow writing into a folder that holds the model",
      lambda ws, t: ["attack", "shadow", "--model", ws / "model", "--split", "fc1", "--out", ws, "--quiet"],
      "outputs never replace inputs"),
+    # -- the service (hesig serve / hesig victim) -------------------------------------------------
+    ("serve given a model without a polynomial form",
+     lambda ws, t: ["serve", "--model", ws / "model", "--directions", ws / "dirs.safetensors", "--runs", t / "r"],
+     "CKKS oracle evaluates"),
+    ("serve given a token file that holds no token",
+     lambda ws, t: ((t / "tok").write_text("x\n"), ["serve", "--model", ws / "model", "--directions",
+                                                    ws / "dirs.safetensors", "--runs", t / "r", "--token-file",
+                                                    t / "tok"])[1], "token file"),
+    ("victim given no images",
+     lambda ws, t: ["victim", "--server", "http://127.0.0.1:9"], "--images"),
+    ("victim given a server that is not an http URL",
+     lambda ws, t: ["victim", "--server", "file:///etc/passwd", "--dataset", "digits", "--indices", "0:2",
+                    "--state-dir", t / "v"], "http://"),
+    ("victim given an image file that is not safetensors",
+     lambda ws, t: ["victim", "--server", "http://127.0.0.1:9", "--images", ws / "model" / "model.json"],
+     "not a safetensors file"),
+    ("victim given images outside [0, 1]",
+     lambda ws, t: (_images_file(t / "imgs.safetensors", 2.0),
+                    ["victim", "--server", "http://127.0.0.1:9", "--images", t / "imgs.safetensors"])[1], "in [0, 1]"),
+    ("victim given a server that does not answer",
+     lambda ws, t: ["victim", "--server", "http://127.0.0.1:9", "--dataset", "digits", "--indices", "0:2",
+                    "--retries", "0", "--state-dir", t / "v"], "did not answer"),
     ("an empty data root",
      lambda ws, t: ((t / "empty_root").mkdir(), ["train-model", "--dataset", "mnist", "--data-root", t / "empty_root",
                                                  "--epochs", "1", "--out", t / "m", "--quiet"])[1], "mnist not found"),
@@ -264,6 +286,12 @@ CASES = [
      lambda ws, t: ["train-model", "--dataset", "fashion-mnist", "--data-root", t / "nowhere", "--epochs", "1",
                     "--out", t / "m", "--quiet"], "fashion-mnist not found"),
 ]
+
+
+def _images_file(path: Path, value: float) -> Path:
+    from safetensors.torch import save_file
+    save_file({"images": torch.full((2, 1, 8, 8), value)}, str(path))
+    return path
 
 
 def _pin(folder: Path, kind: str, config: dict) -> Path:

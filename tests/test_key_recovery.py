@@ -20,7 +20,7 @@ from hesig.jobs.key_recovery import _decrypt_input, _true_key_ntt
 from hesig.models.architectures import Square
 from hesig.oracles import PlaintextOracle
 from hesig.oracles.ckks import CKKSClient, CKKSOracle, CKKSServer, poly_cnn, rns, wire
-from hesig.oracles.ckks.client import unpack_bits
+from hesig.oracles.ckks.wire import unpack_bits
 from hesig.oracles.policies import DEFAULT_POLICY_SPEC, ClientPolicy, openfhe_flooding_sigma, parse_client_policy
 
 SHAPE = (1, 10, 10)
@@ -223,7 +223,7 @@ def test_ckks_oracle_uses_one_key_pair_per_row_under_fresh_keys(image):
     pert = torch.zeros((4,) + SHAPE)
     assert oracle.same_label(pert, torch.tensor([0, 0, 1, 1])).all()
     assert oracle.costs()["key_pairs"] == 2
-    assert oracle.pair(0)[0].context_id != oracle.pair(1)[0].context_id
+    assert oracle.client_of(0).context_id != oracle.client_of(1).context_id
     with pytest.raises(ClientRefusal):
         oracle.same_label(pert[:1], torch.tensor([1]))
 

@@ -14,7 +14,7 @@ import hesig
 PACKAGE = Path(hesig.__file__).parent
 #: Layers from the bottom up; a module may import its own layer or lower ones, never higher.
 LAYERS = {"core": 0, "evaluation": 1, "data": 2, "models": 3, "oracles": 4,
-          "signature": 5, "attacks": 5, "defenses": 5, "jobs": 6, "cli": 7}
+          "signature": 5, "attacks": 5, "defenses": 5, "jobs": 6, "service": 7, "cli": 8}
 
 
 def _module_name(path: Path) -> str:
@@ -56,7 +56,7 @@ GRAPH = {_module_name(p): _imports(p) for p in PACKAGE.rglob("*.py")}
 
 
 def test_the_tree_has_the_designed_packages():
-    for sub in ("core", "models", "oracles", "signature", "attacks", "defenses", "evaluation", "jobs"):
+    for sub in ("core", "models", "oracles", "signature", "attacks", "defenses", "evaluation", "jobs", "service"):
         assert (PACKAGE / sub / "__init__.py").exists(), sub
     for old in ("workflows", "attack_jobs", "vicious_jobs", "study", "search", "fingerprints", "metrics", "io"):
         assert not (PACKAGE / f"{old}.py").exists(), f"hesig/{old}.py belongs in a sub-package"
@@ -87,6 +87,28 @@ def test_no_import_cycles():
     for module in GRAPH:
         if module not in state:
             visit(module, [module])
+
+
+def _closure(module: str) -> set[str]:
+    seen, todo = set(), [module]
+    while todo:
+        m = todo.pop()
+        if m in seen or m not in GRAPH:
+            continue
+        seen.add(m)
+        todo.extend(GRAPH[m])
+        parts = m.split(".")  # importing a.b.c runs a/__init__ and a.b/__init__ first
+        todo.extend(".".join(parts[:i]) for i in range(2, len(parts)))
+    return seen
+
+
+def test_the_server_side_never_imports_code_that_holds_a_secret_key():
+    """hesig serve's modules and the server-side oracle reach neither the CKKS client nor the victim."""
+    secret_side = {"hesig.oracles.ckks.client", "hesig.oracles.ckks.oracle", "hesig.service.victim",
+                   "hesig.attacks.key_recovery"}
+    for module in ("hesig.service.app", "hesig.service.hub", "hesig.service.remote", "hesig.oracles.ckks.channel"):
+        reached = _closure(module)
+        assert not reached & secret_side, (module, reached & secret_side)
 
 
 def test_importing_the_cli_loads_no_heavy_library():

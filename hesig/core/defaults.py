@@ -13,6 +13,9 @@ DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10")
 #: Fixed halves of a training split (hesig.data.train_half): all, or one of two disjoint halves.
 HALVES = ("all", "a", "b")
 SPLITS = ("train", "test")
+#: What a fingerprint file records as dataset / split when a victim encrypted images of its own
+#: (``hesig victim --images FILE``): nothing downstream can load them, the file says so.
+PRIVATE_IMAGES = ("images-file", "file")
 
 # -- models -------------------------------------------------------------------------------------
 ARCHITECTURES = ("lenet5", "hecnn", "mlp", "cifar_cnn", "bn_cnn")
@@ -54,6 +57,27 @@ CKKS_LAYOUTS = ("batched", "compact")
 #: 3,225 MB at chunk size 1, 3,222 MB at 4, batched layout, N 8192). A machine with less memory
 #: available is refused before any work.
 CKKS_PEAK_MB = 3300
+
+# -- the service (hesig serve / hesig victim) -----------------------------------------------------
+SERVE_HOST = "127.0.0.1"
+SERVE_PORT = 8732
+#: Largest upload the server accepts, MB (a batched 28x28 input is ~374 MB; a context with the
+#: compact layout's Galois keys ~100 MB).
+SERVE_MAX_UPLOAD_MB = 512
+#: Victim sessions the server holds at once (each holds ~300 MB of ciphertexts while it runs).
+SERVE_MAX_SESSIONS = 8
+#: Homomorphic computations run at once across all sessions (a session setup peaks at ~3 GB).
+SERVE_MAX_ACTIVE = 1
+#: A session whose victim sent nothing for this long is ended (its unfinished image is not saved).
+SERVE_VICTIM_TIMEOUT_S = 120.0
+#: Seconds an upload may stall between two received pieces before it is dropped.
+SERVE_STALL_TIMEOUT_S = 60.0
+#: Longest long-poll for the next task, seconds.
+SERVE_POLL_S = 20.0
+#: Victim: attempts per request on a dropped connection or a restarting server (backoff 0.5 s
+#: doubling to 5 s: about a minute in all), and session re-openings after the server restarted.
+VICTIM_RETRIES = 15
+VICTIM_REOPENS = 5
 
 # -- the direction study ------------------------------------------------------------------------
 #: Families the study compares by default. ``fgsm`` is left out of the default grid: its

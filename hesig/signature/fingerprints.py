@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from ..core.errors import CheckpointError, HesigError, InvalidValueError, MismatchError
-from ..core.defaults import DATASETS, EPS_MAX_LIMIT, SPLITS
+from ..core.defaults import DATASETS, EPS_MAX_LIMIT, PRIVATE_IMAGES, SPLITS
 from ..core.io import load_tensors, save_tensors
 from ..core.validate import check_field, is_choice, is_number
 
@@ -114,8 +114,10 @@ class Fingerprints:
     def load(cls, path: str | Path) -> "Fingerprints":
         """Load and validate a fingerprint file (tensors, checksum, and every metadata field consumers use)."""
         tensors, meta = load_tensors(path, what="fingerprint file")
-        check_field(meta, "dataset", path, f"one of {', '.join(DATASETS)}", lambda v: is_choice(v, DATASETS))
-        check_field(meta, "split", path, "train or test", lambda v: is_choice(v, SPLITS))
+        private = (meta.get("dataset"), meta.get("split")) == PRIVATE_IMAGES  # a victim's own images (hesig victim)
+        if not private:
+            check_field(meta, "dataset", path, f"one of {', '.join(DATASETS)}", lambda v: is_choice(v, DATASETS))
+            check_field(meta, "split", path, "train or test", lambda v: is_choice(v, SPLITS))
         for key in IDENTITY_KEYS:
             check_field(meta, key, path, "a hash string", lambda v: isinstance(v, str) and 0 < len(v) <= 128)
         search = check_field(meta, "search", path, "a JSON object with eps_max", lambda v: isinstance(v, dict))

@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from ...core.errors import HesigError, InvalidValueError
-from ...oracles.ckks.client import unpack_bits
+from ...oracles.ckks.wire import unpack_bits
 from .malicious_server import MaliciousServer
 
 #: Bound on |Re sigma_j(s)|, |Im sigma_j(s)| for a uniform ternary key at N = 8192: each is a sum of

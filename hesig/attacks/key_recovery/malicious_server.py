@@ -36,7 +36,7 @@ class MaliciousServer:
     def __init__(self, context_message: bytes):
         header, parts = wire.unpack(context_message, "context", None)
         try:
-            ctx = ts.context_from(parts[0])
+            ctx = ts.context_from(bytes(parts[0]))
         except Exception:
             raise MismatchError("the context message does not hold a TenSEAL CKKS context") from None
         if ctx.is_private() or ctx.has_secret_key():

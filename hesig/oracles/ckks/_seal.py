@@ -10,6 +10,7 @@ import os
 import shutil
 import struct
 import tempfile
+import threading
 import weakref
 from pathlib import Path
 
@@ -35,15 +36,22 @@ class Scratch:
         self._path = str(self.dir / "obj")
         weakref.finalize(owner, shutil.rmtree, str(self.dir), True)
 
+    def _file(self) -> str:
+        # one file per thread: a victim encrypts its next image in a background thread while its
+        # main thread decrypts results with the same client
+        return f"{self._path}-{threading.get_ident()}"
+
     def save(self, obj) -> bytes:
-        obj.save(self._path)
-        with open(self._path, "rb") as fh:
+        path = self._file()
+        obj.save(path)
+        with open(path, "rb") as fh:
             return fh.read()
 
     def load(self, obj, context, blob: bytes):
-        with open(self._path, "wb") as fh:
+        path = self._file()
+        with open(path, "wb") as fh:
             fh.write(blob)
-        obj.load(context, self._path)
+        obj.load(context, path)
         return obj
 
 

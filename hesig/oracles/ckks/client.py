@@ -94,6 +94,12 @@ class CKKSClient:
         refuses to reuse an id that already holds an input, and with ``fresh-keys`` refuses a
         second input under the same key.
         """
+        fields, parts = self.encrypt_parts(image, session)
+        return wire.pack("input", self.context_id, parts, **fields)
+
+    def encrypt_parts(self, image: np.ndarray, session: int | None = None) -> tuple[dict, list[bytes]]:
+        """:meth:`encrypt` before packing: (header fields, ciphertext parts), for a sender that
+        streams the message (wire.pack_stream) instead of joining a second copy of it."""
         if session is None:
             while self._next_session in self._labels:
                 self._next_session += 1
@@ -122,8 +128,7 @@ class CKKSClient:
             vec, _ = ts.im2col_encoding(self._ctx, image[0].tolist(), self._kernel, self._kernel, self._stride)
             parts = [self._scratch.save(vec.ciphertext()[0])]
         self._labels.setdefault(session, None)
-        return wire.pack("input", self.context_id, parts, session=int(session), layout=self.layout,
-                         shape=list(image.shape))
+        return {"session": int(session), "layout": self.layout, "shape": list(image.shape)}, parts
 
     def set_conv_geometry(self, kernel: int, stride: int) -> None:
         """The compact layout is TenSEAL's im2col for the model's first convolution (public knowledge)."""
@@ -200,7 +205,7 @@ class CKKSClient:
         self.replies += 1
         bits, label = self.policy.release(logits[:, :count + 1], self._labels[session], self._rng)
         self._labels[session] = label
-        return np.packbits(bits).tobytes()
+        return wire.pack_bits(bits)
 
     def _answer_undefended(self, message: bytes) -> bytes:
         """hesig's original client: trusts the header (session, count) and the parts as sent."""
@@ -211,14 +216,10 @@ class CKKSClient:
         if label is None:
             label = self._labels[session] = int(top[count])
         self.replies += 1
-        return np.packbits(top[:count] == label).tobytes()
+        return wire.pack_bits(top[:count] == label)
 
     def forget(self, session: int) -> None:
         self._labels.pop(session, None)
 
 
-def unpack_bits(reply: bytes, count: int) -> np.ndarray:
-    return np.unpackbits(np.frombuffer(reply, dtype=np.uint8), count=count).astype(bool)
-
-
-__all__ = ["CKKSClient", "LAYOUTS", "unpack_bits"]
+__all__ = ["CKKSClient", "LAYOUTS"]

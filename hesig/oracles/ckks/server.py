@@ -23,6 +23,7 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
 
+from ...core.defaults import CKKS_LAYOUTS
 from ...core.errors import InvalidValueError, MismatchError, ShapeError
 from . import rns, wire
 from ._seal import Scratch, moduli_by_parms, pid_bytes
@@ -52,17 +53,20 @@ class CKKSServer:
     def __init__(self, context_message: bytes, model: PolyCNN):
         header, parts = wire.unpack(context_message, "context", None)
         try:
-            ctx = ts.context_from(parts[0])
+            ctx = ts.context_from(bytes(parts[0]))
         except Exception:  # TenSEAL raises bare ValueError/RuntimeError on garbage
             raise MismatchError("the context message does not hold a TenSEAL CKKS context") from None
         if ctx.is_private() or ctx.has_secret_key():
             raise InvalidValueError("refusing a CKKS context that holds a secret key: the server may only "
                                     "hold the public context (serialize it with save_secret_key=False)")
-        if wire.context_id(parts[0]) != header.get("context_id"):
+        if wire.context_id(bytes(parts[0])) != header.get("context_id"):
             raise MismatchError("context message is inconsistent (context id does not match its content)")
         if not ctx.has_relin_keys():
             raise InvalidValueError("the public context carries no relinearization keys")
-        self.context_id, self.layout, self.model = header["context_id"], header.get("layout", "batched"), model
+        layout = header.get("layout", "batched")
+        if layout not in CKKS_LAYOUTS:
+            raise MismatchError(f"the context message names an unknown layout {str(layout)[:40]!r}")
+        self.context_id, self.layout, self.model = header["context_id"], layout, model
         self._scratch = Scratch(self)
         self._seal = ctx.seal_context().data
         self._ctx = ctx
@@ -100,7 +104,9 @@ class CKKSServer:
         """Receive one encrypted image; compute its conv1-feature ciphertexts."""
         t0 = time.perf_counter()
         header, parts = wire.unpack(message, "input", self.context_id)
-        if tuple(header.get("shape", ())) != self.model.in_shape:
+        if type(header.get("session")) is not int or header["session"] < 0:
+            raise MismatchError(f"encrypted input names no valid session ({str(header.get('session'))[:40]})")
+        if not isinstance(header.get("shape"), list) or tuple(header["shape"]) != self.model.in_shape:
             raise ShapeError(f"encrypted input has shape {header.get('shape')}, the model takes {list(self.model.in_shape)}")
         if header.get("layout") != self.layout:
             raise MismatchError(f"input uses the {header.get('layout')} layout, the context was made for {self.layout}")
