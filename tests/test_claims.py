@@ -78,6 +78,6 @@ def test_the_readme_quotes_the_service_benchmark():
     assert int(m.group(5).replace(",", "")) == c["server_peak_rss_mb"]
     one = _one(r"one victim: server peak RSS ([\d,]+) MB")
     assert int(one.group(1).replace(",", "")) == s["http_one_victim"]["server_peak_rss_mb"]
-    soak = _one(r"soak: (\d+) one-image jobs completed, (\d+) failed, in ([\d.]+) s")
+    soak = _one(r"Soak\*\*: (\d+) one-image jobs completed, (\d+) failed, in ([\d.]+) s")
     assert [int(soak.group(1)), int(soak.group(2)), float(soak.group(3))] == \
         [s["soak"]["jobs_completed"], s["soak"]["jobs_failed"], s["soak"]["seconds"]]

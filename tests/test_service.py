@@ -321,3 +321,48 @@ def test_cli_bad_input_is_one_line(cli, tiny, workspace, tmp_path):
         code, _, err = cli.run("serve", "--model", tiny / "model", "--directions", tiny / "dirs.safetensors",
                                "--runs", tmp_path / "r", "--port", busy.getsockname()[1])
         cli.assert_error(code, err, "cannot listen")
+
+
+# -- a hostile server: the victim acts on nothing it has not checked -----------------------------
+
+
+def _victim_against(handler, tmp_path):
+    from hesig.service.victim import Victim
+    images = torch.rand((1,) + SHAPE, generator=torch.Generator().manual_seed(0))
+    v = Victim("http://hostile.invalid", images, {"dataset": "images-file", "split": "file", "split_hash": "x",
+                                                 "indices": [0]}, policy="strict", owner_file=tmp_path / "k",
+               retries=0, prefetch=False)
+    v.http = httpx.Client(base_url="http://hostile.invalid", transport=httpx.MockTransport(handler))
+    return v
+
+
+INFO = {"in_shape": list(SHAPE), "num_classes": 10, "conv_kernel": 7, "conv_stride": 3}
+
+
+@pytest.mark.parametrize("task, fragment", [
+    (b"not json", "not a JSON object"),
+    (b"[1, 2]", "not a JSON object"),
+    (b'{"task": "input", "row": "0; rm -rf /"}', "malformed task"),
+    (b'{"task": "result", "row": 0, "seq": -1}', "without a valid seq"),
+    (b'{"task": "input", "row": 7}', "rows 0..0"),
+    (b'{"task": "teleport", "row": 0}', "malformed task"),
+])
+def test_the_victim_refuses_what_a_hostile_server_sends(tmp_path, task, fragment):
+    from hesig.core.errors import HesigError
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        path = request.url.path
+        if path == "/v1/info":
+            return httpx.Response(200, json=INFO)
+        if path == "/v1/sessions":
+            return httpx.Response(201, json={"session": "s1", "job": "j1", "rows": 1})
+        if path.endswith("/contexts"):
+            return httpx.Response(201, json={"context_id": "c"})
+        if path.endswith("/task"):
+            return httpx.Response(200, content=task)
+        return httpx.Response(500)
+
+    victim_ = _victim_against(handler, tmp_path)
+    with pytest.raises(HesigError) as err:
+        victim_.run()
+    assert fragment in str(err.value) and "\n" not in str(err.value)

@@ -13,8 +13,8 @@ the job is done, so a restarted victim resumes its own job and nobody else can r
 
 from __future__ import annotations
 
-import json
 import os
+import re
 import secrets
 import threading
 import time
@@ -125,8 +125,11 @@ class Victim:
 
     def run(self) -> dict[str, Any]:
         t0 = time.perf_counter()
-        info = self._request("GET", f"{API}/info", session_call=False).json()
-        if tuple(info.get("in_shape", ())) != tuple(self.images.shape[1:]):
+        info = _json(self._request("GET", f"{API}/info", session_call=False), "info")
+        for key in ("num_classes", "conv_kernel", "conv_stride"):
+            if type(info.get(key)) is not int or not 1 <= info[key] <= 100_000:
+                raise MismatchError(f"the server's info has no valid {key}; refused")
+        if tuple(info.get("in_shape", ()) or ()) != tuple(self.images.shape[1:]):
             raise ShapeError(f"the server's model takes {info.get('in_shape')}, the images are {list(self.images.shape[1:])}")
         self.info = info
         for reopen in range(self.reopens + 1):
@@ -146,10 +149,12 @@ class Victim:
 
     def _session(self) -> dict[str, Any]:
         body = {"owner": self.owner, **self.declared, "layout": self.layout, "client_policy": self.policy.spec}
-        opened = self._request("POST", f"{API}/sessions", json=body, session_call=False).json()
+        opened = _json(self._request("POST", f"{API}/sessions", json=body, session_call=False), "session")
+        if not all(isinstance(opened.get(k), str) and SAFE_ID.match(opened[k]) for k in ("session", "job")):
+            raise MismatchError("the server's session answer has no valid session and job ids; refused")
         self.sid, self.job = opened["session"], opened["job"]
         self.stats["sessions"] += 1
-        self.log(f"session open: job {self.job[:8]}, {opened['rows']} images")
+        self.log(f"session open: job {self.job[:8]}, {len(self.images)} images")
         if getattr(self, "_prepared", None) is not None:
             self._prepared[2].join()  # a prefetch of the session the server lost: its key is gone with it
         self._clients: dict[int, CKKSClient] = {}  # row -> the client holding its key
@@ -159,18 +164,21 @@ class Victim:
         self._new_key()
         base = f"{API}/sessions/{self.sid}"
         while True:
-            task = self._request("GET", f"{base}/task", params={"wait": self.poll}).json()
+            task = _json(self._request("GET", f"{base}/task", params={"wait": self.poll}), "task")
             kind = task.get("task")
             if kind == "wait":
                 continue
-            if kind in ("done", "failed"):
-                return task
+            if kind in ("done", "failed"):  # what the victim reports of it: known fields, short values
+                return {k: task[k] for k in FINAL_FIELDS
+                        if isinstance(task.get(k), (str, int)) and len(str(task[k])) <= 300}
+            if kind not in ("input", "result") or type(task.get("row")) is not int:
+                raise MismatchError(f"the server sent a malformed task ({str(task)[:80]}); refused")
             if kind == "input":
-                self._send_input(base, int(task["row"]))
-            elif kind == "result":
-                self._answer(base, int(task["seq"]), int(task["row"]))
+                self._send_input(base, task["row"])
+            elif type(task.get("seq")) is not int or task["seq"] < 1:
+                raise MismatchError(f"the server sent a result task without a valid seq ({str(task)[:80]}); refused")
             else:
-                raise HesigError(f"the server sent an unknown task {str(kind)[:40]!r}")
+                self._answer(base, task["seq"], task["row"])
 
     def _make_client(self) -> CKKSClient:
         client = CKKSClient(CKKSParameters(), layout=self.layout, policy=self.policy,
@@ -280,6 +288,21 @@ class Victim:
 
     def close(self) -> None:
         self.http.close()
+
+
+SAFE_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+FINAL_FIELDS = ("task", "reason", "rows", "queries_total", "evaluations_this_session", "fingerprint_sha256")
+
+
+def _json(response: httpx.Response, what: str) -> dict:
+    """A server's JSON object, or one line: a victim never acts on a message it has not checked."""
+    try:
+        value = response.json()
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise MismatchError(f"the server's {what} answer is not a JSON object; refused")
+    return value
 
 
 def _detail(response: httpx.Response) -> str:
