@@ -458,8 +458,8 @@ def test_same_seed_gives_identical_attack_models(cli, tmp_path):
 
 
 def test_a_ckks_job_the_machine_cannot_hold_is_refused(workspace, cli, tmp_path, monkeypatch):
-    import hesig.oracles.ckks.oracle as ckks_oracle
-    monkeypatch.setattr(ckks_oracle, "_available_mb", lambda: 1000.0)
+    import hesig.oracles.ckks.channel as ckks_channel
+    monkeypatch.setattr(ckks_channel, "available_mb", lambda: 1000.0)
     code, _, err = cli.run(*_fp(workspace, tmp_path / "f.safetensors", "--oracle", "ckks"))
     cli.assert_error(code, err, "only 1000 MB are available")
     assert not (tmp_path / "f.safetensors").exists()

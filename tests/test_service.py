@@ -192,6 +192,22 @@ def test_killing_either_side_mid_job_resumes_to_the_same_file(tiny, reference, t
     assert not list(runs.glob("*.chunks")) and not list((runs / ".uploads").iterdir())
 
 
+def test_the_default_client_policy_stops_the_job_with_its_reason(tiny, tmp_path):
+    """strict+budget:1+fresh-keys answers one result per key: the victim refuses the second (exit 3,
+    one line), the server's job stops, nothing is written."""
+    server = Server(tiny, tmp_path / "runs")
+    try:
+        proc = subprocess.run([str(c) for c in [*HESIG, "victim", "--server", server.url, "--images",
+                                                tiny / "images.safetensors", "--indices", "0",
+                                                "--state-dir", tmp_path / "v", "--quiet"]],
+                              capture_output=True, text=True, timeout=300)
+    finally:
+        server.stop()
+    assert proc.returncode == 3 and "budget" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "refused to answer" in server.log.read_text() and not list((tmp_path / "runs").glob("*.safetensors"))
+
+
 # -- the protocol's refusals, from a client written against the documented API ----------------------
 
 
@@ -366,3 +382,20 @@ def test_the_victim_refuses_what_a_hostile_server_sends(tmp_path, task, fragment
     with pytest.raises(HesigError) as err:
         victim_.run()
     assert fragment in str(err.value) and "\n" not in str(err.value)
+
+
+def test_session_slots_are_limited_and_silent_sessions_give_theirs_back(tiny, tmp_path):
+    from hesig.service.hub import Hub, ServeSettings
+    from hesig.service.protocol import RequestRefused
+    hub = Hub(ServeSettings(tiny / "model", tiny / "dirs.safetensors", tmp_path / "runs", search(), max_sessions=1,
+                            victim_timeout=1.0), log=lambda m: None)
+    first = hub.open_session(_declaration(owner="a" * 40))
+    with pytest.raises(RequestRefused) as full:  # another victim: no slot left
+        hub.open_session(_declaration(owner="b" * 40))
+    assert full.value.status == 503 and hub.session(first["session"]).state == "open"
+    again = hub.open_session(_declaration(owner="a" * 40))  # the same owner re-opening its job takes its own slot
+    assert again["job"] == first["job"] and hub.session(first["session"]).state == "ended"
+    time.sleep(1.5)  # that victim never sends a context: past the timeout its slot is free again
+    other = hub.open_session(_declaration(owner="b" * 40))
+    assert hub.session(again["session"]).state == "ended" and hub.session(other["session"]).state == "open"
+    hub.shutdown()

@@ -128,12 +128,12 @@ class Hub:
         with self._lock:
             self._purge()
             previous = self.sessions.get(self._by_job.get(job, ""))
-            if previous is not None:  # the owner came back (it restarted, or the server did not notice it left)
-                previous.link.cancel("the victim re-opened this job in a new session")
-                self.log(f"session {previous.id[:8]} ended: its victim re-opened job {job[:8]}")
             running = [s for s in self.sessions.values() if s.state in ("open", "running") and s is not previous]
             if len(running) >= self.settings.max_sessions:
                 raise RequestRefused(503, f"the server holds {len(running)} sessions, its limit; retry later")
+            if previous is not None:  # the owner came back (it restarted, or the server did not notice it left)
+                previous.link.cancel("the victim re-opened this job in a new session")
+                self.log(f"session {previous.id[:8]} ended: its victim re-opened job {job[:8]}")
             sid = secrets.token_urlsafe(24)
             session = VictimSession(sid, job, declaration, VictimLink(self.settings.victim_timeout), ContextStore(),
                                     previous=previous)
@@ -181,7 +181,15 @@ class Hub:
         return {"context_id": cid}
 
     def _purge(self) -> None:
+        """Forget sessions finished long ago; end sessions that never started a job (no context)
+        and whose victim has been silent past the timeout, so they cannot hold a slot forever."""
         now = time.time()
+        for s in self.sessions.values():
+            if s.thread is None and s.finished_at is None:
+                if s.state == "open" and time.monotonic() - s.link.last_seen > self.settings.victim_timeout:
+                    s.link.cancel(f"no public context within {self.settings.victim_timeout:.0f} s")
+                if s.state != "open":
+                    s.finished_at = now
         for sid, s in list(self.sessions.items()):
             if s.finished_at is not None and now - s.finished_at > KEEP_FINISHED_S:
                 del self.sessions[sid]

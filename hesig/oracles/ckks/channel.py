@@ -119,6 +119,12 @@ class EncryptedOracle(Oracle):
             self._sessions[row] = (server, session)
         return self._sessions[row][1]
 
+    def server_of(self, row: int) -> CKKSServer:
+        """The server (the public context of row ``row``'s key) that holds the row's session, opening
+        the session first if needed (illustrations and tests; the search needs only :meth:`same_label`)."""
+        self.session(row)
+        return self._sessions[int(row)][0]
+
     def close_row(self, row: int) -> None:
         """Free a row's server-side ciphertexts; drop key contexts no open row uses (but the latest)."""
         self._sessions.pop(row, None)
