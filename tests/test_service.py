@@ -345,6 +345,7 @@ def test_cli_bad_input_is_one_line(cli, tiny, workspace, tmp_path):
 def _victim_against(handler, tmp_path):
     from hesig.service.victim import Victim
     images = torch.rand((1,) + SHAPE, generator=torch.Generator().manual_seed(0))
+    tmp_path.mkdir(parents=True, exist_ok=True)
     v = Victim("http://hostile.invalid", images, {"dataset": "images-file", "split": "file", "split_hash": "x",
                                                  "indices": [0]}, policy="strict", owner_file=tmp_path / "k",
                retries=0, prefetch=False)
@@ -399,3 +400,8 @@ def test_session_slots_are_limited_and_silent_sessions_give_theirs_back(tiny, tm
     other = hub.open_session(_declaration(owner="b" * 40))
     assert hub.session(again["session"]).state == "ended" and hub.session(other["session"]).state == "open"
     hub.shutdown()
+
+
+def test_each_victim_draws_a_secret_flooding_seed(tmp_path):
+    seeds = {_victim_against(lambda r: httpx.Response(500), tmp_path / str(i)).policy.seed for i in range(3)}
+    assert len(seeds) == 3  # never the policy's reproducible default: an attacker could replay the noise

@@ -13,6 +13,7 @@ the job is done, so a restarted victim resumes its own job and nobody else can r
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import secrets
@@ -22,7 +23,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import httpx
-import numpy as np
 import torch
 
 from ..core.defaults import CKKS_LAYOUTS, VICTIM_REOPENS, VICTIM_RETRIES
@@ -78,9 +78,12 @@ class Victim:
             raise InvalidValueError("the victim's images must be finite and in [0, 1]")
         self.images = images.detach().cpu().double().numpy()
         self.declared, self.layout, self.log = declared, layout, log
-        self.policy = parse_client_policy(policy)
+        # A real victim's flooding noise must be unpredictable: a secret seed, not the policy's
+        # reproducible default (an attacker who knows the noise stream can subtract it).
+        self.policy = dataclasses.replace(parse_client_policy(policy), seed=secrets.randbits(63))
         self.retries, self.reopens, self.poll, self.prefetch = int(retries), int(reopens), float(poll), bool(prefetch)
         self.owner = read_owner(owner_file)
+        self._keys = 0  # key pairs made so far, over every session: each salts its flooding noise apart
         self.owner_file = owner_file
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         timeout = httpx.Timeout(connect=5.0, read=max(60.0, poll + 30.0), write=120.0, pool=10.0)
@@ -129,7 +132,8 @@ class Victim:
         for key in ("num_classes", "conv_kernel", "conv_stride"):
             if type(info.get(key)) is not int or not 1 <= info[key] <= 100_000:
                 raise MismatchError(f"the server's info has no valid {key}; refused")
-        if tuple(info.get("in_shape", ()) or ()) != tuple(self.images.shape[1:]):
+        shape = info.get("in_shape")
+        if not isinstance(shape, list) or tuple(shape) != tuple(self.images.shape[1:]):
             raise ShapeError(f"the server's model takes {info.get('in_shape')}, the images are {list(self.images.shape[1:])}")
         self.info = info
         for reopen in range(self.reopens + 1):
@@ -160,7 +164,6 @@ class Victim:
         self._clients: dict[int, CKKSClient] = {}  # row -> the client holding its key
         self._contexts_sent: set[str] = set()
         self._prepared = None
-        self._keys = 0
         self._new_key()
         base = f"{API}/sessions/{self.sid}"
         while True:
