@@ -215,6 +215,16 @@ def _job(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k not in OUTCOME_KEYS and k not in ("hesig_version", KIND_KEY, JOB_KEY)}
 
 
+def job_config(dataset: str, split: str, split_hash: str, target: Any, dirs: Directions, oracle: str,
+               description: dict[str, Any]) -> dict[str, Any]:
+    """The identity a fingerprint file records (and its run store pins): the data, the model, the
+    directions, the oracle kind and the oracle factory's ``describe()``. ``hesig serve`` passes what
+    its victim declared about the data, which the server never sees."""
+    return {"dataset": dataset, "split": split, "split_hash": split_hash, "model_hash": target.hash,
+            "arch": target.arch, "directions_hash": dirs.hash, "directions_family": dirs.family,
+            "directions_count": dirs.count, "oracle": oracle, "seed": dirs.seed, **description}
+
+
 def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset: str, split: str, out: str | Path, *,
                     oracle: str = "plaintext", indices: str | None = None, eps_max: float = EPS_MAX,
                     rtol: float = RTOL, atol: float = ATOL, coarse_points: int = COARSE_POINTS,
@@ -247,9 +257,7 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     ensure_writable_dir(Path(out).parent)
     options = {"device": device, "batch_size": batch_size, "layout": ckks_layout, "client_policy": client_policy}
     make_oracle = kind.factory(target, **options)
-    config = {"dataset": data.name, "split": data.split, "split_hash": data.split_hash, "model_hash": target.hash,
-              "arch": target.arch, "directions_hash": dirs.hash, "directions_family": dirs.family,
-              "directions_count": dirs.count, "oracle": oracle, "seed": dirs.seed, **make_oracle.describe()}
+    config = job_config(data.name, data.split, data.split_hash, target, dirs, oracle, make_oracle.describe())
     t0 = time.perf_counter()
     try:
         fp = fingerprint_rows(WorkerFactory(kind, target, options, make_oracle), dirs.vectors, data.images[idx],

@@ -29,7 +29,7 @@ import torch
 from .. import __version__
 from ..core.errors import HesigError, InvalidValueError
 from ..core.io import canonical_json, ensure_writable_dir
-from ..jobs.fingerprint import fingerprint_rows, store_dir
+from ..jobs.fingerprint import fingerprint_rows, job_config, store_dir
 from ..models import load_model
 from ..oracles.ckks.channel import check_memory
 from ..oracles.ckks.params import CKKSParameters
@@ -208,16 +208,16 @@ class Hub:
     def out_path(self, job: str) -> Path:
         return Path(self.settings.runs) / f"{job}.safetensors"
 
+    def _description(self, declaration: dict[str, Any]) -> dict[str, Any]:
+        """What the fingerprint file records about the oracle, as the in-process CKKS factory does."""
+        return {"ckks": {**self.params.describe(POLY_CNN_DEPTH), "layout": declaration["layout"]},
+                "client_policy": declaration["client_policy"]}
+
     def _config(self, declaration: dict[str, Any]) -> dict[str, Any]:
-        """The fingerprint file's identity: as ``hesig fingerprint --oracle ckks`` writes it, with what
-        the victim declared about its images in place of the data the server never sees."""
-        d = self.dirs
-        return {"dataset": declaration["dataset"], "split": declaration["split"],
-                "split_hash": declaration["split_hash"], "model_hash": self.target.hash, "arch": self.target.arch,
-                "directions_hash": d.hash, "directions_family": d.family, "directions_count": d.count,
-                "oracle": "ckks", "seed": d.seed,
-                "ckks": {**self.params.describe(POLY_CNN_DEPTH), "layout": declaration["layout"]},
-                "client_policy": declaration["client_policy"], "transport": "http"}
+        """The file's identity as ``hesig fingerprint --oracle ckks`` writes it, with what the victim
+        declared about its images in place of the data the server never sees."""
+        return {**job_config(declaration["dataset"], declaration["split"], declaration["split_hash"], self.target,
+                             self.dirs, "ckks", self._description(declaration)), "transport": "http"}
 
     @contextlib.contextmanager
     def _gated(self, link: VictimLink):
@@ -240,8 +240,7 @@ class Hub:
         declaration = session.declaration
         indices = list(declaration["indices"])
         factory = RemoteFactory(self.poly, session.link, indices, session.contexts, self.params,
-                                {k: v for k, v in self._config(declaration).items()
-                                 if k in ("ckks", "client_policy")}, lambda: self._gated(session.link))
+                                self._description(declaration), lambda: self._gated(session.link))
         out = self.out_path(session.job)
         done = len(list(store_dir(out).glob("chunk-*"))) if store_dir(out).is_dir() else 0
         if done:
