@@ -125,8 +125,9 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Oracle batch (default: 512 CPU, 65536 GPU).")
 @click.option("--client-policy", default=None,
               help="The victim client's policy: undefended, strict, flooding:SIGMA|auto, rounding:DIGITS, budget:N, "
-                   "fresh-keys, joined with '+' [default: ckks strict+budget:1+fresh-keys, the most secure, which stops "
-                   "the search; plaintext: the plain bit]. 'strict' measures the attack on a client without a reply budget.")
+                   "fresh-keys, rr:P, bdpl:P@MARGIN, input-noise:SIGMA (plaintext only), evaluations:N, joined with '+' "
+                   "[default: ckks strict+budget:1+fresh-keys, the most secure, which stops the search; plaintext: the "
+                   "plain bit]. 'strict' measures the attack on a client without a reply budget.")
 @click.option("--executor", "executor_name", type=click.Choice(D.EXECUTORS), default="in-process", show_default=True,
               help="Who computes the chunks: in-process, or ray (the 'ray' extra; README: 'Scale out on Ray').")
 @click.option("--ray-address", default=None,
@@ -344,6 +345,68 @@ def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, 
                       device=device, data_root=data_root, download=download, progress=not quiet,
                       log=lambda m: click.echo(m, err=True))
     click.echo(f"{len(cells)} cells in {out}/cells")
+
+
+def _grid(text: str) -> tuple:
+    """'DEFENSE=ATTACKER,ATTACKER;DEFENSE=...' -> ((defense, (attacker, ...)), ...)."""
+    rows = []
+    for item in (part.strip() for part in text.split(";")):
+        defense, eq, attackers = item.partition("=")
+        if not eq or not defense.strip() or not attackers.strip():
+            raise click.BadParameter(f"each grid entry is DEFENSE=ATTACKER[,ATTACKER...], got '{item}'")
+        rows.append((defense.strip(), tuple(a.strip() for a in attackers.split(","))))
+    return tuple(rows)
+
+
+DEFAULT_GRID = ";".join(f"{d}={','.join(a)}" for d, a in D.DEFENSE_GRID)
+
+
+@cli.command("study-defenses")
+@click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True)
+@click.option("--arch", type=click.Choice(D.ARCHITECTURES), default="hecnn", show_default=True)
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Study folder (resumable).")
+@click.option("--grid", default=DEFAULT_GRID, show_default=True,
+              help="DEFENSE=ATTACKER,...;... A defense is a client policy added to 'strict' ('none': strict alone): "
+                   "rr:P, bdpl:P@MARGIN, flooding:SIGMA, rounding:DIGITS, input-noise:SIGMA, evaluations:N, ... "
+                   "Attackers: standard, vote:R, bayes:Q[@T], low-flip:F, budgeted:N.")
+@click.option("--defenses", default=None,
+              help="Keep only these defenses of the grid (comma-separated, as the grid spells them).")
+@click.option("--n-train", type=click.IntRange(min=20), default=D.DEFENSE_SCALE["n_train"], show_default=True,
+              help="The attacker's own training images, fingerprinted through each defense for its decoder.")
+@click.option("--n-test", type=click.IntRange(min=1), default=D.DEFENSE_SCALE["n_test"], show_default=True,
+              help="Victims (test images) scored.")
+@click.option("--n-honest", type=click.IntRange(min=10), default=D.DEFENSE_SCALE["n_honest"], show_default=True,
+              help="Honest sessions per traffic kind in each of the detector's three sets.")
+@click.option("--family", type=click.Choice(D.FAMILIES), default=D.DEFENSE_SCALE["family"], show_default=True)
+@click.option("--count", type=click.IntRange(min=1), default=D.DEFENSE_SCALE["count"], show_default=True,
+              help="Directions.")
+@click.option("--decoder-epochs", type=click.IntRange(min=1), default=D.DEFENSE_SCALE["decoder_epochs"], show_default=True)
+@click.option("--model-from", type=click.Path(file_okay=False), default=None,
+              help="Reuse this target checkpoint instead of training one.")
+@click.option("--evaluator-from", type=click.Path(file_okay=False), default=None,
+              help="Reuse this evaluator checkpoint instead of training one.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@data_options
+@device_option
+@quiet_option
+def study_defenses_cmd(dataset, arch, out, grid, defenses, n_train, n_test, n_honest, family, count, decoder_epochs,
+                       model_from, evaluator_from, seed, data_root, download, device, quiet):
+    """Defenses against the signature attack: honest cost, leakage to adaptive attackers, detection."""
+    from .jobs.defense_study import DefenseStudySettings, run_defense_study
+    rows = _grid(grid)
+    if defenses is not None:
+        keep = [d.strip() for d in defenses.split(",")]
+        unknown = [d for d in keep if d not in {row[0] for row in rows}]
+        if unknown:
+            raise click.BadParameter(f"defense '{unknown[0]}' is not in the grid (choose from "
+                                     f"{', '.join(r[0] for r in rows)})", param_hint="'--defenses'")
+        rows = tuple(r for r in rows if r[0] in keep)
+    settings = DefenseStudySettings(n_train=n_train, n_test=n_test, n_honest=n_honest, family=family, count=count,
+                                    decoder_epochs=decoder_epochs, seed=seed, grid=rows)
+    cells = run_defense_study(out, dataset, arch, settings, model_from=model_from, evaluator_from=evaluator_from,
+                              device=device, data_root=data_root, download=download, progress=not quiet,
+                              log=lambda m: click.echo(m, err=True))
+    click.echo(f"{len(cells)} cells in {out}/steps")
 
 
 @cli.command("demo")
@@ -598,6 +661,7 @@ def _int_option(value: str, name: str) -> int:
 #: Commands that keep their finished work in a run store (and so resume when rerun).
 RESUMABLE = {"fingerprint": "finished chunks are kept", "demo": "finished steps are kept",
              "study-directions": "finished steps and cells are kept",
+             "study-defenses": "finished steps and cells are kept",
              "attack": "finished chunks and steps are kept"}
 
 

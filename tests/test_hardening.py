@@ -279,6 +279,17 @@ CASES = [
     ("victim given a server that does not answer",
      lambda ws, t: ["victim", "--server", "http://127.0.0.1:9", "--dataset", "digits", "--indices", "0:2",
                     "--retries", "0", "--state-dir", t / "v"], "did not answer"),
+    ("a defense strength out of range",
+     lambda ws, t: _fp(ws, t / "f.safetensors", "--client-policy", "rr:0.9"), "must be in [0, 0.5)"),
+    ("a defense the CKKS oracle cannot enforce",
+     lambda ws, t: _fp(ws, t / "f.safetensors", "--oracle", "ckks", "--client-policy", "strict+input-noise:0.1"),
+     "plaintext oracle only"),
+    ("study-defenses: an unknown defense",
+     lambda ws, t: _study_defenses(ws, t, "shield:3=standard"), "unknown client policy 'shield:3'"),
+    ("study-defenses: an unknown attacker",
+     lambda ws, t: _study_defenses(ws, t, "none=oracle-peek"), "unknown attacker 'oracle-peek'"),
+    ("study-defenses: an attacker that does not fit its budget",
+     lambda ws, t: _study_defenses(ws, t, "evaluations:10=budgeted:10"), "cannot ask each of 24 directions"),
     ("an empty data root",
      lambda ws, t: ((t / "empty_root").mkdir(), ["train-model", "--dataset", "mnist", "--data-root", t / "empty_root",
                                                  "--epochs", "1", "--out", t / "m", "--quiet"])[1], "mnist not found"),
@@ -286,6 +297,11 @@ CASES = [
      lambda ws, t: ["train-model", "--dataset", "fashion-mnist", "--data-root", t / "nowhere", "--epochs", "1",
                     "--out", t / "m", "--quiet"], "fashion-mnist not found"),
 ]
+
+
+def _study_defenses(ws, t, grid):
+    return ["study-defenses", "--dataset", "digits", "--arch", "mlp", "--out", t / "study", "--count", "24",
+            "--model-from", ws / "model", "--evaluator-from", ws / "evaluator", "--grid", grid, "--quiet"]
 
 
 def _images_file(path: Path, value: float) -> Path:
@@ -471,3 +487,6 @@ def test_a_client_policy_that_stops_the_search_is_one_line_with_the_way_out(work
     code, _, err = cli.run(*_fp(workspace, tmp_path / "f.safetensors", "--client-policy", "strict+budget:1",
                                 "--client-policy", "no-such-policy"))
     cli.assert_error(code, err, "no-such-policy")
+    code, _, err = cli.run(*_fp(workspace, tmp_path / "g.safetensors", "--client-policy", "strict+evaluations:10"))
+    cli.assert_error(code, err, "evaluation budget of 10 evaluations", exit_code=3)
+    assert not (tmp_path / "g.safetensors").exists()

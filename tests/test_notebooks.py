@@ -20,7 +20,7 @@ from nbclient import NotebookClient
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 EXPECTED = ["01_encrypted_query_leakage", "02_directions_and_budgets", "03_collaborative_inference",
-            "04_vicious_classifiers"]
+            "04_vicious_classifiers", "05_defenses"]
 #: Per-cell limit; the small settings need a fraction of it.
 CELL_TIMEOUT_S = 900
 
@@ -29,7 +29,7 @@ def _code_cells(path: Path) -> list:
     return [c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
 
 
-def test_the_four_notebooks_are_there():
+def test_the_five_notebooks_are_there():
     assert [p.stem for p in NOTEBOOKS] == EXPECTED
 
 
@@ -81,8 +81,20 @@ def _check_04(s):
     assert len(s["detection"]["v"]) == 6 and 0.0 <= s["detection"]["auc"] <= 1.0
 
 
+def _check_05(s):
+    cells = s["cells"]
+    plain, naive, vote = cells["none / standard"], cells["rr:0.1 / standard"], cells["rr:0.1 / vote:5"]
+    # The defense costs honest users about its flip probability, and the vote about 5x the queries.
+    assert 0.04 < plain["honest_accuracy"] - naive["honest_accuracy"] < 0.16
+    assert 4.0 < vote["query_ratio"] < 6.0 and cells["rr:0.1 / bayes:0.1"]["query_ratio"] > 1.0
+    # The adaptive attacker gets back (most of) what the defense took from the naive one.
+    assert vote["decoders"]["adaptive"]["psnr"] > naive["decoders"]["non-adaptive"]["psnr"]
+    assert plain["decoders"]["adaptive"]["psnr"] > s["class_mean_baseline"]["psnr_mean"]
+    assert plain["tpr"] >= 0.9 and 0.0 <= cells["none / low-flip:0.1"]["tpr"] <= 1.0
+
+
 CHECKS = {"01_encrypted_query_leakage": _check_01, "02_directions_and_budgets": _check_02,
-          "03_collaborative_inference": _check_03, "04_vicious_classifiers": _check_04}
+          "03_collaborative_inference": _check_03, "04_vicious_classifiers": _check_04, "05_defenses": _check_05}
 
 
 @pytest.mark.skipif(not os.environ.get("HESIG_DATA", "").strip(),

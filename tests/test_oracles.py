@@ -8,10 +8,10 @@ from torch import nn
 
 from hesig.core.defaults import ORACLES
 from hesig.core.errors import InvalidValueError, QueryBudgetExhausted
-from hesig.defenses.oracle_wrappers import RandomizedResponse
 from hesig.oracles.base import OracleWrapper, add_costs
 from hesig.oracles.plaintext import PlaintextOracle
 from hesig.oracles.registry import KINDS, oracle_kind
+from hesig.signature.attackers import MajorityVote
 
 
 def _oracle(n=3, budget=None):
@@ -50,22 +50,21 @@ def test_a_transparent_wrapper_answers_like_the_oracle_and_counts_both_sides():
     assert (wrapped.num_rows, wrapped.input_shape, wrapped.capacity) == (3, (1, 4, 4), 64)
 
 
-def test_randomized_response_flips_about_p_of_the_bits_reproducibly():
-    pert = torch.randn(4000, 1, 4, 4, generator=torch.Generator().manual_seed(3)) * 3
-    rows = torch.arange(4000) % 3
+def test_a_majority_vote_asks_each_query_r_times_and_counts_both_sides():
+    pert = torch.randn(300, 1, 4, 4, generator=torch.Generator().manual_seed(3)) * 3
+    rows = torch.arange(300) % 3
     truth = _oracle().same_label(pert, rows)
-    first = RandomizedResponse(_oracle(), 0.2, seed=5).same_label(pert, rows)
-    again = RandomizedResponse(_oracle(), 0.2, seed=5).same_label(pert, rows)
-    assert torch.equal(first, again)
-    assert 0.17 < (first != truth).float().mean() < 0.23
-    assert torch.equal(RandomizedResponse(_oracle(), 0.0).same_label(pert, rows), truth)
+    inner = _oracle()
+    vote = MajorityVote(inner, 5)
+    assert torch.equal(vote.same_label(pert, rows), truth)  # a noise-free oracle: the vote is the bit
+    assert (vote.queries, inner.queries, vote.capacity) == (300, 1500, 64 // 5)
 
 
-def test_wrapper_budget_is_the_attackers_and_bad_strengths_are_refused():
-    wrapped = RandomizedResponse(_oracle(), 0.1, budget=10)
+def test_wrapper_budget_is_the_attackers_and_bad_repeats_are_refused():
+    wrapped = MajorityVote(_oracle(), 3, budget=10)
     with pytest.raises(QueryBudgetExhausted):
         wrapped.same_label(torch.zeros(11, 1, 4, 4), torch.zeros(11, dtype=torch.long))
     assert wrapped.inner.queries == 0  # refused before the inner oracle was asked
-    for p in (-0.1, 0.5, 1.0):
-        with pytest.raises(InvalidValueError, match="flip probability"):
-            RandomizedResponse(_oracle(), p)
+    for r in (0, 2, -1, 1.5):
+        with pytest.raises(InvalidValueError, match="odd number of repeats"):
+            MajorityVote(_oracle(), r)

@@ -113,3 +113,31 @@ VICIOUS_TRAINING = {"epochs": 50, "batch_size": 250, "lr": 1e-3, "valid_fraction
 VICIOUS_NGF = 16
 VICIOUS_IMAGE_SIZE = 32
 RISK_REGULARISATIONS = ("pinv", "shrinkage")
+
+# -- the defense study (hesig study-defenses) ---------------------------------------------------------
+#: Defense (client-policy spec added to 'strict'; 'none': strict alone) -> the attackers run
+#: against it. 'standard' is the paper's search; every attacker's decoder is trained through the
+#: defense (adaptive), the standard search's also without it (non-adaptive). The adaptive searches
+#: know the defense and its strength: a majority vote, probabilistic bisection at its bit error
+#: rate, a low-flip search for the detector, a search that fits an evaluation budget. Sized to
+#: run on 2 CPU cores in about an hour; add rows with --grid (finished cells are reused).
+DEFENSE_GRID = (
+    ("none", ("standard", "low-flip:0.1")),
+    ("rr:0.02", ("standard",)),
+    ("rr:0.1", ("standard", "vote:5", "bayes:0.1")),
+    ("bdpl:0.4@1", ("standard", "bayes:0.4")),
+    ("flooding:2", ("standard",)),
+    ("rounding:0", ("standard",)),
+    ("input-noise:0.2", ("standard",)),
+    ("evaluations:300", ("budgeted:300",)),
+    ("evaluations:1000", ("budgeted:1000",)),
+)
+#: Scale: the attacker's own fingerprinted training images, the victims, honest sessions per kind
+#: and per set (three sets: detector calibration, threshold, test), the direction set. The
+#: decoder must beat the class-mean baseline in SSIM undefended, or "pushed to the class mean"
+#: means nothing: on MNIST/hecnn, 3,000 images x 15 epochs gave SSIM 0.491 against the class
+#: mean's 0.489, 6,000 x 15 gave 0.662 and 6,000 x 30 gave 0.766 (200 victims).
+DEFENSE_SCALE = {"n_train": 6000, "n_test": 200, "n_honest": 100, "family": "random", "count": 100,
+                 "decoder_ngf": 16, "decoder_epochs": 20, "decoder_patience": 4}
+#: The detector's operating point (false-positive rate on honest traffic).
+DETECTOR_FPR = 0.01

@@ -107,39 +107,10 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
     store = RunStore(out, "study", {"dataset": dataset, "arch": arch, **settings.key()})
     out = store.root
     common = {"data_root": data_root, "download": download}
-
-    def once(name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        def timed() -> dict[str, Any]:
-            t0 = time.perf_counter()
-            log(f"[{name}] ...")
-            record = make()
-            log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
-            return record
-        return store.step(name, timed)[0]
-
-    def model_step(name: str, source, train_arch: str, seed: int) -> Path:
-        path = out / name
-
-        def copy() -> dict[str, Any]:
-            loaded = load_model(source)
-            if loaded.arch != train_arch or loaded.meta.get("dataset") != dataset:
-                raise MismatchError(f"{source} is a {loaded.arch} on {loaded.meta.get('dataset')}, "
-                                    f"not a {train_arch} on {dataset}")
-            shutil.rmtree(path, ignore_errors=True)
-            shutil.copytree(source, path)
-            return {"copied_from": str(source), "model_hash": loaded.hash}
-
-        once(name, copy if source is not None else lambda: train_model_job(
-            dataset, train_arch, path, seed=seed, device=device, progress=progress, **common))
-        return path
-
-    model_dir = model_step("model", model_from, arch, settings.seed)
-    evaluator_arch = DEMO_SETTINGS.get(dataset, {}).get("evaluator", "lenet5")
-    evaluator_dir = model_step("evaluator", evaluator_from, evaluator_arch, settings.seed + 1000)
-    evaluator = load_model(evaluator_dir)
-    target_hash = load_model(model_dir).hash
-    if evaluator.hash == target_hash:
-        raise InvalidValueError("the evaluator must be trained independently of the target model")
+    once = timed_steps(store, log)
+    model_dir, evaluator, target_hash = study_models(once, out, dataset, arch, settings.seed, model_from=model_from,
+                                                     evaluator_from=evaluator_from, device=device, progress=progress,
+                                                     **common)
 
     train = load_dataset(dataset, "train", data_root, download)
     test = load_dataset(dataset, "test", data_root, download)
@@ -205,6 +176,50 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
                     return cell
                 cells.append(store.step(f"{CELL_PREFIX}{family}_{tag}_k{count}", cell_for)[0])
     return cells
+
+
+def timed_steps(store: RunStore, log: Callable[[str], None]) -> Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]:
+    """``once(name, make)``: a run-store step that logs its name and duration the first time it runs."""
+    def once(name: str, make: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        def timed() -> dict[str, Any]:
+            t0 = time.perf_counter()
+            log(f"[{name}] ...")
+            record = make()
+            log(f"[{name}] done in {time.perf_counter() - t0:.1f} s")
+            return record
+        return store.step(name, timed)[0]
+    return once
+
+
+def study_models(once, out: Path, dataset: str, arch: str, seed: int, *, model_from=None, evaluator_from=None,
+                 device: str | None = None, progress: bool = False, data_root=None, download: bool = False):
+    """The target model and an independent evaluator of a study folder, trained (or copied from
+    ``model_from`` / ``evaluator_from``, which must be of that arch on that dataset) once.
+    Returns (target model folder, loaded evaluator, target hash)."""
+    def model_step(name: str, source, train_arch: str, model_seed: int) -> Path:
+        path = out / name
+
+        def copy() -> dict[str, Any]:
+            loaded = load_model(source)
+            if loaded.arch != train_arch or loaded.meta.get("dataset") != dataset:
+                raise MismatchError(f"{source} is a {loaded.arch} on {loaded.meta.get('dataset')}, "
+                                    f"not a {train_arch} on {dataset}")
+            shutil.rmtree(path, ignore_errors=True)
+            shutil.copytree(source, path)
+            return {"copied_from": str(source), "model_hash": loaded.hash}
+
+        once(name, copy if source is not None else lambda: train_model_job(
+            dataset, train_arch, path, seed=model_seed, device=device, progress=progress, data_root=data_root,
+            download=download))
+        return path
+
+    model_dir = model_step("model", model_from, arch, seed)
+    evaluator_arch = DEMO_SETTINGS.get(dataset, {}).get("evaluator", "lenet5")
+    evaluator = load_model(model_step("evaluator", evaluator_from, evaluator_arch, seed + 1000))
+    target_hash = load_model(model_dir).hash
+    if evaluator.hash == target_hash:
+        raise InvalidValueError("the evaluator must be trained independently of the target model")
+    return model_dir, evaluator, target_hash
 
 
 def collect_cells(*study_dirs: str | Path) -> list[dict[str, Any]]:

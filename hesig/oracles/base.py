@@ -95,7 +95,7 @@ class OracleWrapper(Oracle):
     queries the *attacker* makes (its own ``queries`` / ``budget``) and forwards every call to the
     inner oracle's :meth:`same_label`, so the inner oracle's counters and costs stay exact. A
     subclass overrides :meth:`_answer` (call ``super()._answer`` for the inner bits, then change
-    or withhold them); see :class:`hesig.defenses.oracle_wrappers.RandomizedResponse`.
+    or withhold them); see :class:`hesig.signature.attackers.MajorityVote`.
     """
 
     def __init__(self, inner: Oracle, budget: int | None = None):

@@ -13,7 +13,7 @@ from ..core.errors import InvalidValueError, ClientRefusal, ShapeError
 from ..core.runtime import default_device, resolve_device
 from ..models.inference import fast_inference_copy
 from .base import Oracle
-from .policies import ClientPolicy, parse_client_policy
+from .policies import ClientPolicy, ClientView, parse_client_policy
 
 
 class PlaintextOracle(Oracle):
@@ -23,16 +23,20 @@ class PlaintextOracle(Oracle):
     measures), 65536 on a GPU, where a larger batch fills the device.
 
     ``policy`` (optional ClientPolicy or spec string): release bits as a CKKS client under that
-    policy would -- flooding / rounding of the logits before the comparison, the reference label
-    fixed once per row from the (flooded) unperturbed logits, and a per-row reply budget of
-    ``replies_per_key`` replies, a reply being one call's queries of that row, per ``reply_slots``
-    (as CKKSOracle with ``fresh-keys``: one key per row); ``row_replies`` counts them.
+    policy would -- flooding / rounding of the logits before the comparison, randomized response
+    (``rr`` / ``bdpl``), the reference label fixed once per row from the (flooded, noisy) unperturbed
+    logits, a per-row reply budget of ``replies_per_key`` replies, a reply being one call's queries
+    of that row, per ``reply_slots`` (as CKKSOracle with ``fresh-keys``: one key per row;
+    ``row_replies`` counts them) and a per-row evaluation budget (``evaluations:N``). ``input-noise``
+    adds fresh seeded Gaussian noise to every evaluated input. ``view`` (a
+    :class:`~hesig.oracles.policies.ClientView`) records what the client saw of each row.
     None (default): the plain argmax comparison, unchanged.
+    ``seed``: the client's randomness (flooding, randomized response, input noise).
     """
 
     def __init__(self, model: nn.Module, secrets: torch.Tensor, *, device: str | torch.device | None = None,
                  batch_size: int | None = None, budget: int | None = None, policy: ClientPolicy | str | None = None,
-                 reply_slots: int = 4095):
+                 reply_slots: int = 4095, seed: int = 0):
         if secrets.ndim != 4:
             raise ShapeError(f"secrets must be [n, C, H, W], got shape {tuple(secrets.shape)}")
         if not torch.isfinite(secrets).all():
@@ -47,12 +51,15 @@ class PlaintextOracle(Oracle):
         self._secrets = secrets.to(self.device, torch.float32)
         self.policy = None if policy is None else parse_client_policy(policy)
         self.row_replies = torch.zeros(self.num_rows, dtype=torch.long)  # CKKS-equivalent replies (policy only)
+        self.row_evaluations = torch.zeros(self.num_rows, dtype=torch.long)
+        self.view = ClientView(self.num_rows)
         if self.policy is None:
             self._labels = self._predict(self._secrets)
         else:
-            self._rng = self.policy.rng(0)
+            self._rng = self.policy.rng(seed)
+            self._noise = torch.Generator(self.device).manual_seed(int(seed))
             self._reply_slots = int(reply_slots)
-            top = self.policy.released_top(self._logits(self._secrets).T, self._rng)
+            top = self.policy.released_top(self._logits(self._noisy(self._secrets.clone())).T, self._rng, randomize=False)
             self._labels = torch.from_numpy(top).to(self.device)
 
     @torch.inference_mode()
@@ -72,6 +79,12 @@ class PlaintextOracle(Oracle):
             out.append(self._model(batch).double().cpu())
         return torch.cat(out).numpy()
 
+    def _noisy(self, x: torch.Tensor) -> torch.Tensor:
+        """x plus the policy's fresh input noise (in place; x is the caller's own copy)."""
+        if self.policy.input_noise:
+            x.add_(torch.randn(x.shape, generator=self._noise, device=self.device), alpha=self.policy.input_noise)
+        return x
+
     @torch.inference_mode()
     def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         rows = rows.to(self.device)
@@ -81,11 +94,18 @@ class PlaintextOracle(Oracle):
         # As CKKSOracle: one reply per row per call, per reply_slots queries of that row.
         per_row = torch.bincount(rows.cpu(), minlength=self.num_rows)
         replies = self.row_replies + (per_row + self._reply_slots - 1) // self._reply_slots
+        evaluations = self.row_evaluations + per_row
         if self.policy.replies_per_key is not None and int(replies.max()) > self.policy.replies_per_key:
             raise ClientRefusal(f"a row's decryption budget of {self.policy.replies_per_key} replies "
                                        "would be exceeded")
-        self.row_replies = replies
-        top = torch.from_numpy(self.policy.released_top(self._logits(x).T, self._rng)).to(self.device)
+        if self.policy.evaluations_per_input is not None and int(evaluations.max()) > self.policy.evaluations_per_input:
+            raise ClientRefusal(f"an input's evaluation budget of {self.policy.evaluations_per_input} evaluations "
+                                "would be exceeded")
+        self.row_replies, self.row_evaluations = replies, evaluations
+        logits = self._logits(self._noisy(x)).T
+        labels = self._labels[rows].cpu().numpy()
+        self.view.record(rows.cpu().numpy(), logits, labels)
+        top = torch.from_numpy(self.policy.released_top(logits, self._rng)).to(self.device)
         return (top == self._labels[rows]).cpu()
 
 
@@ -94,13 +114,16 @@ class PlaintextFactory:
     optionally the bits a CKKS client under ``client_policy`` would release (None: the plain bit)."""
 
     def __init__(self, target, *, device: str | torch.device | None = None, batch_size: int | None = None,
-                 client_policy: str | None = None):
+                 client_policy: str | None = None, client_seed: int = 0):
         self.model, self.device, self.batch_size = target.model, resolve_device(device), batch_size
         self.policy = None if client_policy is None else parse_client_policy(client_policy)
+        self.client_seed = int(client_seed)
 
     def __call__(self, secrets: torch.Tensor, budget: int | None) -> PlaintextOracle:
+        # Every chunk's client draws from the same seed (its rows differ): the bytes do not depend
+        # on which worker ran which chunk, nor on resumes.
         return PlaintextOracle(self.model, secrets, device=self.device, batch_size=self.batch_size, budget=budget,
-                               policy=self.policy)
+                               policy=self.policy, seed=self.client_seed)
 
     def describe(self) -> dict:
         return {} if self.policy is None else {"client_policy": self.policy.spec}

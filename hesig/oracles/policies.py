@@ -23,6 +23,25 @@ Spec strings (``parse_client_policy``), components joined by ``+``:
 * ``rounding:DIGITS``: decrypted logits rounded to DIGITS decimals ((delta, r)-exact style).
 * ``budget:N``: at most N replies per secret key; then the client refuses (QueryBudgetExhausted).
 * ``fresh-keys``: a new key pair for every input (session); a key never serves two inputs.
+
+Defenses against the perturbation-signature attack (issue 19; ``results/defenses``):
+
+* ``rr:P``: randomized response on the released label: with probability P the client acts on
+  its runner-up class instead of its top-1. Near a decision boundary between the reference class
+  and another (where every search query lands) this flips the released bit with probability P,
+  both ways; honest top-1 accuracy drops by about P.
+* ``bdpl:P@M``: boundary-aware randomized response (BDPL, Zheng et al. 2020): the same, but only
+  for evaluations whose top-1 margin (top-1 minus runner-up logit, after flooding and rounding)
+  is below M logit units. Confident honest answers are never touched.
+* ``input-noise:SIGMA``: fresh Gaussian noise of std SIGMA (pixel units, images in [0, 1]) added
+  to the input of every evaluation (randomized smoothing). Plaintext oracle only: a CKKS client
+  encrypts its input once, and a server that replays one noisy ciphertext would strip the noise.
+* ``evaluations:N``: at most N evaluations (queries) answered per input, whatever the number of
+  replies; then the client refuses (ClientRefusal). Honest single inference needs one.
+
+``flooding`` (noise on the decrypted logits) and ``rounding`` (coarse release) double as
+signature-attack defenses. The client's view of each input (:class:`ClientView`: evaluations,
+flips, margins) is what :mod:`hesig.defenses.detector` scores.
 """
 
 from __future__ import annotations
@@ -63,6 +82,10 @@ class ClientPolicy:
     fresh_keys: bool = False
     seed: int = 0
     flooding_auto: bool = False
+    runner_up_p: float = 0.0
+    runner_up_margin: float = math.inf
+    input_noise: float = 0.0
+    evaluations_per_input: int | None = None
 
     def __post_init__(self):
         if not (math.isfinite(self.flooding_sigma) and self.flooding_sigma >= 0):
@@ -71,8 +94,16 @@ class ClientPolicy:
             raise InvalidValueError(f"rounding digits must be 0..12, got {self.rounding_digits}")
         if self.replies_per_key is not None and int(self.replies_per_key) < 1:
             raise InvalidValueError(f"a decryption budget must allow >= 1 reply per key, got {self.replies_per_key}")
-        if not self.strict and (self.flooding_sigma or self.rounding_digits is not None
-                                or self.replies_per_key is not None or self.fresh_keys):
+        if not 0.0 <= self.runner_up_p < 0.5:
+            raise InvalidValueError(f"a randomized-response probability must be in [0, 0.5), got {self.runner_up_p}")
+        if not (self.runner_up_margin > 0):
+            raise InvalidValueError(f"a boundary margin must be > 0 logit units, got {self.runner_up_margin}")
+        if not (math.isfinite(self.input_noise) and 0 <= self.input_noise <= 10):
+            raise InvalidValueError(f"input noise must be a std in [0, 10] pixel units, got {self.input_noise}")
+        if self.evaluations_per_input is not None and int(self.evaluations_per_input) < 1:
+            raise InvalidValueError(f"an evaluation budget must allow >= 1 evaluation per input, got "
+                                    f"{self.evaluations_per_input}")
+        if not self.strict and self.spec_parts()[1:]:
             raise InvalidValueError("'undefended' cannot be combined with other client policies")
 
     @property
@@ -80,7 +111,10 @@ class ClientPolicy:
         """The canonical spec string (round-trips through :func:`parse_client_policy`)."""
         if not self.strict:
             return "undefended"
-        parts = ["strict"]
+        return "+".join(self.spec_parts())
+
+    def spec_parts(self) -> list[str]:
+        parts = ["strict" if self.strict else "undefended"]
         if self.flooding_auto:
             parts.append("flooding:auto")
         elif self.flooding_sigma:
@@ -91,18 +125,38 @@ class ClientPolicy:
             parts.append(f"budget:{self.replies_per_key}")
         if self.fresh_keys:
             parts.append("fresh-keys")
-        return "+".join(parts)
+        if self.runner_up_p:
+            parts.append(f"rr:{self.runner_up_p:g}" if math.isinf(self.runner_up_margin)
+                         else f"bdpl:{self.runner_up_p:g}@{self.runner_up_margin:g}")
+        if self.input_noise:
+            parts.append(f"input-noise:{self.input_noise:g}")
+        if self.evaluations_per_input is not None:
+            parts.append(f"evaluations:{self.evaluations_per_input}")
+        return parts
 
     @property
     def alters_logits(self) -> bool:
         return bool(self.flooding_sigma) or self.rounding_digits is not None
 
+    def check_encrypted(self) -> "ClientPolicy":
+        """Refuse (one line) what a CKKS client cannot enforce; returns self."""
+        if self.input_noise:
+            raise InvalidValueError("client policy input-noise works with the plaintext oracle only: a CKKS client "
+                                    "encrypts its input once, and a server that replays that one ciphertext would "
+                                    "see no fresh noise")
+        return self
+
+    @property
+    def needs_rng(self) -> bool:
+        """Whether releasing draws random numbers (flooding, randomized response)."""
+        return bool(self.flooding_sigma) or bool(self.runner_up_p)
+
     def rng(self, salt: int = 0) -> np.random.Generator:
         """The flooding noise generator of one client (salt: e.g. a key or row counter)."""
         return np.random.default_rng([int(self.seed), int(salt)])
 
-    def released_top(self, logits: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
-        """logits float64 [num_classes, M] -> top-1 class int64 [M] after flooding and rounding."""
+    def decided(self, logits: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """The values the client decides on: logits float64 [num_classes, M] after flooding and rounding."""
         values = np.asarray(logits, dtype=np.float64)
         if self.flooding_sigma:
             if rng is None:
@@ -110,7 +164,28 @@ class ClientPolicy:
             values = values + rng.normal(0.0, self.flooding_sigma, values.shape)
         if self.rounding_digits is not None:
             values = np.round(values, int(self.rounding_digits))
-        return values.argmax(0)
+        return values
+
+    def randomized(self, values: np.ndarray, rng: np.random.Generator | None) -> np.ndarray:
+        """Released classes int64 [M] from decided values [num_classes, M]: the top-1, or with
+        probability ``runner_up_p`` the runner-up where the top-1 margin is below ``runner_up_margin``."""
+        top = values.argmax(0)
+        if not self.runner_up_p or values.shape[1] == 0:
+            return top
+        if rng is None:
+            raise InvalidValueError("a randomized-response policy needs its random generator")
+        order = np.argsort(-values, axis=0, kind="stable")[:2]
+        ranked = np.take_along_axis(values, order, 0)
+        swap = (rng.random(values.shape[1]) < self.runner_up_p) & (ranked[0] - ranked[1] < self.runner_up_margin)
+        return np.where(swap, order[1], order[0])
+
+    def released_top(self, logits: np.ndarray, rng: np.random.Generator | None, *, randomize: bool = True) -> np.ndarray:
+        """logits float64 [num_classes, M] -> the class the client acts on, int64 [M]: after
+        flooding and rounding, and (``randomize``) randomized response. The client's own
+        reference class is taken with ``randomize=False``: it knows its answer; it randomizes
+        only what it releases."""
+        values = self.decided(logits, rng)
+        return self.randomized(values, rng) if randomize else values.argmax(0)
 
     def release(self, logits: np.ndarray, label: int | None, rng: np.random.Generator | None) -> tuple[np.ndarray, int]:
         """One evaluation's reply.
@@ -119,11 +194,49 @@ class ClientPolicy:
         label: the client's reference class, or None before its first reply for this input (then
         the unperturbed column fixes it). Returns (bits bool [count], reference label).
         """
-        top = self.released_top(logits, rng)
-        count = top.shape[0] - 1
+        values = self.decided(logits, rng)
+        count = values.shape[1] - 1
         if label is None:
-            label = int(top[count])
-        return top[:count] == label, int(label)
+            label = int(values[:, count].argmax())
+        return self.randomized(values[:, :count], rng) == label, int(label)
+
+
+class ClientView:
+    """What a client sees of each of its inputs across a search, for the detector
+    (:mod:`hesig.defenses.detector`): per input, the evaluations it decrypted, how many of them
+    changed its top-1 class (before any randomized response: the client knows the truth), and
+    the sum and sum of squares of the signed margin (logit of the reference class minus the
+    largest other logit, decrypted values, logit units; negative where the class changed)."""
+
+    def __init__(self, rows: int = 0):
+        self.stats = np.zeros((int(rows), 4), dtype=np.float64)  # evaluations, flips, margin sum, margin^2 sum
+
+    def _grow(self, rows: int) -> None:
+        if rows > self.stats.shape[0]:
+            self.stats = np.vstack([self.stats, np.zeros((rows - self.stats.shape[0], 4))])
+
+    def record(self, rows: np.ndarray, logits: np.ndarray, labels: np.ndarray) -> None:
+        """rows int [M] (input ids), logits float64 [num_classes, M] as decrypted, labels int [M] references."""
+        rows, labels = np.asarray(rows, dtype=np.int64), np.asarray(labels, dtype=np.int64)
+        if rows.size == 0:
+            return
+        self._grow(int(rows.max()) + 1)
+        values = np.asarray(logits, dtype=np.float64)
+        cols = np.arange(values.shape[1])
+        own = values[labels, cols]
+        others = values.copy()
+        others[labels, cols] = -np.inf
+        margin = own - others.max(0)
+        for k, column in enumerate((np.ones_like(margin), (margin < 0).astype(np.float64), margin, margin ** 2)):
+            np.add.at(self.stats[:, k], rows, column)
+
+    def features(self) -> dict[str, np.ndarray]:
+        """Per input, float64 [rows]: evaluations, flip_rate, margin_std (spread of the slot results)."""
+        n, flips, total, squares = self.stats.T
+        safe = np.maximum(n, 1)
+        mean = total / safe
+        return {"evaluations": n, "flip_rate": flips / safe,
+                "margin_std": np.sqrt(np.maximum(squares / safe - mean ** 2, 0.0))}
 
 
 UNDEFENDED = ClientPolicy(strict=False)
@@ -135,6 +248,11 @@ STRICT = ClientPolicy()
 #: attack needs one reply per search round. Experiments that measure those attacks against a
 #: weaker client name their policy explicitly (e.g. ``strict`` or ``undefended``).
 DEFAULT_POLICY_SPEC = "strict+budget:1+fresh-keys"
+
+
+#: The spec grammar, for messages and --help.
+POLICY_CHOICES = ("strict, undefended, flooding:SIGMA|auto, rounding:DIGITS, budget:N, fresh-keys, rr:P, "
+                  "bdpl:P@MARGIN, input-noise:SIGMA, evaluations:N")
 
 
 def parse_client_policy(spec: str | ClientPolicy | None, *, seed: int = 0) -> ClientPolicy:
@@ -172,9 +290,21 @@ def parse_client_policy(spec: str | ClientPolicy | None, *, seed: int = 0) -> Cl
             fields["rounding_digits"] = _number(value, part, int)
         elif name == "budget":
             fields["replies_per_key"] = _number(value, part, int)
+        elif name in ("rr", "bdpl"):
+            if {"rr", "bdpl"} <= seen:
+                raise InvalidValueError(f"client policy '{spec}' names both rr and bdpl (bdpl is rr near the boundary)")
+            prob, at, margin = value.partition("@")
+            if (name == "bdpl") != bool(at):
+                raise InvalidValueError(f"client policy '{part}': write rr:P or bdpl:P@MARGIN")
+            fields["runner_up_p"] = _number(prob, part, float)
+            if at:
+                fields["runner_up_margin"] = _number(margin, part, float)
+        elif name == "input-noise":
+            fields["input_noise"] = _number(value, part, float)
+        elif name == "evaluations":
+            fields["evaluations_per_input"] = _number(value, part, int)
         else:
-            raise InvalidValueError(f"unknown client policy '{part}' (choose from strict, undefended, "
-                                    "flooding:SIGMA|auto, rounding:DIGITS, budget:N, fresh-keys)")
+            raise InvalidValueError(f"unknown client policy '{part}' (choose from {POLICY_CHOICES})")
     policy = ClientPolicy(**fields)
     if auto:
         policy = replace(policy, flooding_auto=True,
@@ -190,5 +320,5 @@ def _number(value: str, part: str, kind):
                                 f"value") from None
 
 
-__all__ = ["ClientPolicy", "DEFAULT_POLICY_SPEC", "LOGIT_NOISE_ESTIMATE", "STRICT", "UNDEFENDED",
+__all__ = ["ClientPolicy", "ClientView", "DEFAULT_POLICY_SPEC", "POLICY_CHOICES", "LOGIT_NOISE_ESTIMATE", "STRICT", "UNDEFENDED",
            "openfhe_flooding_sigma", "parse_client_policy"]

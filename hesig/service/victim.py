@@ -80,7 +80,7 @@ class Victim:
         self.declared, self.layout, self.log = declared, layout, log
         # A real victim's flooding noise must be unpredictable: a secret seed, not the policy's
         # reproducible default (an attacker who knows the noise stream can subtract it).
-        self.policy = dataclasses.replace(parse_client_policy(policy), seed=secrets.randbits(63))
+        self.policy = dataclasses.replace(parse_client_policy(policy).check_encrypted(), seed=secrets.randbits(63))
         self.retries, self.reopens, self.poll, self.prefetch = int(retries), int(reopens), float(poll), bool(prefetch)
         self.owner = read_owner(owner_file)
         self._keys = 0  # key pairs made so far, over every session: each salts its flooding noise apart

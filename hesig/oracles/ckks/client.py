@@ -21,7 +21,7 @@ import tenseal.sealapi as sa
 
 from ...core.defaults import CKKS_LAYOUTS as LAYOUTS
 from ...core.errors import InvalidValueError, MismatchError, ClientRefusal, ShapeError
-from ..policies import ClientPolicy, parse_client_policy
+from ..policies import ClientPolicy, ClientView, parse_client_policy
 from . import rns, wire
 from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes
 from .params import CKKSParameters
@@ -45,10 +45,12 @@ class CKKSClient:
         if int(num_outputs) < 2:
             raise InvalidValueError(f"a classifier has >= 2 outputs, got {num_outputs}")
         self.params, self.layout = params, layout
-        self.policy = parse_client_policy(policy)
+        self.policy = parse_client_policy(policy).check_encrypted()
         self.num_outputs = int(num_outputs)
         self._rng = self.policy.rng(key_index)
         self.replies = 0
+        self.evaluations: dict[int, int] = {}  # per session: queries answered (the evaluations budget)
+        self.view = ClientView()  # per session: what this client saw (hesig.defenses.detector)
         ctx = ts.context(ts.SCHEME_TYPE.CKKS, params.poly_modulus_degree,
                          coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
         ctx.global_scale = params.scale
@@ -202,9 +204,15 @@ class CKKSClient:
                                        "the client answers no more results under it")
         header, logits = self._logits(message)
         count, session = header["count"], header["session"]
+        limit, used = self.policy.evaluations_per_input, self.evaluations.get(session, 0)
+        if limit is not None and used + count > limit:
+            raise ClientRefusal(f"this input's evaluation budget of {limit} evaluations would be exceeded "
+                                f"({used} answered, the result holds {count})")
         self.replies += 1
+        self.evaluations[session] = used + count
         bits, label = self.policy.release(logits[:, :count + 1], self._labels[session], self._rng)
         self._labels[session] = label
+        self.view.record(np.full(count, session), logits[:, :count], np.full(count, label))
         return wire.pack_bits(bits)
 
     def _answer_undefended(self, message: bytes) -> bytes:
@@ -220,6 +228,7 @@ class CKKSClient:
 
     def forget(self, session: int) -> None:
         self._labels.pop(session, None)
+        self.evaluations.pop(session, None)
 
 
 __all__ = ["CKKSClient", "LAYOUTS"]

@@ -98,7 +98,7 @@ class CKKSOracle(EncryptedOracle):
         poly = poly if poly is not None else poly_cnn(model, tuple(in_shape), arch)
         params.check_depth(poly.depth, arch)
         self.layout = layout
-        self.policy = parse_client_policy(client_policy)
+        self.policy = parse_client_policy(client_policy).check_encrypted()
         victim = LocalVictim(secrets.detach().cpu().double().numpy(), poly, params, layout, self.policy)
         super().__init__(poly, victim, secrets.shape[0], params=params, budget=budget)
         self.client = victim.client
@@ -117,7 +117,7 @@ class CKKSFactory:
         if layout not in LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
         self.target, self.layout, self.params = target, layout, params
-        self.policy = parse_client_policy(client_policy)  # None: the default (most secure) policy
+        self.policy = parse_client_policy(client_policy).check_encrypted()  # None: the default (most secure) policy
         check_memory()
         self.poly = poly_cnn(target.model, target.in_shape, target.arch)
         self.depth = self.poly.depth
