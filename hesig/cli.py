@@ -126,8 +126,9 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @click.option("--client-policy", default=None,
               help="The victim client's policy: undefended, strict, flooding:SIGMA|auto, rounding:DIGITS, budget:N, "
                    "fresh-keys, rr:P, bdpl:P@MARGIN, input-noise:SIGMA (plaintext only), evaluations:N, joined with '+' "
-                   "[default: ckks strict+budget:1+fresh-keys, the most secure, which stops the search; plaintext: the "
-                   "plain bit]. 'strict' measures the attack on a client without a reply budget.")
+                   "[default: ckks strict+budget:1+fresh-keys, which stops the paper's search (not a one-result grid, "
+                   "see results/defenses); plaintext: the plain bit]. 'strict' measures the attack on a client without "
+                   "a reply budget.")
 @click.option("--executor", "executor_name", type=click.Choice(D.EXECUTORS), default="in-process", show_default=True,
               help="Who computes the chunks: in-process, or ray (the 'ray' extra; README: 'Scale out on Ray').")
 @click.option("--ray-address", default=None,

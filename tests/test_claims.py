@@ -34,7 +34,7 @@ def test_the_readme_quotes_the_demo_benchmark():
 
 
 def test_the_readme_quotes_the_notebook_benchmark():
-    m = _one(r"01 (\d+) s, 02 (\d+) s, 03 (\d+) s, 04 (\d+) s")
+    m = _one(r"01 (\d+) s, 02 (\d+) s, 03 (\d+) s, 04 (\d+) s, 05 (\d+) s")
     quoted = [int(v) for v in m.groups()]
     assert quoted == [round(NOTEBOOKS[name]["seconds"]) for name in sorted(NOTEBOOKS)]
 
@@ -81,3 +81,28 @@ def test_the_readme_quotes_the_service_benchmark():
     soak = _one(r"Soak\*\*: (\d+) one-image jobs completed, (\d+) failed, in ([\d.]+) s")
     assert [int(soak.group(1)), int(soak.group(2)), float(soak.group(3))] == \
         [s["soak"]["jobs_completed"], s["soak"]["jobs_failed"], s["soak"]["seconds"]]
+
+
+DEFENSES = ROOT / "results" / "defenses"
+
+
+def test_the_readme_quotes_the_defense_study():
+    """Every row of the study's summary tables (written by results/defenses/report.py) is in the README."""
+    section = (DEFENSES / "README_SECTION.md").read_text()
+    rows = [line for line in section.splitlines() if line.startswith(("| ", "**"))]
+    assert len(rows) > 10
+    for line in rows:
+        assert line in README, f"the README does not quote: {line}"
+    cells = json.loads((DEFENSES / "cells.json").read_text())
+    assert {(c["dataset"], c["arch"]) for c in cells} >= {("mnist", "hecnn"), ("mnist", "lenet5"), ("fashion-mnist", "hecnn")}
+
+
+@pytest.mark.parametrize("path", sorted(DEFENSES.glob("ckks_confirm-*.json")), ids=lambda p: p.stem)
+def test_the_readme_quotes_each_ckks_confirmation(path):
+    s = json.loads(path.read_text())
+    assert s["victims"] >= 20
+    m = _one(rf"`{re.escape(s['ckks_client_policy'])}` against `{re.escape(s['attacker'])}`, {s['victims']} victims: "
+             r"CKKS SSIM ([\d.]+) / PSNR ([\d.]+) dB, plaintext SSIM ([\d.]+) / PSNR ([\d.]+) dB")
+    quoted = [float(v) for v in m.groups()]
+    assert quoted == [round(s["metrics"]["ckks"]["ssim_mean"], 3), round(s["metrics"]["ckks"]["psnr_mean"], 2),
+                      round(s["metrics"]["plaintext"]["ssim_mean"], 3), round(s["metrics"]["plaintext"]["psnr_mean"], 2)]

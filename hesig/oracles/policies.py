@@ -244,8 +244,9 @@ STRICT = ClientPolicy()
 #: The default: the strongest policy measured to keep honest top-1 accuracy within 0.1 point of
 #: plaintext (results/key_recovery/TABLE.md): strict validation, one reply per key and one key per
 #: input. Honest inference needs exactly one reply per input; the key-recovery attack needs
-#: 1 + 2 x its bisection steps (23 at the fewest steps that recovered the key), and the signature
-#: attack needs one reply per search round. Experiments that measure those attacks against a
+#: 1 + 2 x its bisection steps (23 at the fewest steps that recovered the key), and the paper's
+#: signature search needs one reply per search round. It does NOT stop a signature attacker that
+#: asks its whole grid in one result (``grid:40``: 4,000 slots; results/defenses/ckks_confirm-*). Experiments that measure those attacks against a
 #: weaker client name their policy explicitly (e.g. ``strict`` or ``undefended``).
 DEFAULT_POLICY_SPEC = "strict+budget:1+fresh-keys"
 
