@@ -44,8 +44,8 @@ HERE = Path(__file__).resolve().parent
 def main(study: Path, defense: str, attacker: str, n: int = 20, ckks_policy: str | None = None) -> None:
     config = json.loads((study / "run.json").read_text())["config"]
     dataset, arch = config.pop("dataset"), config.pop("arch")
-    config["grid"] = tuple((d, tuple(a)) for d, a in config["grid"])
-    settings = DefenseStudySettings(**config)
+    config.pop("grid", None)  # folders pinned before the grid left the pinned settings carry it
+    settings = DefenseStudySettings(**config, grid=((defense, (attacker,)),))
     target, evaluator = load_model(study / "model"), load_model(study / "evaluator")
     directions = Directions.load(study / "directions.safetensors")
     train, test = load_dataset(dataset, "train"), load_dataset(dataset, "test")
