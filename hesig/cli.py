@@ -312,6 +312,19 @@ def _precision_list(text: str) -> tuple[tuple[int, float], ...]:
         raise click.BadParameter(f"precisions are G:rtol pairs such as '8:0.01,1:0.3', got '{text}'") from None
 
 
+def study_options(fn):
+    """What every study command takes besides its grid: reusable checkpoints, seed, data, device, quiet."""
+    for option in reversed((
+            click.option("--model-from", type=click.Path(file_okay=False), default=None,
+                         help="Reuse this target checkpoint instead of training one."),
+            click.option("--evaluator-from", type=click.Path(file_okay=False), default=None,
+                         help="Reuse this evaluator checkpoint instead of training one."),
+            click.option("--seed", type=int, default=0, show_default=True),
+            data_options, device_option, quiet_option)):
+        fn = option(fn)
+    return fn
+
+
 @cli.command("study-directions")
 @click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True)
 @click.option("--arch", type=click.Choice(D.ARCHITECTURES), default="lenet5", show_default=True)
@@ -327,14 +340,7 @@ def _precision_list(text: str) -> tuple[tuple[int, float], ...]:
 @click.option("--n-test", type=click.IntRange(min=1), default=D.STUDY_SCALE["n_test"], show_default=True, help="Victims scored.")
 @click.option("--decoder-ngf", type=click.IntRange(min=1), default=D.STUDY_SCALE["decoder_ngf"], show_default=True)
 @click.option("--decoder-epochs", type=click.IntRange(min=1), default=D.STUDY_SCALE["decoder_epochs"], show_default=True)
-@click.option("--model-from", type=click.Path(file_okay=False), default=None,
-              help="Reuse this target checkpoint instead of training one.")
-@click.option("--evaluator-from", type=click.Path(file_okay=False), default=None,
-              help="Reuse this evaluator checkpoint instead of training one.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@data_options
-@device_option
-@quiet_option
+@study_options
 def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, n_train, n_test, decoder_ngf,
                          decoder_epochs, model_from, evaluator_from, seed, data_root, download, device, quiet):
     """Leakage study: decoder quality against direction family, count and search precision."""
@@ -382,14 +388,7 @@ DEFAULT_GRID = ";".join(f"{d}={','.join(a)}" for d, a in D.DEFENSE_GRID)
 @click.option("--count", type=click.IntRange(min=1), default=D.DEFENSE_SCALE["count"], show_default=True,
               help="Directions.")
 @click.option("--decoder-epochs", type=click.IntRange(min=1), default=D.DEFENSE_SCALE["decoder_epochs"], show_default=True)
-@click.option("--model-from", type=click.Path(file_okay=False), default=None,
-              help="Reuse this target checkpoint instead of training one.")
-@click.option("--evaluator-from", type=click.Path(file_okay=False), default=None,
-              help="Reuse this evaluator checkpoint instead of training one.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@data_options
-@device_option
-@quiet_option
+@study_options
 def study_defenses_cmd(dataset, arch, out, grid, defenses, n_train, n_test, n_honest, family, count, decoder_epochs,
                        model_from, evaluator_from, seed, data_root, download, device, quiet):
     """Defenses against the signature attack: honest cost, leakage to adaptive attackers, detection."""
