@@ -130,7 +130,8 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
                       model_from: str | Path | None = None, evaluator_from: str | Path | None = None,
                       device: str | None = None, data_root=None, download: bool = False, progress: bool = False,
                       log: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run (or resume) the study for one dataset and architecture; returns the cell dicts."""
+    """Run (or resume) the study for one dataset and architecture; returns the cell dicts of the
+    grid (:func:`collect_cells` adds each one's query ratio to the undefended search)."""
     store = RunStore(out, "study-defenses", {"dataset": dataset, "arch": arch, **settings.key()})
     out = store.root
     common = {"data_root": data_root, "download": download}
@@ -173,7 +174,6 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
 
     once("clean-decoder", clean_decoder)
     clean = FingerprintDecoder.load(clean_dir)
-    undefended_queries = None
     cells = []
     for defense, attackers in settings.grid:
         policy = policy_for(defense)
@@ -241,11 +241,6 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
                     f"acc {record['honest_accuracy']:.4f} TPR@{settings.detector_fpr:g} {detection['tpr']:.2f}")
                 return cell_record
             cells.append(store.step(cell_name(defense, attacker), cell)[0])
-            if defense == "none" and attacker == "standard":
-                undefended_queries = cells[-1]["queries_per_fingerprint"]
-    for c in cells:
-        q = c.get("queries_per_fingerprint")
-        c["query_ratio"] = None if (q is None or not undefended_queries) else q / undefended_queries
     return cells
 
 
