@@ -135,8 +135,9 @@ DEFENSE_GRID = (
 #: Scale: the attacker's own fingerprinted training images, the victims, honest sessions per kind
 #: and per set (three sets: detector calibration, threshold, test), the direction set. The
 #: decoder must beat the class-mean baseline in SSIM undefended, or "pushed to the class mean"
-#: means nothing: on MNIST/hecnn, 3,000 images x 15 epochs gave SSIM 0.491 against the class
-#: mean's 0.489, 6,000 x 15 gave 0.662 and 6,000 x 30 gave 0.766 (200 victims).
+#: means nothing: on MNIST/hecnn, 3,000 images x 15 epochs gave SSIM 0.492 against the class
+#: mean's 0.481 (results/directions_study, random k = 100); 6,000 x 20 gives 0.718 against 0.489
+#: (results/defenses, the undefended cell).
 DEFENSE_SCALE = {"n_train": 6000, "n_test": 200, "n_honest": 100, "family": "random", "count": 100,
                  "decoder_ngf": 16, "decoder_epochs": 20, "decoder_patience": 4}
 #: The detector's operating point (false-positive rate on honest traffic).
