@@ -6,6 +6,7 @@ budget; 130 when interrupted), never a traceback.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -44,6 +45,33 @@ def force_option(fn):
 
 def quiet_option(fn):
     return click.option("--quiet", is_flag=True, help="No progress bars.")(fn)
+
+
+def executor_options(fn):
+    """``--executor`` and the Ray options. The command receives one ``executor`` argument, built
+    from them (Ray is imported only when asked for) and closed when the command returns."""
+    @functools.wraps(fn)
+    def command(*args, executor_name, ray_address, workers, worker_cpus, worker_gpus, **kwargs):
+        from .jobs.executor import make_executor
+        executor = make_executor(executor_name, address=ray_address, workers=workers, cpus_per_worker=worker_cpus,
+                                 gpus_per_worker=worker_gpus)
+        try:
+            return fn(*args, executor=executor, **kwargs)
+        finally:
+            executor.close()
+    for option in reversed((
+            click.option("--executor", "executor_name", type=click.Choice(D.EXECUTORS), default="in-process",
+                         show_default=True, help="Who computes the independent chunks (a study's cells too): "
+                                                 "in-process, or ray (the 'ray' extra; README: 'Scale out on Ray')."),
+            click.option("--ray-address", default=None, help="With --executor ray: auto (the cluster this machine "
+                                                             "joined), HOST:PORT, or local [default: local]."),
+            click.option("--workers", type=int, default=None,
+                         help="With --executor ray: chunks computed at once [default: as many as the cluster fits]."),
+            click.option("--worker-cpus", type=float, default=None, help="With --executor ray: CPUs per worker [default: 1]."),
+            click.option("--worker-gpus", type=float, default=None,
+                         help="With --executor ray: GPUs per worker (plaintext: 1, or a share like 0.25) [default: 0]."))):
+        command = option(command)
+    return command
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -129,37 +157,23 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
                    "[default: ckks strict+budget:1+fresh-keys, which stops the paper's search (not a one-result grid, "
                    "see results/defenses); plaintext: the plain bit]. 'strict' measures the attack on a client without "
                    "a reply budget.")
-@click.option("--executor", "executor_name", type=click.Choice(D.EXECUTORS), default="in-process", show_default=True,
-              help="Who computes the chunks: in-process, or ray (the 'ray' extra; README: 'Scale out on Ray').")
-@click.option("--ray-address", default=None,
-              help="With --executor ray: auto (the cluster this machine joined), HOST:PORT, or local [default: local].")
-@click.option("--workers", type=int, default=None,
-              help="With --executor ray: chunks computed at once [default: as many as the cluster fits].")
-@click.option("--worker-cpus", type=float, default=None, help="With --executor ray: CPUs per worker [default: 1].")
-@click.option("--worker-gpus", type=float, default=None,
-              help="With --executor ray: GPUs per worker (plaintext: 1, or a share like 0.25) [default: 0].")
+@executor_options
 @force_option
 @data_options
 @device_option
 @quiet_option
 def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
                     coarse_points, points_per_round, chunk_size, ckks_layout, budget, batch_size, force, data_root, download,
-                    device, quiet, client_policy, executor_name, ray_address, workers, worker_cpus, worker_gpus):
+                    device, quiet, client_policy, executor):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
-    from .jobs.executor import make_executor
     from .jobs.fingerprint import fingerprint_job
-    executor = make_executor(executor_name, address=ray_address, workers=workers, cpus_per_worker=worker_cpus,
-                             gpus_per_worker=worker_gpus)
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
-    try:
-        _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
-                                       eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
-                                       points_per_round=ppr, chunk_size=chunk_size, budget=budget,
-                                       batch_size=batch_size, device=device, data_root=data_root, download=download,
-                                       ckks_layout=ckks_layout, client_policy=client_policy, executor=executor,
-                                       force=force, progress=not quiet))
-    finally:
-        executor.close()
+    _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
+                                   eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
+                                   points_per_round=ppr, chunk_size=chunk_size, budget=budget,
+                                   batch_size=batch_size, device=device, data_root=data_root, download=download,
+                                   ckks_layout=ckks_layout, client_policy=client_policy, executor=executor,
+                                   force=force, progress=not quiet))
 
 
 @cli.command("serve")
@@ -313,7 +327,9 @@ def _precision_list(text: str) -> tuple[tuple[int, float], ...]:
 
 
 def study_options(fn):
-    """What every study command takes besides its grid: reusable checkpoints, seed, data, device, quiet."""
+    """What every study command takes besides its grid: reusable checkpoints, seed, data, device, quiet,
+    and the executor of its chunks and cells."""
+    fn = executor_options(fn)
     for option in reversed((
             click.option("--model-from", type=click.Path(file_okay=False), default=None,
                          help="Reuse this target checkpoint instead of training one."),
@@ -342,7 +358,7 @@ def study_options(fn):
 @click.option("--decoder-epochs", type=click.IntRange(min=1), default=D.STUDY_SCALE["decoder_epochs"], show_default=True)
 @study_options
 def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, n_train, n_test, decoder_ngf,
-                         decoder_epochs, model_from, evaluator_from, seed, data_root, download, device, quiet):
+                         decoder_epochs, model_from, evaluator_from, seed, data_root, download, device, quiet, executor):
     """Leakage study: decoder quality against direction family, count and search precision."""
     from .jobs.study import StudySettings, run_study
     settings = StudySettings(n_train=n_train, n_test=n_test, counts=_int_list(counts, "--counts"), seed=seed,
@@ -350,7 +366,7 @@ def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, 
     cells = run_study(out, dataset, arch, settings, families=tuple(f.strip() for f in families.split(",")),
                       precisions=_precision_list(precisions), model_from=model_from, evaluator_from=evaluator_from,
                       device=device, data_root=data_root, download=download, progress=not quiet,
-                      log=lambda m: click.echo(m, err=True))
+                      executor=executor, log=lambda m: click.echo(m, err=True))
     click.echo(f"{len(cells)} cells in {out}/cells")
 
 
@@ -390,7 +406,7 @@ DEFAULT_GRID = ";".join(f"{d}={','.join(a)}" for d, a in D.DEFENSE_GRID)
 @click.option("--decoder-epochs", type=click.IntRange(min=1), default=D.DEFENSE_SCALE["decoder_epochs"], show_default=True)
 @study_options
 def study_defenses_cmd(dataset, arch, out, grid, defenses, n_train, n_test, n_honest, family, count, decoder_epochs,
-                       model_from, evaluator_from, seed, data_root, download, device, quiet):
+                       model_from, evaluator_from, seed, data_root, download, device, quiet, executor):
     """Defenses against the signature attack: honest cost, leakage to adaptive attackers, detection."""
     from .jobs.defense_study import DefenseStudySettings, run_defense_study
     rows = _grid(grid)
@@ -405,7 +421,7 @@ def study_defenses_cmd(dataset, arch, out, grid, defenses, n_train, n_test, n_ho
                                     decoder_epochs=decoder_epochs, seed=seed, grid=rows)
     cells = run_defense_study(out, dataset, arch, settings, model_from=model_from, evaluator_from=evaluator_from,
                               device=device, data_root=data_root, download=download, progress=not quiet,
-                              log=lambda m: click.echo(m, err=True))
+                              executor=executor, log=lambda m: click.echo(m, err=True))
     click.echo(f"{len(cells)} cells in {out}/steps")
 
 
@@ -500,7 +516,7 @@ def _rmle_options(fn):
     ]
     for option in reversed(options):
         fn = option(fn)
-    return fn
+    return executor_options(fn)
 
 
 def _rmle_settings(iterations, rmle_lr, tv_weight, tv_beta, init_noise, no_clip) -> dict:
@@ -518,11 +534,11 @@ def _run_attack(attack, quiet, **kwargs):
 @_attack_options
 @_rmle_options
 def attack_rmle_cmd(model_dir, split, out, indices, feature_noise, seed, iterations, rmle_lr, tv_weight, tv_beta,
-                    init_noise, no_clip, chunk_size, data_root, download, device, quiet):
+                    init_noise, no_clip, chunk_size, data_root, download, device, quiet, executor):
     """White-box rMLE (Algorithm 1): the adversary holds the edge's weights; 0 queries."""
     _run_attack("rmle", quiet, model_dir=model_dir, split=split, out=out, indices=indices, feature_noise=feature_noise,
                 seed=seed, rmle=_rmle_settings(iterations, rmle_lr, tv_weight, tv_beta, init_noise, no_clip),
-                chunk_size=chunk_size, data_root=data_root, download=download, device=device)
+                chunk_size=chunk_size, data_root=data_root, download=download, device=device, executor=executor)
 
 
 @attack_group.command("inverse-network")
@@ -556,13 +572,13 @@ def attack_inverse_cmd(model_dir, split, out, indices, feature_noise, seed, quer
 @_rmle_options
 def attack_shadow_cmd(model_dir, split, out, indices, feature_noise, seed, shadow_data, structure, epochs, batch_size,
                       lr, iterations, rmle_lr, tv_weight, tv_beta, init_noise, no_clip, chunk_size, data_root,
-                      download, device, quiet):
+                      download, device, quiet, executor):
     """Query-free (Algorithm 3): train a shadow edge through the cloud part, then rMLE on it."""
     _run_attack("shadow", quiet, model_dir=model_dir, split=split, out=out, indices=indices,
                 feature_noise=feature_noise, seed=seed, shadow_data=shadow_data, structure=structure, epochs=epochs,
                 batch_size=batch_size, lr=lr, rmle=_rmle_settings(iterations, rmle_lr, tv_weight, tv_beta, init_noise,
                                                                    no_clip),
-                chunk_size=chunk_size, data_root=data_root, download=download, device=device)
+                chunk_size=chunk_size, data_root=data_root, download=download, device=device, executor=executor)
 
 
 @attack_group.command("vicious")

@@ -106,3 +106,28 @@ def test_the_readme_quotes_each_ckks_confirmation(path):
     quoted = [float(v) for v in m.groups()]
     assert quoted == [round(s["metrics"]["ckks"]["ssim_mean"], 3), round(s["metrics"]["ckks"]["psnr_mean"], 2),
                       round(s["metrics"]["plaintext"]["ssim_mean"], 3), round(s["metrics"]["plaintext"]["psnr_mean"], 2)]
+
+
+SCALING = json.loads((ROOT / "benchmarks" / "scaling.json").read_text())
+
+
+def test_the_readme_quotes_the_scaling_benchmark():
+    ckks, plain, plan = SCALING["ckks"], SCALING["plaintext"], SCALING["plan_10000_mnist_ckks_in_one_hour"]
+    ray = _one(r"\| Ray workers: wall seconds \| ([\d.]+) \| ([\d.]+) \| \*\*([\d.]+)×\*\* \|")
+    assert [float(v) for v in ray.groups()] == [ckks["runs"]["1"]["wall_seconds"], ckks["runs"]["2"]["wall_seconds"],
+                                                ckks["speedup_2_workers"]]
+    cpu = _one(r"\| Ray workers: CPU seconds inside the workers \(sum\) \| ([\d.]+) \| ([\d.]+) \(\+([\d.]+) %\)")
+    assert [float(v) for v in cpu.groups()] == [ckks["runs"]["1"]["chunk_cpu_seconds_sum"],
+                                                ckks["runs"]["2"]["chunk_cpu_seconds_sum"],
+                                                round(ckks["cpu_seconds_increase_2_workers"] * 100, 1)]
+    bare = ckks["without_ray"]
+    procs = _one(r"\| no Ray, plain processes started together: wall seconds \| ([\d.]+) \| ([\d.]+) \| \*\*([\d.]+)×\*\* \|")
+    assert [float(v) for v in procs.groups()] == [bare["1"]["wall_seconds"], bare["2"]["wall_seconds"],
+                                                  bare["speedup_2_processes"]]
+    _one(rf"Ray reaches {ckks['ray_speedup_over_machine_ceiling']} of that")
+    _one(rf"\| wall seconds \| {plain['runs']['in-process']['wall_seconds']} \| {plain['runs']['1']['wall_seconds']} \| "
+         rf"{plain['runs']['2']['wall_seconds']} \(\*\*{plain['speedup_2_workers']:.2f}×\*\* over 1 worker\) \|")
+    _one(rf"\*\*{plan['nodes']} such nodes\*\* \({plan['nodes'] * plan['node']['workers_per_node']} workers\): "
+         rf"{plan['images_per_worker']} images per worker × {plan['cpu_seconds_per_image']:.1f} s = "
+         rf"{round(plan['hours_at_measured_cpu_cost'] * 60)} minutes")
+    assert ckks["files_1_vs_2_workers"]["eps_within_2rtol"] and plain["runs"]["2"]["same_bytes_as_in_process"]

@@ -6,6 +6,7 @@ each) serves the whole module; the CLI finds Ray initialised and runs on it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -166,6 +167,53 @@ def test_ckks_on_ray_matches_in_process_within_the_search_tolerance(cluster, tmp
     assert torch.equal(a.indices, b.indices) and torch.equal(a.censored, b.censored) and not a.censored.all()
     assert torch.allclose(a.eps, b.eps, rtol=2 * search.rtol, atol=1e-6), (a.eps, b.eps)
     assert a.meta["oracle_costs"]["evaluations"] > 0 and b.meta["oracle_costs"]["evaluations"] > 0
+
+
+def _cells(folder):
+    """A study's cell records without their timings."""
+    return {p.name: {k: v for k, v in json.loads(p.read_text()).items() if k != "cell_seconds"}
+            for p in sorted((folder / "steps").glob("cell-*.json"))}
+
+
+def _tensor_files(folder, pattern):
+    return {p.relative_to(folder).as_posix(): load_file(p) for p in sorted(folder.glob(pattern))}
+
+
+def test_study_cells_and_rmle_chunks_on_ray_equal_in_process(cluster, workspace, cli, tmp_path):
+    """The defense study's cells and the rMLE chunks, computed by Ray workers, give the records and
+    tensors of the in-process run; only the driver writes (each sample file once, beside its cell).
+
+    Byte equality needs the same torch thread count on both sides (summation order in training): a
+    1-CPU worker runs one thread, so the in-process run here does too."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        _study_and_rmle_on_both(workspace, cli, tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _study_and_rmle_on_both(workspace, cli, tmp_path):
+    study = ["study-defenses", "--dataset", "digits", "--arch", "mlp", "--n-train", "200", "--n-test", "30",
+             "--n-honest", "10", "--count", "12", "--decoder-epochs", "1", "--quiet",
+             "--model-from", workspace / "model", "--evaluator-from", workspace / "evaluator",
+             "--grid", "none=standard;rr:0.1=vote:3;evaluations:40=standard"]
+    rmle = ["attack", "rmle", "--model", workspace / "model", "--split", "fc1act", "--indices", "0:12",
+            "--iterations", "5", "--chunk-size", "4", "--quiet"]
+    for argv, name in ((study, "study"), (rmle, "rmle")):
+        for extra in ((), ("--executor", "ray", "--workers", "2")):
+            code, _, err = cli.run(*argv, "--out", tmp_path / f"{name}{len(extra)}", *extra)
+            assert code == 0, err
+    a, b = tmp_path / "study0", tmp_path / "study4"
+    assert len(_cells(a)) == 3 and _cells(a) == _cells(b)
+    samples = _tensor_files(a, "samples/*.safetensors")
+    assert len(samples) == 3 and samples.keys() == _tensor_files(b, "samples/*.safetensors").keys()
+    assert all(torch.equal(t, _tensor_files(b, "samples/*.safetensors")[k][n]) for k, ts in samples.items() for n, t in ts.items())
+    a, b = tmp_path / "rmle0", tmp_path / "rmle4"
+    chunks = _tensor_files(a, "chunks/*.safetensors")
+    assert len(chunks) == 3 and all(torch.equal(t, _tensor_files(b, "chunks/*.safetensors")[k][n])
+                                    for k, ts in chunks.items() for n, t in ts.items())
+    assert json.loads((a / "metrics.json").read_text())["metrics"] == json.loads((b / "metrics.json").read_text())["metrics"]
 
 
 class _KillOnce:

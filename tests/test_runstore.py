@@ -64,6 +64,29 @@ def test_steps_run_once_and_a_tampered_record_is_recomputed(tmp_path):
     assert [r["value"] for r in store.steps()] == [2]
 
 
+def test_independent_steps_write_their_files_then_their_record_and_are_reused(tmp_path):
+    store = RunStore(tmp_path / "run", "demo", {})
+    calls, seen = [], []
+
+    def cell(i):
+        calls.append(i)
+        return {"cell": i}, {f"samples/c{i}.safetensors": ({"x": torch.full((2,), float(i))}, {"cell": i})}
+
+    def saved(i, record):  # the record is written last: its file is already there
+        seen.append(i)
+        assert (tmp_path / "run" / "samples" / f"c{i}.safetensors").exists() and store.done(f"cell-{i}")
+
+    names = ["cell-0", "cell-1", "cell-2"]
+    assert store.compute_steps(names, cell, on_saved=saved) == [{"cell": 0}, {"cell": 1}, {"cell": 2}]
+    store.step_path("cell-1").unlink()  # a killed run
+    assert store.compute_steps(names, cell, on_saved=saved)[1] == {"cell": 1}
+    assert calls == [0, 1, 2, 1] and seen == [0, 1, 2, 1]
+    escaping = lambda i: ({"cell": i}, {"../outside.safetensors": ({"x": torch.zeros(1)}, {})})  # noqa: E731
+    with pytest.raises(MismatchError, match="outside the run folder"):
+        store.compute_steps(["cell-3"], escaping)
+    assert not (tmp_path / "outside.safetensors").exists() and not store.done("cell-3")
+
+
 def test_an_error_in_a_chunk_keeps_the_chunks_before_it(tmp_path):
     calls = []
 

@@ -41,7 +41,6 @@ import torch
 from .. import __version__
 from ..core.defaults import DEFENSE_GRID, DEFENSE_SCALE, DETECTOR_FPR, EPS_MAX, FAMILIES
 from ..core.errors import ClientRefusal, InvalidValueError
-from ..core.io import save_tensors
 from ..core.runtime import resolve_device
 from ..data import load_dataset
 from ..defenses.detector import HONEST_KINDS, SearchDetector, honest_traffic, view_features
@@ -55,8 +54,9 @@ from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_
 from ..signature.decoders.train import decode
 from ..signature.directions import Directions
 from ..signature.fingerprints import Fingerprints
+from .executor import Executor
 from .models import directions_job
-from .runstore import RunStore
+from .runstore import RunStore, StepResult
 from .study import SAMPLE_FIGURE, study_models, timed_steps
 
 CELL_PREFIX = "cell-"
@@ -129,9 +129,14 @@ def cell_name(defense: str, attacker: str) -> str:
 def run_defense_study(out: str | Path, dataset: str, arch: str, settings: DefenseStudySettings, *,
                       model_from: str | Path | None = None, evaluator_from: str | Path | None = None,
                       device: str | None = None, data_root=None, download: bool = False, progress: bool = False,
-                      log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+                      executor: Executor | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run (or resume) the study for one dataset and architecture; returns the cell dicts of the
-    grid (:func:`collect_cells` adds each one's query ratio to the undefended search)."""
+    grid (:func:`collect_cells` adds each one's query ratio to the undefended search).
+
+    executor: where the cells run (default: here, one after another). The models, directions, clean
+    decoder and honest traffic are computed here first; each cell is then independent and seeded,
+    so a Ray executor runs them at once and this process writes what they return.
+    """
     store = RunStore(out, "study-defenses", {"dataset": dataset, "arch": arch, **settings.key()})
     out = store.root
     common = {"data_root": data_root, "download": download}
@@ -140,7 +145,7 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
                                                      evaluator_from=evaluator_from, device=device, progress=progress,
                                                      **common)
     target = load_model(model_dir)
-    device = resolve_device(device)
+    requested, device = device, resolve_device(device)
     dir_file = out / "directions.safetensors"
     once("directions", lambda: directions_job(settings.family, settings.count, dir_file, dataset=dataset,
                                               seed=settings.seed, model_dir=model_dir, device=device, **common))
@@ -157,8 +162,9 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
               "train_split": train.split_hash, "test_split": test.split_hash}
 
     def fingerprint(images: torch.Tensor, indices: torch.Tensor, defense: str, attacker: str, seed: int):
+        # Resolved where it runs: a cell on a Ray worker uses that worker's device.
         return defended_fingerprints(target, directions, images, indices, defense, attacker, seed=seed,
-                                     eps_max=settings.eps_max, dataset=dataset, device=device)
+                                     eps_max=settings.eps_max, dataset=dataset, device=resolve_device(requested))
 
     def decoder_for(fp: Fingerprints) -> FingerprintDecoder:
         return fit_decoder(fp, train_x, settings)
@@ -174,7 +180,7 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
 
     once("clean-decoder", clean_decoder)
     clean = FingerprintDecoder.load(clean_dir)
-    cells = []
+    plans = []  # (defense, attacker, policy, honest record, detector, detector's test set), in grid order
     for defense, attackers in settings.grid:
         policy = policy_for(defense)
 
@@ -196,52 +202,58 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
         record = once(f"honest-{re.sub(r'[^A-Za-z0-9.]+', '_', defense)}", honest)
         sets = [np.concatenate([np.asarray(k, dtype=np.float64) for k in s]) for s in record["honest_features"]]
         detector = SearchDetector(settings.detector_fpr).fit(sets[0], sets[1])
-        for attacker in attackers:
-            def cell() -> dict[str, Any]:
-                t0 = time.perf_counter()
-                base = {"dataset": dataset, "arch": arch, "defense": defense, "client_policy": policy.spec,
-                        "attacker": attacker, "honest_accuracy": record["honest_accuracy"],
-                        "honest_refused": record["honest_refused"], "n_train": settings.n_train,
-                        "n_test": settings.n_test, "count": settings.count, "family": settings.family,
-                        "hashes": hashes, "seed": settings.seed, "hesig_version": __version__}
-                try:
-                    fp_test, views = fingerprint(test_x, test.indices[:settings.n_test], defense, attacker,
-                                                 settings.seed + 2)
-                    fp_train, _ = fingerprint(train_x, train.indices[:settings.n_train], defense, attacker,
-                                              settings.seed + 1)
-                except ClientRefusal as exc:
-                    log(f"[cell] {defense} / {attacker}: refused ({exc})")
-                    return {**base, "refused": str(exc), "decoders": {}}
-                decoders = {"adaptive": decoder_for(fp_train)}
-                if attacker == "standard":
-                    decoders["non-adaptive"] = clean
-                scored = {}
-                for name, decoder in decoders.items():
-                    recon = decoder_reconstruct(decoder, fp_test)
-                    report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
-                    scored[name] = {"psnr": report["attack"]["psnr_mean"], "psnr_std": report["attack"]["psnr_std"],
-                                    "ssim": report["attack"]["ssim_mean"], "ssim_std": report["attack"]["ssim_std"],
-                                    "ssim_interior": float(ssim_interior(recon, test_x).mean()),
-                                    "class_recovery": report["attack"]["class_recovery"]}
-                    if "baselines" not in base:
-                        base["baselines"] = {k: {**report[k], "ssim_interior": float(ssim_interior(
-                            _baseline(k, train, test_y, len(test_x)), test_x).mean())}
-                            for k in ("baseline_mean_image", "baseline_class_mean")}
-                    save_tensors(out / "samples" / f"{cell_name(defense, attacker)[len(CELL_PREFIX):]}-{name}.safetensors",
-                                 {"reconstructions": recon[:SAMPLE_FIGURE], "indices": fp_test.indices[:SAMPLE_FIGURE]},
-                                 {"defense": defense, "attacker": attacker, "decoder": name})
-                detection = detector.report(views, sets[2])
-                cell_record = {**base, "refused": None, "decoders": scored,
-                               "queries_per_fingerprint": float(fp_test.queries.sum(1).double().mean()),
-                               "censored_fraction": float(fp_test.censored.float().mean()),
-                               "detection": detection, "cell_seconds": round(time.perf_counter() - t0, 1)}
-                best = max(scored.values(), key=lambda r: r["ssim"])
-                log(f"[cell] {arch} {defense} / {attacker}: SSIM {best['ssim']:.3f} PSNR {best['psnr']:.2f} "
-                    f"class {best['class_recovery']:.3f} q/fp {cell_record['queries_per_fingerprint']:.0f} "
-                    f"acc {record['honest_accuracy']:.4f} TPR@{settings.detector_fpr:g} {detection['tpr']:.2f}")
-                return cell_record
-            cells.append(store.step(cell_name(defense, attacker), cell)[0])
-    return cells
+        plans += [(defense, attacker, policy, record, detector, sets[2]) for attacker in attackers]
+
+    def cell(i: int) -> StepResult:
+        """Cell ``i`` of the plan: its record and sample reconstructions (written by the caller,
+        so the cell can run on an executor's worker)."""
+        defense, attacker, policy, record, detector, honest_test = plans[i]
+        t0 = time.perf_counter()
+        base = {"dataset": dataset, "arch": arch, "defense": defense, "client_policy": policy.spec,
+                "attacker": attacker, "honest_accuracy": record["honest_accuracy"],
+                "honest_refused": record["honest_refused"], "n_train": settings.n_train,
+                "n_test": settings.n_test, "count": settings.count, "family": settings.family,
+                "hashes": hashes, "seed": settings.seed, "hesig_version": __version__}
+        try:
+            fp_test, views = fingerprint(test_x, test.indices[:settings.n_test], defense, attacker, settings.seed + 2)
+            fp_train, _ = fingerprint(train_x, train.indices[:settings.n_train], defense, attacker, settings.seed + 1)
+        except ClientRefusal as exc:
+            return {**base, "refused": str(exc), "decoders": {}}, {}
+        decoders = {"adaptive": decoder_for(fp_train)}
+        if attacker == "standard":
+            decoders["non-adaptive"] = clean
+        scored, files = {}, {}
+        for name, decoder in decoders.items():
+            recon = decoder_reconstruct(decoder, fp_test)
+            report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
+            scored[name] = {"psnr": report["attack"]["psnr_mean"], "psnr_std": report["attack"]["psnr_std"],
+                            "ssim": report["attack"]["ssim_mean"], "ssim_std": report["attack"]["ssim_std"],
+                            "ssim_interior": float(ssim_interior(recon, test_x).mean()),
+                            "class_recovery": report["attack"]["class_recovery"]}
+            if "baselines" not in base:
+                base["baselines"] = {k: {**report[k], "ssim_interior": float(ssim_interior(
+                    _baseline(k, train, test_y, len(test_x)), test_x).mean())}
+                    for k in ("baseline_mean_image", "baseline_class_mean")}
+            files[f"samples/{cell_name(defense, attacker)[len(CELL_PREFIX):]}-{name}.safetensors"] = (
+                {"reconstructions": recon[:SAMPLE_FIGURE], "indices": fp_test.indices[:SAMPLE_FIGURE]},
+                {"defense": defense, "attacker": attacker, "decoder": name})
+        return {**base, "refused": None, "decoders": scored,
+                "queries_per_fingerprint": float(fp_test.queries.sum(1).double().mean()),
+                "censored_fraction": float(fp_test.censored.float().mean()),
+                "detection": detector.report(views, honest_test),
+                "cell_seconds": round(time.perf_counter() - t0, 1)}, files
+
+    def saved(i: int, cell_record: dict[str, Any]) -> None:
+        defense, attacker = plans[i][:2]
+        if cell_record["refused"]:
+            log(f"[cell] {defense} / {attacker}: refused ({cell_record['refused']})")
+            return
+        best = max(cell_record["decoders"].values(), key=lambda r: r["ssim"])
+        log(f"[cell] {arch} {defense} / {attacker}: SSIM {best['ssim']:.3f} PSNR {best['psnr']:.2f} "
+            f"class {best['class_recovery']:.3f} q/fp {cell_record['queries_per_fingerprint']:.0f} "
+            f"acc {cell_record['honest_accuracy']:.4f} TPR@{settings.detector_fpr:g} {cell_record['detection']['tpr']:.2f}")
+
+    return store.compute_steps([cell_name(d, a) for d, a, *_ in plans], cell, executor=executor, on_saved=saved)
 
 
 def defended_fingerprints(target, directions: Directions, images: torch.Tensor, indices: torch.Tensor, defense: str,

@@ -16,7 +16,9 @@ Rules:
   none is reported, deleted and recomputed, never used.
 * :meth:`RunStore.chunks` hands the chunks that are missing to an executor
   (:mod:`hesig.jobs.executor`) and saves each result as it arrives; :meth:`RunStore.step` runs a
-  function once and memoises its JSON record.
+  function once and memoises its JSON record; :meth:`RunStore.compute_steps` does the same for
+  independent steps (a study's cells) on an executor.
+* Only the process that owns the store writes: an executor's workers return results, never files.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from .executor import Executor, InProcessExecutor
 MANIFEST = "run.json"
 
 Tensors = dict[str, torch.Tensor]
+#: What a step computed on an executor returns: its JSON record, and tensor files to save beside it.
+StepResult = tuple[dict[str, Any], dict[str, tuple[Tensors, dict[str, Any]]]]
 
 
 class RunStore:
@@ -145,6 +149,36 @@ class RunStore:
         record = make()
         atomic_write_json(self.step_path(name), record)
         return json.loads(canonical_json(record)), False
+
+    def compute_steps(self, names: Sequence[str], compute: Callable[[int], StepResult], *,
+                      executor: Executor | None = None,
+                      on_saved: Callable[[int, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """The JSON records of the independent steps ``names[i]``, computing the missing ones with
+        ``compute(i)`` on ``executor``; returns them in order.
+
+        ``compute(i)`` returns ``(record, files)``: ``files`` maps a path relative to the store's
+        root to ``(tensors, meta)`` (a cell's sample reconstructions). This process writes them,
+        then the record, so a step whose record exists has its files. ``on_saved(i, record)`` sees
+        each step as soon as it is saved (a progress line).
+        """
+        records: list[dict[str, Any] | None] = [self.step_record(name) for name in names]
+        missing = [i for i, record in enumerate(records) if record is None]
+        for i, (record, files) in (executor or InProcessExecutor()).map(compute, missing):
+            for relative, (tensors, meta) in files.items():
+                save_tensors(self._inside(relative), tensors, meta)
+            atomic_write_json(self.step_path(names[i]), record)
+            records[i] = json.loads(canonical_json(record))
+            if on_saved is not None:
+                on_saved(i, records[i])
+        return records  # type: ignore[return-value]
+
+    def _inside(self, relative: str) -> Path:
+        """``root / relative``, refused if it leaves the root (a step names its own files)."""
+        path = (self.root / relative).resolve()
+        if self.root.resolve() not in path.parents:
+            raise MismatchError(f"a step's file '{relative}' is outside the run folder {self.root}")
+        ensure_writable_dir(path.parent)
+        return path
 
     def steps(self, prefix: str = "") -> Iterable[dict[str, Any]]:
         """The records of finished steps whose names start with ``prefix``, in name order."""

@@ -45,6 +45,7 @@ from ..defenses.feature_noise import FeatureNoise, edge_features, split_accuracy
 from ..evaluation import viz
 from ..evaluation.metrics import reconstruction_report, ssim_own_range, summarize
 from ..models import build_model, load_model, split_model
+from .executor import Executor
 from .runstore import RunStore
 
 #: What the adversary's training takes when the command does not say (inverse network, shadow).
@@ -74,12 +75,13 @@ def _adversary_data(meta: dict[str, Any], which: str, data_root, download: bool)
 
 
 def _rmle_chunked(attacker: RMLE | ShadowModel, rmle: RMLE, observed: torch.Tensor, in_shape, store: RunStore,
-                  chunk_size: int, log) -> tuple[torch.Tensor, float, list[float]]:
+                  chunk_size: int, log, executor: Executor | None = None) -> tuple[torch.Tensor, float, list[float]]:
     """Run the fitted rMLE-based ``attacker`` over ``observed`` in checksummed chunks of the run
-    store (finished ones are reused); returns (recon, seconds, final feature distances).
+    store (finished ones are reused) on ``executor``; returns (recon, seconds, final feature distances).
 
-    The starts come from ``rmle``'s settings for the whole set at once, so the chunk size changes
-    no image.
+    The starts come from ``rmle``'s settings for the whole set at once, so neither the chunk size
+    nor the executor changes an image. The chunk function closes over the fitted attacker (its
+    edge or shadow model) and the observed features only: that is what a Ray worker receives.
     """
     initial = rmle.initial_images(len(observed), in_shape)
     bounds = [(start, min(start + chunk_size, len(observed))) for start in range(0, len(observed), chunk_size)]
@@ -93,7 +95,8 @@ def _rmle_chunked(attacker: RMLE | ShadowModel, rmle: RMLE, observed: torch.Tens
     def saved(i: int, tensors, meta) -> None:
         log(f"rMLE images {bounds[i][0]}-{bounds[i][1] - 1} of {len(observed)}: {meta['seconds']:.1f}s")
 
-    parts = store.chunks([f"chunks/rmle_{start:06d}_{stop:06d}" for start, stop in bounds], compute, on_saved=saved)
+    parts = store.chunks([f"chunks/rmle_{start:06d}_{stop:06d}" for start, stop in bounds], compute, on_saved=saved,
+                         executor=executor)
     return (torch.cat([tensors["recon"] for tensors, _ in parts]), sum(float(meta["seconds"]) for _, meta in parts),
             [d for tensors, _ in parts for d in tensors["distance"].tolist()])
 
@@ -104,7 +107,7 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
                epochs: int | None = None, batch_size: int | None = None, lr: float | None = None,
                shadow_data: str = "same", structure: str = "same", chunk_size: int = RMLE_CHUNK_SIZE,
                device: str | None = None, data_root=None, download: bool = False, progress: bool = True,
-               log=lambda message: None) -> dict[str, Any]:
+               executor: Executor | None = None, log=lambda message: None) -> dict[str, Any]:
     """Run one attack cell; write reconstructions, metrics.json and protocol.png into ``out``.
 
     rmle: rMLE settings (keys of :data:`RMLE_DEFAULTS`), used by ``rmle`` and ``shadow``.
@@ -114,7 +117,7 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
     epochs, batch_size, lr: training of the inverse network or shadow (defaults:
     :data:`hesig.core.defaults.INVERSE_TRAINING` / ``SHADOW_TRAINING``).
     chunk_size: images per resumable rMLE chunk (not part of the pinned configuration: it changes
-    no result).
+    no result). executor: where the rMLE chunks run (``rmle`` and ``shadow``; default: here).
     """
     if attack not in ATTACKS:
         raise InvalidValueError(f"unknown attack {attack!r} (choose from {', '.join(ATTACKS)})")
@@ -158,7 +161,7 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
 
     if attack == "rmle":
         attacker = RMLE(seed=seed, **rmle_settings).fit(WhiteBoxEdge(edge, in_shape))
-        recon, seconds, dists = _rmle_chunked(attacker, attacker, observed, in_shape, store, chunk_size, log)
+        recon, seconds, dists = _rmle_chunked(attacker, attacker, observed, in_shape, store, chunk_size, log, executor)
         info.update(rmle=rmle_settings, attack_seconds=seconds, final_feature_distance_mean=sum(dists) / len(dists))
     elif attack == "inverse-network":
         if query_set == "gaussian":
@@ -197,7 +200,7 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
             attacker.fit(knowledge, trained=(saved[0], saved[1]["training"]))
         shadow, training = attacker.shadow, attacker.training
         shadow_acc = split_accuracy(shadow, cloud, test.images, test.labels)
-        recon, seconds, dists = _rmle_chunked(attacker, rmle_attack, observed, in_shape, store, chunk_size, log)
+        recon, seconds, dists = _rmle_chunked(attacker, rmle_attack, observed, in_shape, store, chunk_size, log, executor)
         info.update(rmle=rmle_settings, shadow_data=shadow_data, structure=structure, epochs=epochs,
                     shadow_train_seconds=training["seconds"], shadow_train_accuracy=training["train_accuracy"],
                     shadow_test_accuracy_through_cloud=shadow_acc, shadow_hash=state_dict_hash(shadow.state_dict()),

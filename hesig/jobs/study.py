@@ -31,7 +31,7 @@ from typing import Any, Callable
 from .. import __version__
 from ..core.defaults import EPS_MAX, FAMILIES, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
 from ..core.errors import InvalidValueError, MismatchError
-from ..core.io import ensure_writable_dir, load_tensors, save_tensors
+from ..core.io import ensure_writable_dir, load_tensors
 from ..data import load_dataset
 from ..evaluation import viz
 from ..evaluation.metrics import reconstruction_report
@@ -40,9 +40,10 @@ from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_
 from ..signature.directions import Directions
 from ..signature.fingerprints import Fingerprints
 from .demo import DEMO_SETTINGS
+from .executor import Executor
 from .fingerprint import fingerprint_job
 from .models import directions_job, train_model_job
-from .runstore import RunStore
+from .runstore import RunStore, StepResult
 
 #: The paper's search precision (8 coarse points, rtol 1e-2) -- the grid's default.
 DEFAULT_PRECISION = STUDY_PRECISIONS[0]
@@ -92,8 +93,11 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
               families: tuple[str, ...] = STUDY_FAMILIES, precisions: tuple[tuple[int, float], ...] = STUDY_PRECISIONS,
               model_from: str | Path | None = None, evaluator_from: str | Path | None = None,
               device: str | None = None, data_root=None, download: bool = False, progress: bool = False,
-              log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              executor: Executor | None = None, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
     """Run (or resume) the study for one dataset and architecture; returns the cell dicts.
+
+    executor: computes the fingerprint chunks and then the cells (default: here, in order). Every
+    fingerprint file exists before the first cell runs; each cell is independent and seeded.
 
     model_from / evaluator_from: copy an existing checkpoint instead of training one (it must be
     of ``arch`` on ``dataset``); the copy keeps its hash, which every cell records.
@@ -116,8 +120,8 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
     test = load_dataset(dataset, "test", data_root, download)
     train_x = train.images[:settings.n_train]
     test_x, test_y = test.images[:settings.n_test], test.labels[:settings.n_test]
-    cells = []
     max_count = settings.counts[-1]
+    plans = []  # (family, directions, fingerprints by split, coarse points, rtol, count), cell by cell
     for family in families:
         fam_dir = ensure_writable_dir(out / family)
         dir_file = fam_dir / "directions.safetensors"
@@ -126,56 +130,61 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
             mix=settings.mix if family == "mix" else None, device=device, **common))
         directions = Directions.load(dir_file)
         for g, rtol in precisions:
-            tag = _tag(g, rtol)
             fps = {}
             for split, n in (("train", settings.n_train), ("test", settings.n_test)):
-                fp_file = fam_dir / f"fp_{split}_{tag}.safetensors"
-                once(f"{family}-{tag}-fingerprints-{split}", lambda: fingerprint_job(
+                fp_file = fam_dir / f"fp_{split}_{_tag(g, rtol)}.safetensors"
+                once(f"{family}-{_tag(g, rtol)}-fingerprints-{split}", lambda: fingerprint_job(
                     model_dir, dir_file, dataset, split, fp_file, indices=f"0:{n}", eps_max=settings.eps_max,
-                    rtol=rtol, coarse_points=g, device=device, progress=progress, **common))
+                    rtol=rtol, coarse_points=g, device=device, executor=executor, progress=progress, **common))
                 fps[split] = Fingerprints.load(fp_file)
-            for count in settings.counts:
-                def cell_for() -> dict[str, Any]:  # called at once by store.step: the loop variables are current
-                    t0 = time.perf_counter()
-                    prefix = directions.first(count)
-                    fp_train, fp_test = (fps[s].first_directions(prefix) for s in ("train", "test"))
-                    feats = FingerprintFeatures.fit(fp_train.eps, fp_train.censored, settings.eps_max)
-                    net, rep = train_decoder(feats.transform(fp_train.eps, fp_train.censored), train_x,
-                                             ngf=settings.decoder_ngf, epochs=settings.decoder_epochs,
-                                             patience=settings.decoder_patience, seed=settings.seed, progress=False)
-                    decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
-                    recon = decoder.reconstruct(fp_test)
-                    report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
-                    cell = {
-                        "dataset": dataset, "arch": arch, "family": family, "count": count,
-                        "coarse_points": g, "rtol": rtol, "mix": settings.mix if family == "mix" else None,
-                        "n_train": settings.n_train, "n_test": settings.n_test,
-                        "psnr": report["attack"]["psnr_mean"], "psnr_std": report["attack"]["psnr_std"],
-                        "ssim": report["attack"]["ssim_mean"], "ssim_std": report["attack"]["ssim_std"],
-                        "class_recovery": report["attack"]["class_recovery"],
-                        "queries_per_fingerprint": float(fp_test.queries.sum(1).double().mean()),
-                        "queries_per_direction": float(fp_test.queries.double().mean()),
-                        "censored_fraction": float(fp_test.censored.float().mean()),
-                        "decoder": {"ngf": settings.decoder_ngf, "epochs_run": rep.epochs_run,
-                                    "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
-                        "baselines": {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")},
-                        "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,
-                                   "directions_full": directions.hash, "train_split": train.split_hash,
-                                   "test_split": test.split_hash},
-                        "directions_build_seconds": directions.params.get("build_seconds"),
-                        "cell_seconds": round(time.perf_counter() - t0, 1),
-                        "seed": settings.seed, "hesig_version": __version__,
-                    }
-                    # A few reconstructions for figures (the decoder itself is not kept).
-                    save_tensors(fam_dir / f"recon_{tag}_k{count}.safetensors",
-                                 {"reconstructions": recon[:SAMPLE_FIGURE], "indices": fp_test.indices[:SAMPLE_FIGURE]},
-                                 {"family": family, "count": count, "directions_hash": prefix.hash})
-                    log(f"[cell] {dataset} {arch} {family} {tag} k={count}: PSNR {cell['psnr']:.2f} "
-                        f"SSIM {cell['ssim']:.3f} class {cell['class_recovery']:.3f} "
-                        f"q/fp {cell['queries_per_fingerprint']:.0f}")
-                    return cell
-                cells.append(store.step(f"{CELL_PREFIX}{family}_{tag}_k{count}", cell_for)[0])
-    return cells
+            plans += [(family, directions, fps, g, rtol, count) for count in settings.counts]
+
+    def cell(i: int) -> StepResult:
+        """Cell ``i``: a decoder on the first ``count`` directions, scored on the victims; its record
+        and sample reconstructions (written by the caller, so the cell can run on a worker)."""
+        family, directions, fps, g, rtol, count = plans[i]
+        t0 = time.perf_counter()
+        prefix = directions.first(count)
+        fp_train, fp_test = (fps[s].first_directions(prefix) for s in ("train", "test"))
+        feats = FingerprintFeatures.fit(fp_train.eps, fp_train.censored, settings.eps_max)
+        net, rep = train_decoder(feats.transform(fp_train.eps, fp_train.censored), train_x,
+                                 ngf=settings.decoder_ngf, epochs=settings.decoder_epochs,
+                                 patience=settings.decoder_patience, seed=settings.seed, progress=False)
+        decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
+        recon = decoder.reconstruct(fp_test)
+        report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
+        record = {
+            "dataset": dataset, "arch": arch, "family": family, "count": count,
+            "coarse_points": g, "rtol": rtol, "mix": settings.mix if family == "mix" else None,
+            "n_train": settings.n_train, "n_test": settings.n_test,
+            "psnr": report["attack"]["psnr_mean"], "psnr_std": report["attack"]["psnr_std"],
+            "ssim": report["attack"]["ssim_mean"], "ssim_std": report["attack"]["ssim_std"],
+            "class_recovery": report["attack"]["class_recovery"],
+            "queries_per_fingerprint": float(fp_test.queries.sum(1).double().mean()),
+            "queries_per_direction": float(fp_test.queries.double().mean()),
+            "censored_fraction": float(fp_test.censored.float().mean()),
+            "decoder": {"ngf": settings.decoder_ngf, "epochs_run": rep.epochs_run,
+                        "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
+            "baselines": {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")},
+            "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,
+                       "directions_full": directions.hash, "train_split": train.split_hash,
+                       "test_split": test.split_hash},
+            "directions_build_seconds": directions.params.get("build_seconds"),
+            "cell_seconds": round(time.perf_counter() - t0, 1),
+            "seed": settings.seed, "hesig_version": __version__,
+        }
+        # A few reconstructions for figures (the decoder itself is not kept).
+        sample = ({"reconstructions": recon[:SAMPLE_FIGURE], "indices": fp_test.indices[:SAMPLE_FIGURE]},
+                  {"family": family, "count": count, "directions_hash": prefix.hash})
+        return record, {f"{family}/recon_{_tag(g, rtol)}_k{count}.safetensors": sample}
+
+    def saved(i: int, record: dict[str, Any]) -> None:
+        log(f"[cell] {dataset} {arch} {record['family']} {_tag(record['coarse_points'], record['rtol'])} "
+            f"k={record['count']}: PSNR {record['psnr']:.2f} SSIM {record['ssim']:.3f} "
+            f"class {record['class_recovery']:.3f} q/fp {record['queries_per_fingerprint']:.0f}")
+
+    names = [f"{CELL_PREFIX}{family}_{_tag(g, rtol)}_k{count}" for family, _, _, g, rtol, count in plans]
+    return store.compute_steps(names, cell, executor=executor, on_saved=saved)
 
 
 def timed_steps(store: RunStore, log: Callable[[str], None]) -> Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]:
