@@ -206,6 +206,10 @@ def _study_and_rmle_on_both(workspace, cli, tmp_path):
             assert code == 0, err
     a, b = tmp_path / "study0", tmp_path / "study4"
     assert len(_cells(a)) == 3 and _cells(a) == _cells(b)
+    stamps = {p.name: p.stat().st_mtime_ns for p in (b / "steps").glob("cell-*.json")}
+    code, _, err = cli.run(*study, "--out", b)  # the other executor resumes: every cell is reused
+    assert code == 0, err
+    assert {p.name: p.stat().st_mtime_ns for p in (b / "steps").glob("cell-*.json")} == stamps
     samples = _tensor_files(a, "samples/*.safetensors")
     assert len(samples) == 3 and samples.keys() == _tensor_files(b, "samples/*.safetensors").keys()
     assert all(torch.equal(t, _tensor_files(b, "samples/*.safetensors")[k][n]) for k, ts in samples.items() for n, t in ts.items())

@@ -130,10 +130,11 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
             mix=settings.mix if family == "mix" else None, device=device, **common))
         directions = Directions.load(dir_file)
         for g, rtol in precisions:
+            tag = _tag(g, rtol)
             fps = {}
             for split, n in (("train", settings.n_train), ("test", settings.n_test)):
-                fp_file = fam_dir / f"fp_{split}_{_tag(g, rtol)}.safetensors"
-                once(f"{family}-{_tag(g, rtol)}-fingerprints-{split}", lambda: fingerprint_job(
+                fp_file = fam_dir / f"fp_{split}_{tag}.safetensors"
+                once(f"{family}-{tag}-fingerprints-{split}", lambda: fingerprint_job(
                     model_dir, dir_file, dataset, split, fp_file, indices=f"0:{n}", eps_max=settings.eps_max,
                     rtol=rtol, coarse_points=g, device=device, executor=executor, progress=progress, **common))
                 fps[split] = Fingerprints.load(fp_file)
