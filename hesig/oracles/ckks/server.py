@@ -10,13 +10,15 @@ Enc(conv1(X + N_j))_f, the same function as adding N_j to every pixel ciphertext
 784 plaintext encodings per evaluation. Decision agreement with the plaintext oracle is measured
 in benchmarks/ckks.py.
 
-Levels (N = 8192, primes [31, 26 x 6, 31], scale 2^26): conv1 -> rescale (6 primes left),
+Levels (N = 8192, primes [31, 26 x 6, 31], scale 2^26; weights at the primes' size, see
+:func:`weight_scale`): conv1 -> rescale (6 primes left),
 x^2 and fc1 in numpy on the NTT coefficients, two rescales (4), x^2 (3), fc2 (2): the logits
 decrypt at a 57-bit modulus over a 26-bit scale.
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import numpy as np
@@ -29,13 +31,19 @@ from . import rns, wire
 from ._seal import Scratch, moduli_by_parms, pid_bytes
 from .polymodel import PolyCNN
 
-WEIGHT_SCALE_BITS = 26
+def weight_scale(first_moduli: list[int]) -> float:
+    """The scale the server encodes plaintext weights at: the power of two nearest the rescaling
+    primes (2^26 for the default [31, 26 x 6, 31]). Each multiply-then-rescale then leaves the
+    ciphertext's scale where it was; a fixed 2^26 with 22- or 30-bit primes would move it by 2^4
+    per layer until the logits overflow or drown in noise. first_moduli: the data primes of the
+    first level, in order (the last one is rescaled away first)."""
+    return float(2 ** round(math.log2(int(first_moduli[-1]))))
 
 
 def result_format(first_moduli: list[int], input_scale: float) -> float:
     """The scale of every logit ciphertext the server returns (public: it follows from the
     parameters and the protocol). first_moduli: the data primes of the first level, in order."""
-    w, p = float(2 ** WEIGHT_SCALE_BITS), [float(q) for q in first_moduli]
+    w, p = weight_scale(first_moduli), [float(q) for q in first_moduli]
     f = input_scale * w / p[-1]            # conv1, rescale
     h = f * f * w / p[-2] / p[-3]          # x^2 and fc1, two rescales
     a = h * h / p[-4]                      # x^2, rescale
@@ -90,7 +98,7 @@ class CKKSServer:
                 self._galois = self._scratch.load(sa.GaloisKeys(), self._seal, parts[1])
             except Exception:
                 raise MismatchError("the Galois keys do not belong to this CKKS context") from None
-        self.weight_scale = float(2 ** WEIGHT_SCALE_BITS)
+        self.weight_scale = weight_scale([int(q) for q in self._moduli[self._first]])
         self._fc1 = np.rint(model.fc1_weight * self.weight_scale).astype(np.int64)
 
     # -- sessions ---------------------------------------------------------------------------
