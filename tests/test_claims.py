@@ -131,3 +131,21 @@ def test_the_readme_quotes_the_scaling_benchmark():
          rf"{plan['images_per_worker']} images per worker × {plan['cpu_seconds_per_image']:.1f} s = "
          rf"{round(plan['hours_at_measured_cpu_cost'] * 60)} minutes")
     assert ckks["files_1_vs_2_workers"]["eps_within_2rtol"] and plain["runs"]["2"]["same_bytes_as_in_process"]
+
+
+NOISE = json.loads((ROOT / "benchmarks" / "ckks_noise.json").read_text())
+
+
+def test_the_readme_quotes_the_ckks_noise_benchmark():
+    def share(row):
+        return f"{100 * row['disagreements'] / row['queries']:.1f}%" if row["disagreements"] else "0"
+
+    for s in NOISE["sets"]:
+        row = (f"| {s['name']} | {s['queries']:,} | " + " | ".join(share(r) for r in s["by_abs_relative_distance"])
+               + f" | {s['max_abs_relative_distance_at_disagreement']:.1e} | {s['max_abs_margin_at_disagreement']:.3f} |")
+        assert row in README, row
+    default, _, scale22, big = NOISE["sets"]
+    _one(rf"bounds what CKKS noise does to ε: {default['max_abs_relative_distance_at_disagreement']:.1e} with the default")
+    _one(rf"2\^22 reaches {scale22['max_abs_relative_distance_at_disagreement']:.1e}, over rtol 1e-3")
+    _one(rf"narrows it to {big['max_abs_relative_distance_at_disagreement']:.1e} at twice the ring")
+    _one(rf"disagree on {100 * (1 - default['plaintext_bit_matches_margin_sign']):.2f}% of all the queries")
