@@ -84,6 +84,21 @@ def test_results_decrypt_to_the_plaintext_logits(batched, model, secrets):
     assert np.array_equal(bits, want.argmax(1) == reference)
 
 
+@pytest.mark.parametrize("primes", [(31, 24, 24, 24, 24, 24, 24, 31), (31, 30, 30, 30, 30, 30, 30, 31)])
+def test_other_scales_keep_the_logits(model, secrets, primes):
+    """The server encodes its weights at the rescaling primes' scale: with 24- or 30-bit primes
+    (a fixed 2^26 would move the scale 2^2 or 2^4 per layer) the logits still decrypt."""
+    n = 8192 if primes[1] == 24 else 16384  # 2^30 fits 128-bit security only at N = 16384
+    client = CKKSClient(CKKSParameters(n, primes, primes[1]), num_outputs=3, policy="strict")
+    client.set_conv_geometry(4, 3)
+    server = CKKSServer(client.context_message(), poly_cnn(model, SHAPE))
+    assert server.weight_scale == 2.0 ** primes[1]
+    pert = np.random.default_rng(0).normal(0, 0.3, (20,) + SHAPE)
+    logits = client.decrypt_logits(server.evaluate(server.open_session(client.encrypt(secrets[0].numpy(), session=0)), pert))
+    want = poly_cnn(model, SHAPE).forward(secrets[0].double().numpy()[None] + pert)
+    assert np.abs(logits - want).max() < 1e-2 * max(1.0, np.abs(want).max())
+
+
 @pytest.mark.parametrize("layout", ["batched", "compact"])
 def test_decision_agreement_near_the_boundary(model, secrets, layout):
     """Queries within +-5% of the plaintext boundary: CKKS bits equal plaintext bits."""
