@@ -56,8 +56,8 @@ from ..signature.directions import Directions
 from ..signature.fingerprints import Fingerprints
 from .executor import Executor
 from .models import directions_job
-from .runstore import RunStore, StepResult
-from .study import SAMPLE_FIGURE, study_models, timed_steps
+from .runstore import StepResult
+from .study import SAMPLE_FIGURE, open_study
 
 CELL_PREFIX = "cell-"
 
@@ -137,13 +137,11 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
     decoder and honest traffic are computed here first; each cell is then independent and seeded,
     so a Ray executor runs them at once and this process writes what they return.
     """
-    store = RunStore(out, "study-defenses", {"dataset": dataset, "arch": arch, **settings.key()})
-    out = store.root
     common = {"data_root": data_root, "download": download}
-    once = timed_steps(store, log)
-    model_dir, evaluator, target_hash = study_models(once, out, dataset, arch, settings.seed, model_from=model_from,
-                                                     evaluator_from=evaluator_from, device=device, progress=progress,
-                                                     **common)
+    store, once, model_dir, evaluator, target_hash = open_study(
+        out, "study-defenses", dataset, arch, settings, model_from=model_from, evaluator_from=evaluator_from,
+        device=device, progress=progress, log=log, **common)
+    out = store.root
     target = load_model(model_dir)
     requested, device = device, resolve_device(device)
     dir_file = out / "directions.safetensors"

@@ -108,13 +108,11 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
     for g, r in precisions:
         if int(g) != g or g < 1 or not 0 < r < 1:
             raise InvalidValueError(f"a precision is (coarse_points >= 1, 0 < rtol < 1), got ({g}, {r})")
-    store = RunStore(out, "study", {"dataset": dataset, "arch": arch, **settings.key()})
-    out = store.root
     common = {"data_root": data_root, "download": download}
-    once = timed_steps(store, log)
-    model_dir, evaluator, target_hash = study_models(once, out, dataset, arch, settings.seed, model_from=model_from,
-                                                     evaluator_from=evaluator_from, device=device, progress=progress,
-                                                     **common)
+    store, once, model_dir, evaluator, target_hash = open_study(
+        out, "study", dataset, arch, settings, model_from=model_from, evaluator_from=evaluator_from, device=device,
+        progress=progress, log=log, **common)
+    out = store.root
 
     train = load_dataset(dataset, "train", data_root, download)
     test = load_dataset(dataset, "test", data_root, download)
@@ -199,6 +197,21 @@ def timed_steps(store: RunStore, log: Callable[[str], None]) -> Callable[[str, C
             return record
         return store.step(name, timed)[0]
     return once
+
+
+def open_study(out: str | Path, kind: str, dataset: str, arch: str, settings, *, model_from=None, evaluator_from=None,
+               device: str | None = None, progress: bool = False, data_root=None, download: bool = False,
+               log: Callable[[str], None] = print):
+    """A study folder: its run store (``kind``, pinned to dataset, arch and ``settings.key()``), its
+    timed ``once`` (:func:`timed_steps`) and its models (:func:`study_models`).
+    Returns (store, once, target model folder, loaded evaluator, target hash)."""
+    store = RunStore(out, kind, {"dataset": dataset, "arch": arch, **settings.key()})
+    once = timed_steps(store, log)
+    model_dir, evaluator, target_hash = study_models(once, store.root, dataset, arch, settings.seed,
+                                                     model_from=model_from, evaluator_from=evaluator_from,
+                                                     device=device, progress=progress, data_root=data_root,
+                                                     download=download)
+    return store, once, model_dir, evaluator, target_hash
 
 
 def study_models(once, out: Path, dataset: str, arch: str, seed: int, *, model_from=None, evaluator_from=None,
