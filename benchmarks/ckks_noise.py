@@ -5,7 +5,8 @@ by distance to the decision boundary and by scale bits, and what that does to ep
 
 For every parameter set (all at 128-bit security; the default first):
 
-* ``--images`` MNIST test images, ``--directions`` random directions (seeded). The plaintext
+* ``--images`` MNIST test images, ``--directions`` directions of hesig's ``random`` family
+  (``--seed``; their hash is in the JSON). The plaintext
   boundary eps of each pair comes from a bisection at rtol 1e-5 (the reference).
 * Queries at eps_plain x (1 + d), with d drawn log-uniformly in magnitude from 1e-6 to 5e-2, with
   a random sign, ``--evaluations`` full evaluations per image (slots - 1 queries each).
@@ -35,6 +36,7 @@ from hesig.data import load_dataset
 from hesig.models import load_model
 from hesig.oracles import PlaintextOracle
 from hesig.oracles.ckks import CKKSOracle, CKKSParameters
+from hesig.signature.directions import make_directions
 from hesig.signature.search import BoundarySearch
 
 #: (name, N, primes, scale bits): the default, then smaller scales at the same N, then a larger scale
@@ -73,17 +75,18 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(1)
     target = load_model(args.model)
-    images = load_dataset("mnist", "test", args.data_root).images[:args.images]
-    g = torch.Generator().manual_seed(args.seed)
-    dirs = torch.randn((args.directions,) + tuple(images.shape[1:]), generator=g)
-    dirs /= dirs.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    test = load_dataset("mnist", "test", args.data_root)
+    images = test.images[:args.images]
+    directions = make_directions("random", args.directions, tuple(images.shape[1:]), seed=args.seed)
+    dirs = directions.vectors
     plain = PlaintextOracle(target.model, images, device="cpu")
     fine = BoundarySearch(args.eps_max, coarse_points=8, points_per_round=1, rtol=1e-5).run(plain, dirs)
     with torch.no_grad():
         reference = target.model(images.float()).argmax(1)
     chosen = range(len(PARAMETER_SETS)) if args.sets == "all" else [int(i) for i in args.sets.split(",")]
     out: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__},
-                 "model_hash": target.hash, "images": args.images, "directions": args.directions,
+                 "model_hash": target.hash, "directions_hash": directions.hash, "test_split_hash": test.split_hash,
+                 "images": args.images, "directions": args.directions,
                  "evaluations_per_image": args.evaluations, "seed": args.seed, "sets": []}
     for index in chosen:
         name, n, primes, scale_bits = PARAMETER_SETS[index]
