@@ -446,18 +446,18 @@ def demo_cmd(dataset, arch, out, count, train_limit, decoder_epochs, seed, data_
     summary = demo_job(out, dataset=dataset, arch=arch, count=count, seed=seed, train_limit=train_limit,
                        decoder_epochs=decoder_epochs, device=device, data_root=data_root, download=download,
                        progress=not quiet, log=lambda m: click.echo(m, err=True))
-    from .jobs.report import CLASS_RECOVERY_NOTE, ROW_NAMES, ROW_NOTES
+    from .jobs.report import CLASS_RECOVERY_NOTE, ROW_NAMES, ROW_NOTES, SSIM_NOTE
     m = summary["metrics"]["metrics"]
     fp = summary["metrics"]["fingerprints"]
     click.echo(f"\nreconstructions of {m['attack']['n']} held-out {dataset} test images "
                f"({fp['queries_per_fingerprint_mean']:.0f} oracle queries per image):")
-    click.echo(f"  {'':20s} {'PSNR dB':>8s} {'SSIM':>6s} {'class recovery':>15s}   what the row is")
+    click.echo(f"  {'':20s} {'PSNR dB':>8s} {'SSIM':>6s} {'full map':>8s} {'class recovery':>15s}   what the row is")
     for key in ("attack", "baseline_class_mean", "baseline_mean_image"):
         row = m[key]
         recovery = "—" if row["class_recovery"] is None else f"{100 * row['class_recovery']:.1f} %"
-        click.echo(f"  {ROW_NAMES[key]:20s} {row['psnr_mean']:8.2f} {row['ssim_mean']:6.3f} {recovery:>15s}   "
-                   f"{ROW_NOTES[key]}")
-    click.echo(f"  ({CLASS_RECOVERY_NOTE})")
+        click.echo(f"  {ROW_NAMES[key]:20s} {row['psnr_mean']:8.2f} {row['ssim_mean']:6.3f} "
+                   f"{row['ssim_full_map_mean']:8.3f} {recovery:>15s}   {ROW_NOTES[key]}")
+    click.echo(f"  ({SSIM_NOTE}; {CLASS_RECOVERY_NOTE})")
     written = sorted(p.relative_to(out).as_posix() for p in Path(out).rglob("*")
                      if p.is_file() and p.parent.name != "steps" and not p.name.startswith("."))
     click.echo(f"\nwritten in {out}: {', '.join(written)}, steps/ (one record per finished step)")

@@ -7,7 +7,9 @@ Conventions (all functions):
   :class:`~hesig.core.errors.ShapeError` / :class:`~hesig.core.errors.InvalidValueError`;
 * the data range is **always 1.0** -- it is never inferred from the batch, so a metric on
   a dim image is not silently re-normalised;
-* per-image metrics return a float32 tensor ``[N]`` on the input's device.
+* per-image metrics return a float32 tensor ``[N]`` on the input's device;
+* ``ssim`` is the papers' SSIM (mean over the map's interior, as scikit-image / piq compute it);
+  ``ssim_full_map`` (torchmetrics' mean over the whole reflect-padded map) is reported beside it.
 
 This module sits at the bottom of the layer stack: from hesig it imports only :mod:`hesig.core.errors`.
 """
@@ -121,41 +123,65 @@ def ssim_window(height: int, width: int) -> tuple[int, float]:
     return k, SSIM_SIGMA * k / SSIM_KERNEL_SIZE
 
 
-def ssim(recon: torch.Tensor, target: torch.Tensor, chunk_size: int = SSIM_CHUNK) -> torch.Tensor:
-    """Per-image structural similarity (SSIM), data range 1, gaussian window.
+def _ssim_means(recon: torch.Tensor, target: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image SSIM ``(interior mean, full-map mean)``, two float32 tensors ``[N]``, from one SSIM map.
 
-    ``SSIM(x, y) = mean over pixels p of
-    ((2 mu_x mu_y + C1)(2 sigma_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2))``
-    with local gaussian-weighted statistics (population covariance), ``C1 = (0.01 * 1)^2``,
-    ``C2 = (0.03 * 1)^2``; computed by torchmetrics' ``structural_similarity_index_measure``
-    (``gaussian_kernel=True``, ``data_range=1.0``, ``reduction='none'``) with the window from
-    :func:`ssim_window` (11 x 11, sigma 1.5; smaller for images under 11 pixels a side).
-    For multi-channel images the per-channel maps are averaged too.
-
-    Border handling: torchmetrics reflect-pads the image by the window radius and averages the
-    SSIM map over **all** ``H x W`` pixels, whereas ``skimage.metrics.structural_similarity``
-    averages only the interior (it drops a ``(k-1)/2``-pixel border). On the interior the two
-    agree to ~1e-6; the full-image mean differs from skimage's by up to ~0.15 on a single
-    random 28 x 28 image (~0.01 on average), because 59 % of a 28 x 28 image is border. The
-    full-image convention is kept because skimage's would leave only 2 x 2 of an 8 x 8 digit.
-
-    Args: ``recon``, ``target``: ``[N, C, H, W]`` in ``[0, 1]``, same shape; ``chunk_size``:
-    images per torchmetrics call (bounds memory).
-    Returns: float32 tensor ``[N]`` (unitless, <= 1) on the input's device.
+    The map is torchmetrics' (reflect padding by the window radius, so it is ``H x W``); its
+    interior -- the pixels at least ``(k-1)/2`` from every edge, where the window never reads
+    padding -- is exactly what a "valid" convolution (scikit-image, piq) produces.
     """
     _check_pair(recon, target)
     if int(chunk_size) < 1:
         raise InvalidValueError(f"chunk_size must be >= 1, got {chunk_size}")
     chunk_size = int(chunk_size)
     kernel, sigma = ssim_window(recon.shape[-2], recon.shape[-1])
+    pad = (kernel - 1) // 2
     recon = recon.detach().float()
     target = target.detach().to(recon.device).float()
-    out = []
+    interior, full = [], []
     for start in range(0, recon.shape[0], chunk_size):
-        vals = _tm_ssim(recon[start:start + chunk_size], target[start:start + chunk_size], gaussian_kernel=True,
-                        sigma=sigma, kernel_size=kernel, data_range=DATA_RANGE, reduction="none")
-        out.append(vals.reshape(-1).float())
-    return torch.cat(out)
+        full_mean, ssim_map = _tm_ssim(recon[start:start + chunk_size], target[start:start + chunk_size],
+                                       gaussian_kernel=True, sigma=sigma, kernel_size=kernel, data_range=DATA_RANGE,
+                                       reduction="none", return_full_image=True)
+        inner = ssim_map[..., pad:ssim_map.shape[-2] - pad, pad:ssim_map.shape[-1] - pad] if pad else ssim_map
+        interior.append(inner.flatten(1).mean(1).float())
+        full.append(full_mean.reshape(-1).float())
+    return torch.cat(interior), torch.cat(full)
+
+
+def ssim(recon: torch.Tensor, target: torch.Tensor, chunk_size: int = SSIM_CHUNK) -> torch.Tensor:
+    """Per-image structural similarity (SSIM) as the papers score it: the mean of the SSIM map's interior.
+
+    ``SSIM(x, y) = mean over interior pixels p of
+    ((2 mu_x mu_y + C1)(2 sigma_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(sigma_x^2 + sigma_y^2 + C2))``
+    with local gaussian-weighted statistics (population covariance), ``C1 = (0.01 * 1)^2``,
+    ``C2 = (0.03 * 1)^2``, data range 1.0, window from :func:`ssim_window` (11 x 11, sigma 1.5;
+    smaller for images under 11 pixels a side). For multi-channel images the per-channel maps
+    are averaged too.
+
+    **Interior convention** (Wang et al. 2004's reference code, ``skimage.metrics.structural_similarity``,
+    piq -- what the seed papers' code uses): only pixels whose window lies inside the image count,
+    i.e. a ``(k-1)/2``-pixel border is dropped (28 x 28 -> the central 18 x 18; 32 x 32 -> 22 x 22;
+    8 x 8 with its 7 x 7 window -> 2 x 2). Matches scikit-image to ~1e-6 (tests/test_metrics.py).
+    :func:`ssim_full_map` is the other convention, reported beside it: it also scores the border,
+    which rewards an exactly black background and so flatters the class-mean and mean-image
+    baselines (by 0.19-0.26 on MNIST) more than a decoder's output.
+
+    Args: ``recon``, ``target``: ``[N, C, H, W]`` in ``[0, 1]``, same shape; ``chunk_size``:
+    images per torchmetrics call (bounds memory).
+    Returns: float32 tensor ``[N]`` (unitless, <= 1) on the input's device.
+    """
+    return _ssim_means(recon, target, chunk_size)[0]
+
+
+def ssim_full_map(recon: torch.Tensor, target: torch.Tensor, chunk_size: int = SSIM_CHUNK) -> torch.Tensor:
+    """Per-image SSIM averaged over the **full** ``H x W`` map (torchmetrics' default) -> float32 ``[N]``.
+
+    Same window, constants and data range as :func:`ssim`, but torchmetrics reflect-pads the image
+    by the window radius and averages the map over every pixel, border included (59 % of a 28 x 28
+    image). Reported beside :func:`ssim` under the name ``ssim_full_map``, never instead of it.
+    """
+    return _ssim_means(recon, target, chunk_size)[1]
 
 
 # --------------------------------------------------------------------------------------------
@@ -258,28 +284,6 @@ def ssim_own_range(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return torch.stack(scores).float()
 
 
-def ssim_interior(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSIM per image averaged over the interior only (the window never leaves the image) -> ``[N]``.
-
-    Not hesig's default: this is the convention of piq's ``SSIMLoss`` / scikit-image, which
-    Malekzadeh & Gunduz score with (a "valid" gaussian convolution, so a ``(k-1)/2``-pixel border
-    is dropped). Same window and data range 1.0 as :func:`ssim`; computed from torchmetrics' full
-    SSIM map, cropped. On 32 x 32 images the border is 52 % of the pixels, and for digits it is
-    mostly black background, so this score is usually *lower* than :func:`ssim`.
-    """
-    _check_pair(recon, target)
-    kernel, sigma = ssim_window(target.shape[-2], target.shape[-1])
-    pad = (kernel - 1) // 2
-    out = []
-    for start in range(0, recon.shape[0], SSIM_CHUNK):
-        _, full = _tm_ssim(recon[start:start + SSIM_CHUNK].detach().float(), target[start:start + SSIM_CHUNK].detach().float(),
-                           gaussian_kernel=True, sigma=sigma, kernel_size=kernel, data_range=DATA_RANGE,
-                           reduction="none", return_full_image=True)
-        inner = full[..., pad:full.shape[-2] - pad, pad:full.shape[-1] - pad] if pad else full
-        out.append(inner.flatten(1).mean(1).float())
-    return torch.cat(out)
-
-
 def dataset_psnr(recon: torch.Tensor, target: torch.Tensor) -> float:
     """PSNR in dB from **one** MSE over the whole set, ``10 log10(1 / mean_all (x~ - x)^2)``.
 
@@ -299,19 +303,38 @@ def dataset_psnr(recon: torch.Tensor, target: torch.Tensor) -> float:
 def summarize(recon: torch.Tensor, target: torch.Tensor) -> dict[str, float | int]:
     """Mean and standard deviation of per-image PSNR (dB) and SSIM over the batch.
 
-    Returns ``{"psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "n"}`` as Python floats
-    (``n`` an int). The std is the sample standard deviation (``N - 1`` in the denominator),
-    0.0 for a single image.
+    Returns ``{"psnr_mean", "psnr_std", "ssim_mean", "ssim_std", "ssim_full_map_mean",
+    "ssim_full_map_std", "n"}`` as Python floats (``n`` an int): ``ssim_*`` is the interior
+    convention of :func:`ssim` (the papers'), ``ssim_full_map_*`` that of :func:`ssim_full_map`.
+    The std is the sample standard deviation (``N - 1`` in the denominator), 0.0 for a single image.
     """
     p = psnr(recon, target).double()
-    s = ssim(recon, target).double()
+    interior, full = (v.double() for v in _ssim_means(recon, target, SSIM_CHUNK))
     n = int(p.shape[0])
 
     def _std(v: torch.Tensor) -> float:
         return float(v.std(correction=1)) if n > 1 else 0.0
 
-    return {"psnr_mean": float(p.mean()), "psnr_std": _std(p), "ssim_mean": float(s.mean()),
-            "ssim_std": _std(s), "n": n}
+    return {"psnr_mean": float(p.mean()), "psnr_std": _std(p), "ssim_mean": float(interior.mean()),
+            "ssim_std": _std(interior), "ssim_full_map_mean": float(full.mean()), "ssim_full_map_std": _std(full), "n": n}
+
+
+def ssim_convention(height: int, width: int) -> dict[str, Any]:
+    """How SSIM is computed for ``height x width`` images, for metrics files: a JSON-serialisable dict.
+
+    ``{"kernel_size", "sigma", "data_range", "ssim": ..., "ssim_full_map": ..., "small_images": ...}``
+    -- the window actually used and one sentence per convention, so a reader of a metrics file
+    never has to guess which SSIM a number is.
+    """
+    kernel, sigma = ssim_window(height, width)
+    pad = (kernel - 1) // 2
+    return {"kernel_size": kernel, "sigma": sigma, "data_range": DATA_RANGE,
+            "ssim": f"interior mean (scikit-image / piq): the central {height - 2 * pad} x {width - 2 * pad} "
+                    f"pixels of the {height} x {width} map, where the gaussian window lies inside the image",
+            "ssim_full_map": "mean over the full map, reflect-padded by the window radius (torchmetrics' default)",
+            "small_images": f"window {SSIM_KERNEL_SIZE} x {SSIM_KERNEL_SIZE}, sigma {SSIM_SIGMA} when both sides are "
+                            f">= {SSIM_KERNEL_SIZE} pixels; otherwise the largest odd k <= the shorter side and "
+                            f"sigma = {SSIM_SIGMA} * k / {SSIM_KERNEL_SIZE} (8 x 8 -> 7 x 7, sigma 0.955)"}
 
 
 def reconstruction_report(recon: torch.Tensor, target: torch.Tensor, labels: Any, train_images: torch.Tensor,
@@ -330,8 +353,9 @@ def reconstruction_report(recon: torch.Tensor, target: torch.Tensor, labels: Any
     Returns a JSON-serialisable dict::
 
         {"data_range": 1.0,
-         "ssim": {"kernel_size": k, "sigma": s},
-         "attack":              {psnr_mean, psnr_std, ssim_mean, ssim_std, n, class_recovery},
+         "ssim": ssim_convention(H, W),
+         "attack":              {psnr_mean, psnr_std, ssim_mean, ssim_std, ssim_full_map_mean,
+                                 ssim_full_map_std, n, class_recovery},
          "baseline_mean_image": {... same keys ...},
          "baseline_class_mean": {... same keys ...}}
     """
@@ -348,8 +372,7 @@ def reconstruction_report(recon: torch.Tensor, target: torch.Tensor, labels: Any
         "baseline_mean_image": mean_image_baseline(train_images, n).to(target.device),
         "baseline_class_mean": class_mean_baseline(train_images, train_labels, labels).to(target.device),
     }
-    kernel, sigma = ssim_window(target.shape[-2], target.shape[-1])
-    report: dict[str, Any] = {"data_range": DATA_RANGE, "ssim": {"kernel_size": kernel, "sigma": sigma}}
+    report: dict[str, Any] = {"data_range": DATA_RANGE, "ssim": ssim_convention(target.shape[-2], target.shape[-1])}
     for key, images in rows.items():
         row: dict[str, Any] = dict(summarize(images, target))
         row["class_recovery"] = None if classifier is None else class_recovery(classifier, images, labels)
@@ -360,5 +383,5 @@ def reconstruction_report(recon: torch.Tensor, target: torch.Tensor, labels: Any
 __all__ = [
     "DATA_RANGE", "MSE_FLOOR", "check_images", "psnr", "ssim_window", "ssim", "class_recovery",
     "mean_image_baseline", "class_mean_baseline", "summarize", "reconstruction_report", "ssim_own_range",
-    "ssim_interior", "dataset_psnr",
+    "ssim_full_map", "dataset_psnr", "ssim_convention",
 ]

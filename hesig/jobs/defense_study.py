@@ -45,7 +45,7 @@ from ..core.runtime import resolve_device
 from ..data import load_dataset
 from ..defenses.detector import HONEST_KINDS, SearchDetector, honest_traffic, view_features
 from ..defenses.utility import honest_accuracy
-from ..evaluation.metrics import class_mean_baseline, mean_image_baseline, reconstruction_report, ssim_interior
+from ..evaluation.metrics import reconstruction_report
 from ..models import load_model
 from ..oracles.plaintext import PlaintextOracle
 from ..oracles.policies import parse_client_policy
@@ -226,12 +226,10 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
             report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
             scored[name] = {"psnr": report["attack"]["psnr_mean"], "psnr_std": report["attack"]["psnr_std"],
                             "ssim": report["attack"]["ssim_mean"], "ssim_std": report["attack"]["ssim_std"],
-                            "ssim_interior": float(ssim_interior(recon, test_x).mean()),
+                            "ssim_full_map": report["attack"]["ssim_full_map_mean"],
                             "class_recovery": report["attack"]["class_recovery"]}
             if "baselines" not in base:
-                base["baselines"] = {k: {**report[k], "ssim_interior": float(ssim_interior(
-                    _baseline(k, train, test_y, len(test_x)), test_x).mean())}
-                    for k in ("baseline_mean_image", "baseline_class_mean")}
+                base["baselines"] = {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")}
             files[f"samples/{cell_name(defense, attacker)[len(CELL_PREFIX):]}-{name}.safetensors"] = (
                 {"reconstructions": recon[:SAMPLE_FIGURE], "indices": fp_test.indices[:SAMPLE_FIGURE]},
                 {"defense": defense, "attacker": attacker, "decoder": name})
@@ -285,12 +283,6 @@ def decoder_reconstruct(decoder: FingerprintDecoder, fp: Fingerprints) -> torch.
         if decoder.meta.get(key) != fp.meta.get(key):
             raise InvalidValueError(f"decoder and fingerprints differ in {key}")
     return decode(decoder.network, decoder.features.transform(fp.eps, fp.censored))
-
-
-def _baseline(kind: str, train, labels: torch.Tensor, n: int) -> torch.Tensor:
-    if kind == "baseline_mean_image":
-        return mean_image_baseline(train.images, n)
-    return class_mean_baseline(train.images, train.labels, labels)
 
 
 def collect_cells(*study_dirs: str | Path) -> list[dict[str, Any]]:
