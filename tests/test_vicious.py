@@ -12,7 +12,7 @@ from hesig.attacks.vicious.classifier import ReconstructionLoss, differentiable_
 from hesig.attacks.vicious.detection import cosine_similarity, vicious_likelihood
 from hesig.data import load_dataset
 from hesig.core.errors import HesigError, InvalidValueError
-from hesig.evaluation.metrics import dataset_psnr, psnr, ssim_interior
+from hesig.evaluation.metrics import dataset_psnr, psnr, ssim
 from hesig.defenses.output import OutputDefense, parse_output_defense
 from hesig.evaluation.risk import ReconstructionRisk
 
@@ -63,12 +63,12 @@ def test_labels_are_required():
 
 
 @pytest.mark.parametrize("shape", [(3, 1, 32, 32), (2, 3, 16, 16), (2, 1, 8, 8)])
-def test_training_ssim_equals_reported_ssim(shape):
-    from hesig.evaluation.metrics import ssim
+def test_training_ssim_equals_reported_full_map_ssim(shape):
+    from hesig.evaluation.metrics import ssim_full_map
     gen = torch.Generator().manual_seed(2)
     x = torch.rand(*shape, generator=gen)
     r = (x + 0.2 * torch.randn(*shape, generator=gen)).clamp(0, 1)
-    assert float(differentiable_ssim(r, x)) == pytest.approx(float(ssim(r, x).mean()), abs=1e-5)
+    assert float(differentiable_ssim(r, x)) == pytest.approx(float(ssim_full_map(r, x).mean()), abs=1e-5)
 
 
 def test_reconstruction_loss_matches_eq3():
@@ -141,12 +141,12 @@ def test_risk_full_covariance_matches_scipy_and_identity_is_euclidean():
 
 # ---------------------------------------------------------------- metrics conventions
 
-def test_interior_ssim_matches_scikit_image_and_dataset_psnr_is_pooled():
+def test_ssim_matches_scikit_image_and_dataset_psnr_is_pooled():
     from skimage.metrics import structural_similarity
     gen = torch.Generator().manual_seed(1)
     x = torch.rand(3, 1, 32, 32, generator=gen)
     r = (x + 0.1 * torch.randn(3, 1, 32, 32, generator=gen)).clamp(0, 1)
-    ours = ssim_interior(r, x)
+    ours = ssim(r, x)
     for i in range(3):
         ref = structural_similarity(x[i, 0].double().numpy(), r[i, 0].double().numpy(), data_range=1.0,
                                     gaussian_weights=True, sigma=1.5, use_sample_covariance=False)
@@ -266,7 +266,7 @@ def _cli(argv):
 
 def test_cli_attack_vicious_writes_run_and_resumes(cli, vicious_runs):
     metrics = json.loads((vicious_runs / "vicious" / "metrics.json").read_text())
-    for key in ("psnr_mean", "psnr_dataset", "ssim_mean", "ssim_interior_mean", "risk_R", "accuracy"):
+    for key in ("psnr_mean", "psnr_dataset", "ssim_mean", "ssim_full_map_mean", "risk_R", "accuracy"):
         assert key in metrics["test"]
     assert metrics["queries"] == 450 and metrics["model_hash"] and metrics["train_split_hash"]
     assert (vicious_runs / "vicious" / "reconstructions.png").exists()

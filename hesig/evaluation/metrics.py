@@ -123,7 +123,8 @@ def ssim_window(height: int, width: int) -> tuple[int, float]:
     return k, SSIM_SIGMA * k / SSIM_KERNEL_SIZE
 
 
-def _ssim_means(recon: torch.Tensor, target: torch.Tensor, chunk_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _ssim_means(recon: torch.Tensor, target: torch.Tensor, chunk_size: int,
+                data_range: float = DATA_RANGE) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image SSIM ``(interior mean, full-map mean)``, two float32 tensors ``[N]``, from one SSIM map.
 
     The map is torchmetrics' (reflect padding by the window radius, so it is ``H x W``); its
@@ -141,7 +142,7 @@ def _ssim_means(recon: torch.Tensor, target: torch.Tensor, chunk_size: int) -> t
     interior, full = [], []
     for start in range(0, recon.shape[0], chunk_size):
         full_mean, ssim_map = _tm_ssim(recon[start:start + chunk_size], target[start:start + chunk_size],
-                                       gaussian_kernel=True, sigma=sigma, kernel_size=kernel, data_range=DATA_RANGE,
+                                       gaussian_kernel=True, sigma=sigma, kernel_size=kernel, data_range=data_range,
                                        reduction="none", return_full_image=True)
         inner = ssim_map[..., pad:ssim_map.shape[-2] - pad, pad:ssim_map.shape[-1] - pad] if pad else ssim_map
         interior.append(inner.flatten(1).mean(1).float())
@@ -272,16 +273,15 @@ def ssim_own_range(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     Not hesig's metric: this reproduces how He et al. (ACSAC 2019) scored, letting the range
     follow the reconstruction, so results can be set against their tables cell by cell. A dim
     reconstruction gets smaller SSIM constants C1, C2 and usually a different score than with
-    the fixed data_range 1.0 of :func:`ssim`. A constant reconstruction (range 0) falls back to 1.0.
+    the fixed data_range 1.0 of :func:`ssim`. Same interior convention and window as :func:`ssim`.
+    A constant reconstruction (range 0) falls back to 1.0.
     """
     _check_pair(recon, target)
-    kernel, sigma = ssim_window(target.shape[-2], target.shape[-1])
     scores = []
     for r, t in zip(recon, target):
         span = float(r.max() - r.min())
-        scores.append(_tm_ssim(r[None].float(), t[None].float(), data_range=span if span > 0 else DATA_RANGE, gaussian_kernel=True,
-                               kernel_size=kernel, sigma=sigma, reduction="none").reshape(()))
-    return torch.stack(scores).float()
+        scores.append(_ssim_means(r[None], t[None], 1, data_range=span if span > 0 else DATA_RANGE)[0])
+    return torch.cat(scores).float()
 
 
 def dataset_psnr(recon: torch.Tensor, target: torch.Tensor) -> float:

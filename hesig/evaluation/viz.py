@@ -412,7 +412,7 @@ def quality_against_queries(configs: dict[tuple[str, str], list[dict[str, Any]]]
         log_query_axis(ax)
         counts = ", ".join(str(c) for c in sorted({c["count"] for c in cells}))
         ax.set_xlabel("mean oracle queries per fingerprint (log scale)")
-        ax.set_ylabel("SSIM (data_range 1.0)" if metric == "ssim" else "PSNR (dB)")
+        ax.set_ylabel("SSIM (interior, data_range 1.0)" if metric == "ssim" else "PSNR (dB)")
         ax.set_title(f"{arch} on {dataset}\n(points: {counts} directions)", fontsize=10)
         ax.grid(alpha=0.3)
         if len(families) == max_families and not legend_done:
