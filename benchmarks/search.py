@@ -8,12 +8,17 @@ Measured in one run, on the same model and batch size:
 * ``engine_qps``: oracle queries/s of a full ``BoundarySearch.run`` through ``PlaintextOracle``
   (perturbation building, gathering, argmax and bookkeeping included).
 * ``engine_to_raw``: their ratio (target >= 0.8).
+* ``job_qps`` / ``job_to_raw``: the same search run as ``hesig fingerprint`` runs it -- chunked, each
+  chunk's oracle built and its result written atomically to a run store -- with the device's
+  default chunk size (``--job-rows`` rows).
+* ``--device cuda``: everything on the GPU (batch 65,536 and 10,000 rows unless given); the JSON
+  names the GPU, torch and CUDA versions. Timed GPU loops end with a device synchronisation.
 * bisection cost: mean queries per uncensored pair at absolute tolerance ``tol`` against
   log2(ε_max / tol) (target <= 1.1x), for several coarse-pass sizes G.
 
 Usage::
 
-    python benchmarks/search.py [--model runs/mnist-lenet5/model] [--rows 200] [--directions 100]
+    python benchmarks/search.py [--model runs/mnist-lenet5/model] [--rows 200] [--directions 100] [--device cuda]
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import argparse
 import copy
 import statistics
 import json
-import math
 import platform
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
@@ -32,8 +38,16 @@ from hesig.data import load_dataset
 from hesig.signature.directions import make_directions
 from hesig.models import build_model, load_model
 from hesig.models.inference import fast_inference_copy
+from hesig.core.defaults import CHUNK_SIZE
+from hesig.jobs.fingerprint import fingerprint_rows
 from hesig.oracles import PlaintextOracle
+from hesig.oracles.plaintext import PlaintextFactory
 from hesig.signature.search import BoundarySearch
+
+
+def sync(device):
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def raw_forward_qps(model, batches, seconds):
@@ -43,14 +57,35 @@ def raw_forward_qps(model, batches, seconds):
     input twice either.
     """
     model = model.eval()
+    device = batches[0].device
     with torch.inference_mode():
         model(batches[0]).argmax(1)
+        sync(device)
         n, i, t0 = 0, 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
             model(batches[i % len(batches)]).argmax(1)
             n += batches[0].shape[0]
             i += 1
+        sync(device)
     return n / (time.perf_counter() - t0)
+
+
+class _Target:
+    """What PlaintextFactory needs of a loaded model: the module."""
+
+    def __init__(self, model):
+        self.model = model
+
+
+def job_qps(model, images, dirs, search, device, batch_size, chunk_size):
+    """Queries/s of the chunked, resumable fingerprint job (``hesig fingerprint``'s path)."""
+    factory = PlaintextFactory(_Target(model), device=device, batch_size=batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        fp = fingerprint_rows(factory, dirs, images, torch.arange(len(images)), search, Path(tmp) / "fp.safetensors",
+                              {"benchmark": "search"}, chunk_size=chunk_size, progress=False)
+        seconds = time.perf_counter() - t0
+    return int(fp.queries.sum()) / seconds, seconds
 
 
 def make_batches(images, dirs, batch_size, count, seed):
@@ -70,9 +105,11 @@ def main():
     ap.add_argument("--model", default=None, help="checkpoint dir (default: freshly initialised lenet5, seed 0)")
     ap.add_argument("--arch", default="lenet5")
     ap.add_argument("--dataset", default="mnist")
-    ap.add_argument("--rows", type=int, default=200)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--rows", type=int, default=None, help="engine rows (default: 200 on CPU, 10000 on CUDA)")
+    ap.add_argument("--job-rows", type=int, default=None, help="fingerprint-job rows (default: 2000 on CPU, the test split on CUDA)")
     ap.add_argument("--directions", type=int, default=100)
-    ap.add_argument("--batch-size", type=int, default=512)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: 512 on CPU, 65536 on CUDA")
     ap.add_argument("--eps-max", type=float, default=60.0)
     ap.add_argument("--bisection-levels", type=int, default=12, help="L: tol = eps_max / 2^L")
     ap.add_argument("--seconds", type=float, default=4.0)
@@ -80,6 +117,12 @@ def main():
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", default=None)
     args = ap.parse_args()
+    gpu = args.device == "cuda"
+    if gpu and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    args.rows = args.rows or (10000 if gpu else 200)
+    args.batch_size = args.batch_size or (65536 if gpu else 512)
+    device = torch.device(args.device)
 
     torch.manual_seed(args.seed)
     test = load_dataset(args.dataset, "test", args.data_root)
@@ -89,25 +132,37 @@ def main():
     else:
         model, arch, model_hash = build_model(args.arch, test.shape, test.num_classes), args.arch, "untrained"
     images = test.images[: args.rows]
+    job_images = test.images[: args.job_rows or (len(test.images) if gpu else 2000)]
     dirs = make_directions("random", args.directions, test.shape, seed=args.seed).vectors
 
     # The oracle evaluates the exact fast copy, so that is the fair "raw" ceiling; the original
     # module's throughput is reported too, to show what the rewrite buys. Raw and engine runs are
     # interleaved three times and the medians compared, because these machines are noisy.
-    batches = make_batches(images, dirs, args.batch_size, 16, args.seed)
-    fast = fast_inference_copy(model)
-    unoptimised = copy.deepcopy(model).eval().to(memory_format=torch.channels_last)
+    batches = [b.to(device) for b in make_batches(images, dirs, args.batch_size, 16 if not gpu else 8, args.seed)]
+    fast = fast_inference_copy(model).to(device)
+    unoptimised = copy.deepcopy(model).eval().to(device, memory_format=torch.channels_last)
     search = BoundarySearch(args.eps_max, coarse_points=8, rtol=1e-2)
     raws, raws_unopt, engines = [], [], []
     for _ in range(args.repeats):
         raws.append(raw_forward_qps(fast, batches, args.seconds))
         raws_unopt.append(raw_forward_qps(unoptimised, batches, args.seconds / 2))
-        oracle = PlaintextOracle(model, images, device="cpu", batch_size=args.batch_size)
+        oracle = PlaintextOracle(model, images, device=device, batch_size=args.batch_size)
         t0 = time.perf_counter()
         res = search.run(oracle, dirs)
         engine_seconds = time.perf_counter() - t0
         engines.append(res.total_queries / engine_seconds)
     raw, raw_unoptimised, engine = (statistics.median(v) for v in (raws, raws_unopt, engines))
+    agreement = None
+    if gpu:
+        # The device path must find the same boundaries as the CPU path (up to float rounding).
+        sub = images[:200]
+        on_gpu = search.run(PlaintextOracle(model, sub, device=device, batch_size=args.batch_size), dirs)
+        on_cpu = search.run(PlaintextOracle(model, sub, device="cpu", batch_size=512), dirs)
+        agreement = {"rows": len(sub), "identical_eps": float((on_gpu.eps == on_cpu.eps).float().mean()),
+                     "identical_censoring": float((on_gpu.censored == on_cpu.censored).float().mean()),
+                     "identical_queries": float((on_gpu.queries == on_cpu.queries).float().mean())}
+    chunk = CHUNK_SIZE["plaintext-cuda" if gpu else "plaintext"]
+    job, job_seconds = job_qps(model, job_images, dirs, search, device, args.batch_size, chunk)
 
     # Bisection cost against the information-theoretic log2(eps_max / tol).
     levels = args.bisection_levels
@@ -116,7 +171,7 @@ def main():
     sub = images[: max(10, args.rows // 10)]
     for g in (1, 2, 8):
         r = BoundarySearch(args.eps_max, coarse_points=g, atol=tol, rtol=0.0, points_per_round=1).run(
-            PlaintextOracle(model, sub, device="cpu", batch_size=args.batch_size), dirs)
+            PlaintextOracle(model, sub, device=device, batch_size=args.batch_size), dirs)
         q = r.queries[~r.censored].double()
         bisection.append({"coarse_points": g, "queries_per_pair_mean": float(q.mean()) if q.numel() else None,
                           "log2_eps_max_over_tol": levels,
@@ -126,11 +181,15 @@ def main():
     print(json.dumps({
         "benchmark": "search", "model": arch, "model_hash": model_hash, "dataset": test.name,
         "rows": len(images), "directions": args.directions, "batch_size": args.batch_size,
+        "device": args.device, "gpu": torch.cuda.get_device_name(device) if gpu else None,
+        "cuda": torch.version.cuda if gpu else None,
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
         "raw_forward_qps": round(raw), "raw_forward_qps_unoptimised_module": round(raw_unoptimised), "engine_qps": round(engine), "engine_to_raw": round(engine / raw, 3),
         "samples": {"raw_forward_qps": [round(v) for v in raws], "engine_qps": [round(v) for v in engines]},
         "engine_target": 0.8, "engine_seconds": round(engine_seconds, 2), "engine_queries": res.total_queries,
-        "engine_rounds": res.rounds, "queries_per_pair_mean_default": float(res.queries.double().mean()),
+        "engine_rounds": res.rounds,
+        "job_rows": len(job_images), "job_chunk_size": chunk, "job_qps": round(job), "job_to_raw": round(job / raw, 3),
+        "job_seconds": round(job_seconds, 2), "gpu_vs_cpu_agreement": agreement, "queries_per_pair_mean_default": float(res.queries.double().mean()),
         "censored_fraction_default": float(res.censored.float().mean()),
         "bisection": bisection, "bisection_target": 1.1,
     }, indent=2))

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..core.defaults import ATOL, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
+from ..core.defaults import ATOL, CHUNK_SIZE, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
 from ..core.errors import ClientRefusal, HesigError, InvalidValueError, QueryBudgetExhausted, ShapeError
 from ..core.io import ensure_writable_dir, tensor_hash
 from ..core.outputs import JOB_KEY, KIND_KEY, guard_output, identity
@@ -258,10 +258,13 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     options = {"device": device, "batch_size": batch_size, "layout": ckks_layout, "client_policy": client_policy}
     make_oracle = kind.factory(target, **options)
     config = job_config(data.name, data.split, data.split_hash, target, dirs, oracle, make_oracle.describe())
+    if chunk_size is None:
+        on_gpu = torch.device(getattr(make_oracle, "device", "cpu")).type == "cuda"
+        chunk_size = CHUNK_SIZE.get(f"{kind.name}-cuda", kind.chunk_size) if on_gpu else kind.chunk_size
     t0 = time.perf_counter()
     try:
         fp = fingerprint_rows(WorkerFactory(kind, target, options, make_oracle), dirs.vectors, data.images[idx],
-                              data.indices[idx], search, out, config, chunk_size=chunk_size or kind.chunk_size,
+                              data.indices[idx], search, out, config, chunk_size=chunk_size,
                               budget=budget, executor=executor, inputs=(model_dir, directions_file), force=force,
                               progress=progress)
     except ClientRefusal as exc:

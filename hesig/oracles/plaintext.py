@@ -87,10 +87,11 @@ class PlaintextOracle(Oracle):
 
     @torch.inference_mode()
     def _answer(self, perturbations: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        where = rows.device
         rows = rows.to(self.device)
         x = torch.index_select(self._secrets, 0, rows).add_(perturbations.to(self.device))
         if self.policy is None:
-            return (self._predict(x) == self._labels[rows]).cpu()
+            return (self._predict(x) == self._labels[rows]).to(where)
         # As CKKSOracle: one reply per row per call, per reply_slots queries of that row.
         per_row = torch.bincount(rows.cpu(), minlength=self.num_rows)
         replies = self.row_replies + (per_row + self._reply_slots - 1) // self._reply_slots
@@ -106,7 +107,7 @@ class PlaintextOracle(Oracle):
         labels = self._labels[rows].cpu().numpy()
         self.view.record(rows.cpu().numpy(), logits, labels)
         top = torch.from_numpy(self.policy.released_top(logits, self._rng)).to(self.device)
-        return (top == self._labels[rows]).cpu()
+        return (top == self._labels[rows]).to(where)
 
 
 class PlaintextFactory:

@@ -152,18 +152,25 @@ class BoundarySearch:
                                 censored=torch.cat([p.censored for p in parts]),
                                 queries=torch.cat([p.queries for p in parts]), rounds=max(p.rounds for p in parts))
         n, k = rows.numel(), directions.shape[0]
+        if n and (int(rows.min()) < 0 or int(rows.max()) >= oracle.num_rows):
+            raise ShapeError(f"row index out of range 0..{oracle.num_rows - 1}")
         pairs = n * k
-        pair_row = rows.repeat_interleave(k)            # [P] oracle row of each pair
-        pair_dir = torch.arange(k).repeat(n)            # [P] direction index of each pair
+        # All bookkeeping lives where the oracle computes (a GPU's memory, else the CPU), so a round
+        # makes no host<->device copy per oracle call: one host sync per round (the open-bracket
+        # count) instead of several per call, which left a GPU idle half the time.
+        book = torch.device(oracle.device)
+        book = book if book.type == "cuda" else torch.device("cpu")
+        pair_row = rows.repeat_interleave(k).to(book)   # [P] oracle row of each pair
+        pair_dir = torch.arange(k, device=book).repeat(n)  # [P] direction index of each pair
         dirs = directions.to(oracle.device, torch.float32)
         # Bracket bookkeeping in float64: ε values are exact multiples of grid steps.
-        lo = torch.zeros(pairs, dtype=torch.float64)
-        hi = torch.full((pairs,), math.inf, dtype=torch.float64)
-        queries = torch.zeros(pairs, dtype=torch.int32)
+        lo = torch.zeros(pairs, dtype=torch.float64, device=book)
+        hi = torch.full((pairs,), math.inf, dtype=torch.float64, device=book)
+        queries = torch.zeros(pairs, dtype=torch.int32, device=book)
 
         # 1. coarse pass over all pairs: G grid points each (ascending: one per round, to the first flip).
-        grid = torch.arange(1, self.coarse_points + 1, dtype=torch.float64) * (self.eps_max / self.coarse_points)
-        all_pairs = torch.arange(pairs)
+        grid = torch.arange(1, self.coarse_points + 1, dtype=torch.float64, device=book) * (self.eps_max / self.coarse_points)
+        all_pairs = torch.arange(pairs, device=book)
         if self.ascending:
             rounds = 0
             for j in range(self.coarse_points):
@@ -193,8 +200,8 @@ class BoundarySearch:
             if rounds > self.max_rounds:
                 raise RuntimeError(f"boundary search did not converge in {self.max_rounds} rounds")
             kpts = self._points_for(oracle, active.numel())
-            frac = (torch.arange(1, kpts + 1, dtype=torch.float64) / (kpts + 1) if kpts > 1
-                    else torch.tensor([self.split], dtype=torch.float64))
+            frac = (torch.arange(1, kpts + 1, dtype=torch.float64, device=book) / (kpts + 1) if kpts > 1
+                    else torch.tensor([self.split], dtype=torch.float64, device=book))
             steps += 1
             a_lo, a_hi = lo[active], hi[active]
             points = a_lo[:, None] + (a_hi - a_lo)[:, None] * frac[None, :]
@@ -203,9 +210,9 @@ class BoundarySearch:
             self._narrow(lo, hi, active, points, flips)
             rounds += 1
 
-        eps = hi.to(torch.float32).view(n, k)
-        return SearchResult(eps=eps, eps_lo=lo.to(torch.float32).view(n, k), censored=censored.view(n, k),
-                            queries=queries.view(n, k), rounds=rounds)
+        eps = hi.to(torch.float32).view(n, k).cpu()
+        return SearchResult(eps=eps, eps_lo=lo.to(torch.float32).view(n, k).cpu(), censored=censored.view(n, k).cpu(),
+                            queries=queries.view(n, k).cpu(), rounds=rounds)
 
     # -- internals ---------------------------------------------------------------------------
 
@@ -236,14 +243,15 @@ class BoundarySearch:
              idx: torch.Tensor, points: torch.Tensor, on_queries: Callable[[int], None] | None) -> torch.Tensor:
         """Query ε = points[a, j] along direction pair_dir[idx[a]] for row pair_row[idx[a]].
 
-        Returns bool [A, m]: True where the label flipped. Calls the oracle in chunks of its
-        capacity; perturbations are built on the oracle's device.
+        Returns bool [A, m] on the bookkeeping device (that of ``idx``): True where the label
+        flipped. Calls the oracle in chunks of its capacity; perturbations are built on the
+        oracle's device, and nothing is copied between host and device per call.
         """
         m = points.shape[1]
         total = idx.numel() * m
         flat_pair = idx.repeat_interleave(m)
         flat_eps = points.reshape(-1).to(torch.float32)
-        out = torch.empty(total, dtype=torch.bool)
+        out = torch.empty(total, dtype=torch.bool, device=idx.device)
         start = 0
         while start < total:
             # A budget smaller than one call shrinks the call, so the budget is spent exactly
@@ -257,7 +265,7 @@ class BoundarySearch:
             eps = flat_eps[sl].to(dirs.device)
             # index_select + in-place scale: one allocation per call on the hot path.
             pert = torch.index_select(dirs, 0, pair_dir[pair].to(dirs.device)).mul_(eps.view(-1, 1, 1, 1))
-            out[sl] = ~oracle.same_label(pert, pair_row[pair])
+            out[sl] = ~oracle.same_label(pert, pair_row[pair]).to(out.device)
             if on_queries is not None:
                 on_queries(sl.stop - sl.start)
         return out.view(idx.numel(), m)
