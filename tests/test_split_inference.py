@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -119,14 +120,24 @@ def test_training_halves_are_disjoint_fixed_and_cover_the_split():
         train_half(train, "c")
 
 
-def test_own_range_ssim_is_hesig_ssim_for_full_range_and_differs_for_dim_images():
-    torch.manual_seed(0)
-    target = torch.rand(4, 1, 16, 16)
-    recon = (target + 0.1 * torch.randn_like(target)).clamp(0, 1)
-    recon[:, :, 0, 0], recon[:, :, 0, 1] = 0.0, 1.0  # range exactly [0, 1]
-    assert torch.allclose(ssim_own_range(recon, target), ssim(recon, target), atol=1e-5)
-    faint_target = 0.05 * target  # low contrast: the SSIM constants C1, C2 dominate
-    faint = (faint_target + 0.01 * torch.randn_like(target)).clamp(0, 1)
+@pytest.mark.parametrize("channels", [1, 3])
+def test_own_range_ssim_is_he_et_al_scikit_image_call(channels):
+    """He et al.'s code: compare_ssim(ref, inv, data_range=inv.max() - inv.min()), skimage defaults."""
+    structural_similarity = pytest.importorskip("skimage.metrics").structural_similarity
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand(3, channels, 16, 16, generator=gen)
+    recon = (target + 0.1 * torch.randn(target.shape, generator=gen)).clamp(0, 1)
+    recon[1] = 0.05 * recon[1]  # a dim reconstruction: its own range sets the SSIM constants
+    ours = ssim_own_range(recon, target)
+    for i in range(3):
+        ref, inv = target[i].double().numpy(), recon[i].double().numpy()
+        expected = structural_similarity(np.moveaxis(ref, 0, -1), np.moveaxis(inv, 0, -1), data_range=inv.max() - inv.min(),
+                                         channel_axis=-1) if channels == 3 else \
+            structural_similarity(ref[0], inv[0], data_range=inv.max() - inv.min())
+        assert float(ours[i]) == pytest.approx(expected, abs=1e-5)
+    # Not hesig's SSIM (gaussian 11 x 11, data range 1): low contrast images score differently.
+    faint_target = 0.05 * target
+    faint = (faint_target + 0.01 * torch.randn(target.shape, generator=gen)).clamp(0, 1)
     assert (ssim_own_range(faint, faint_target) - ssim(faint, faint_target)).abs().min() > 0.05
 
 

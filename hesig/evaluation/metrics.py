@@ -267,21 +267,39 @@ def class_mean_baseline(train_images: torch.Tensor, train_labels: Any, labels: A
     return means[labels].float()
 
 
-def ssim_own_range(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """SSIM per image with data_range = that reconstruction's own max - min -> ``[N]``.
+#: He et al.'s SSIM: scikit-image's ``compare_ssim`` defaults, as their code calls it.
+HE_SSIM_WINDOW = 7
 
-    Not hesig's metric: this reproduces how He et al. (ACSAC 2019) scored, letting the range
-    follow the reconstruction, so results can be set against their tables cell by cell. A dim
-    reconstruction gets smaller SSIM constants C1, C2 and usually a different score than with
-    the fixed data_range 1.0 of :func:`ssim`. Same interior convention and window as :func:`ssim`.
-    A constant reconstruction (range 0) falls back to 1.0.
+
+def ssim_own_range(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """SSIM per image exactly as He et al. (ACSAC 2019) scored it -> float32 ``[N]``.
+
+    Not hesig's metric: their code (``inverse_whitebox_*_defense.py``) calls scikit-image's
+    ``compare_ssim(ref, inv, data_range=inv.max() - inv.min())`` with its defaults: a **7 x 7
+    uniform** window (not gaussian), the **sample** covariance (``N / (N - 1)``, N = 49), the
+    **reconstruction's own range** as data range, the mean over the map's **interior** (a 3-pixel
+    border dropped), channels averaged. So results can be set against their tables cell by cell;
+    tests/test_split_inference.py checks it against scikit-image. A constant reconstruction
+    (range 0) uses data range 1.0. Images need at least 7 pixels a side.
     """
     _check_pair(recon, target)
-    scores = []
-    for r, t in zip(recon, target):
-        span = float(r.max() - r.min())
-        scores.append(_ssim_means(r[None], t[None], 1, data_range=span if span > 0 else DATA_RANGE)[0])
-    return torch.cat(scores).float()
+    k = HE_SSIM_WINDOW
+    if min(target.shape[-2:]) < k:
+        raise ShapeError(f"He et al.'s SSIM needs images of at least {k} x {k}, got {tuple(target.shape[-2:])}")
+    x = recon.detach().double()
+    y = target.detach().to(x.device).double()
+    span = (x.flatten(1).max(1).values - x.flatten(1).min(1).values)
+    span = torch.where(span > 0, span, torch.full_like(span, DATA_RANGE)).view(-1, 1, 1, 1)
+    c = x.shape[1]
+    window = torch.full((5 * c, 1, k, k), 1.0 / (k * k), dtype=x.dtype, device=x.device)
+    # A "valid" convolution is scikit-image's reflect-filtered map with the border cropped.
+    moments = torch.nn.functional.conv2d(torch.cat([x, y, x * x, y * y, x * y], 1), window, groups=5 * c)
+    ux, uy, uxx, uyy, uxy = moments.split(c, dim=1)
+    cov_norm = k * k / (k * k - 1.0)
+    vx, vy, vxy = cov_norm * (uxx - ux * ux), cov_norm * (uyy - uy * uy), cov_norm * (uxy - ux * uy)
+    c1, c2 = (0.01 * span) ** 2, (0.03 * span) ** 2
+    s_map = ((2 * ux * uy + c1) * (2 * vxy + c2)) / ((ux * ux + uy * uy + c1) * (vx + vy + c2))
+    return s_map.flatten(1).mean(1).float()
 
 
 def dataset_psnr(recon: torch.Tensor, target: torch.Tensor) -> float:
