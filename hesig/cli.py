@@ -144,6 +144,10 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @click.option("--rtol", type=click.FloatRange(min=0, max=1, max_open=True), default=D.RTOL, show_default=True)
 @click.option("--atol", type=click.FloatRange(min=0), default=D.ATOL, show_default=True)
 @click.option("--coarse-points", type=click.IntRange(min=1), default=D.COARSE_POINTS, show_default=True)
+@click.option("--coarse-grid", type=click.Choice(D.COARSE_GRIDS), default=D.COARSE_GRID, show_default=True,
+              help="Coarse points evenly spaced, or log-spaced from --eps-min (one refinement round reaches rtol).")
+@click.option("--eps-min", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="First point of a geometric grid [default: eps_max * 2^-20].")
 @click.option("--points-per-round", default="1", show_default=True, help="Integer >= 1 or 'auto'.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
               help="Rows per atomically saved chunk [default: 1000; 10000 on a GPU; 1 with --oracle=ckks].")
@@ -163,14 +167,14 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @device_option
 @quiet_option
 def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
-                    coarse_points, points_per_round, chunk_size, ckks_layout, budget, batch_size, force, data_root, download,
+                    coarse_points, coarse_grid, eps_min, points_per_round, chunk_size, ckks_layout, budget, batch_size, force, data_root, download,
                     device, quiet, client_policy, executor):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
     from .jobs.fingerprint import fingerprint_job
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
     _print_summary(fingerprint_job(model_dir, directions_file, dataset, split, out, oracle=oracle, indices=indices,
                                    eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
-                                   points_per_round=ppr, chunk_size=chunk_size, budget=budget,
+                                   coarse_grid=coarse_grid, eps_min=eps_min, points_per_round=ppr, chunk_size=chunk_size, budget=budget,
                                    batch_size=batch_size, device=device, data_root=data_root, download=download,
                                    ckks_layout=ckks_layout, client_policy=client_policy, executor=executor,
                                    force=force, progress=not quiet))
@@ -190,6 +194,10 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
 @click.option("--rtol", type=click.FloatRange(min=0, max=1, max_open=True), default=D.RTOL, show_default=True)
 @click.option("--atol", type=click.FloatRange(min=0), default=D.ATOL, show_default=True)
 @click.option("--coarse-points", type=click.IntRange(min=1), default=D.COARSE_POINTS, show_default=True)
+@click.option("--coarse-grid", type=click.Choice(D.COARSE_GRIDS), default=D.COARSE_GRID, show_default=True,
+              help="Coarse points evenly spaced, or log-spaced from --eps-min (one refinement round reaches rtol).")
+@click.option("--eps-min", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="First point of a geometric grid [default: eps_max * 2^-20].")
 @click.option("--points-per-round", default="1", show_default=True, help="Integer >= 1 or 'auto'.")
 @click.option("--max-upload-mb", type=click.IntRange(1, 16384), default=D.SERVE_MAX_UPLOAD_MB, show_default=True)
 @click.option("--max-sessions", type=click.IntRange(1, 1024), default=D.SERVE_MAX_SESSIONS, show_default=True)
@@ -198,7 +206,7 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
 @click.option("--victim-timeout", type=click.FloatRange(1, 86400), default=D.SERVE_VICTIM_TIMEOUT_S, show_default=True,
               help="Seconds of silence after which a victim's session ends.")
 def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_file, eps_max, rtol, atol, coarse_points,
-              points_per_round, max_upload_mb, max_sessions, max_active, victim_timeout):
+              coarse_grid, eps_min, points_per_round, max_upload_mb, max_sessions, max_active, victim_timeout):
     """The model owner's encrypted-inference server: victims upload public contexts and ciphertexts
     over HTTP, the server fingerprints their inputs (the attack) into --runs. Ctrl-C stops it;
     restarting it on the same --runs resumes every job when its victim comes back."""
@@ -206,7 +214,8 @@ def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_fil
     from .service.run import read_token, serve
     from .signature.search import BoundarySearch
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
-    search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=ppr, atol=atol, rtol=rtol)
+    search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=ppr, atol=atol, rtol=rtol,
+                            grid=coarse_grid, eps_min=eps_min)
     settings = ServeSettings(Path(model_dir), Path(directions_file), Path(runs), search, token=read_token(token_file),
                              max_upload_bytes=max_upload_mb << 20, max_sessions=max_sessions, max_active=max_active,
                              victim_timeout=victim_timeout, stall_timeout=D.SERVE_STALL_TIMEOUT_S)

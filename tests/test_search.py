@@ -120,6 +120,54 @@ def test_bisection_query_count_is_logarithmic():
     assert (q == g + 10).all()
 
 
+@pytest.mark.parametrize("points_per_round", [1, 5])
+def test_geometric_grid_matches_closed_form_to_relative_tolerance(points_per_round):
+    model = linear_model()
+    gen = torch.Generator().manual_seed(11)
+    x = torch.rand((5, *SHAPE), generator=gen)
+    dirs = torch.randn((20, *SHAPE), generator=gen)
+    dirs = dirs / dirs.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    eps_max, rtol = 6.0, 1e-3
+    search = BoundarySearch(eps_max, coarse_points=6, points_per_round=points_per_round, atol=0, rtol=rtol,
+                            grid="geometric", eps_min=1e-3)
+    grid = search.coarse_grid()
+    ratio = (eps_max / 1e-3) ** (1 / 5)
+    assert torch.allclose(grid, 1e-3 * ratio ** torch.arange(6, dtype=torch.float64)) and float(grid[-1]) == eps_max
+    res = search.run(PlaintextOracle(model, x, device="cpu", batch_size=64), dirs)
+    checked = 0
+    for r in range(len(x)):
+        for i in range(len(dirs)):
+            true = exact_eps(model, x[r], dirs[i])
+            if true <= eps_max - 1e-6:
+                assert not res.censored[r, i]
+                # ε flips and the final bracket is within rtol of it: true <= ε <= true / (1 - rtol).
+                assert true - 1e-5 <= float(res.eps[r, i]) <= true / (1 - rtol) + 1e-5
+                checked += 1
+            else:
+                assert res.censored[r, i]
+    assert checked > 50
+
+
+def test_geometric_grid_finishes_in_two_rounds_when_one_refinement_suffices():
+    """G = k = 40, ε_max/eps_min = 1e4: the ratio r = 1e4^(1/39) = 1.266 leaves brackets of relative
+    width (r - 1)/r = 0.21 < 41·rtol, so one 40-point round ends every pair above eps_min: two
+    oracle rounds (two CKKS evaluations) and exactly 80 queries per pair."""
+    model = linear_model()
+    gen = torch.Generator().manual_seed(12)
+    x = torch.rand((4, *SHAPE), generator=gen)
+    dirs = torch.randn((25, *SHAPE), generator=gen)
+    dirs = dirs / dirs.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    eps_max, eps_min = 6.0, 6e-4
+    search = BoundarySearch(eps_max, coarse_points=40, points_per_round=40, atol=0, rtol=1e-2, grid="geometric",
+                            eps_min=eps_min)
+    res = search.run(PlaintextOracle(model, x, device="cpu", batch_size=4096), dirs)
+    true = torch.tensor([[exact_eps(model, x[r], dirs[i]) for i in range(len(dirs))] for r in range(len(x))])
+    above = (true > eps_min) & (true <= eps_max - 1e-6)
+    assert res.rounds == 2 and int(above.sum()) > 50
+    assert (res.queries[above] == 80).all() and (res.queries[res.censored] == 40).all()
+    assert ((res.eps[above] - res.eps_lo[above]) <= 1e-2 * res.eps[above] + 1e-6).all()
+
+
 def test_budget_is_enforced_before_overshooting():
     model = linear_model()
     x = torch.rand((2, *SHAPE))
@@ -132,7 +180,9 @@ def test_budget_is_enforced_before_overshooting():
 
 @pytest.mark.parametrize("kwargs", [dict(eps_max=0), dict(eps_max=float("nan")), dict(coarse_points=0),
                                     dict(points_per_round=0), dict(points_per_round="many"),
-                                    dict(atol=0, rtol=0), dict(rtol=-1)])
+                                    dict(atol=0, rtol=0), dict(rtol=-1), dict(grid="log"),
+                                    dict(eps_min=0.1), dict(grid="geometric", coarse_points=1),
+                                    dict(grid="geometric", eps_min=1.0), dict(grid="geometric", eps_min=0.0)])
 def test_invalid_parameters_rejected_at_construction(kwargs):
     args = dict(eps_max=1.0)
     args.update(kwargs)

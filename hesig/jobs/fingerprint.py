@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..core.defaults import ATOL, CHUNK_SIZE, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
+from ..core.defaults import ATOL, CHUNK_SIZE, COARSE_GRID, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
 from ..core.errors import ClientRefusal, HesigError, InvalidValueError, QueryBudgetExhausted, ShapeError
 from ..core.io import ensure_writable_dir, tensor_hash
 from ..core.outputs import JOB_KEY, KIND_KEY, guard_output, identity
@@ -228,7 +228,8 @@ def job_config(dataset: str, split: str, split_hash: str, target: Any, dirs: Dir
 def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset: str, split: str, out: str | Path, *,
                     oracle: str = "plaintext", indices: str | None = None, eps_max: float = EPS_MAX,
                     rtol: float = RTOL, atol: float = ATOL, coarse_points: int = COARSE_POINTS,
-                    points_per_round: int | str = POINTS_PER_ROUND, chunk_size: int | None = None,
+                    points_per_round: int | str = POINTS_PER_ROUND, coarse_grid: str = COARSE_GRID,
+                    eps_min: float | None = None, chunk_size: int | None = None,
                     budget: int | None = None, batch_size: int | None = None, device: str | None = None,
                     data_root=None, download: bool = False, ckks_layout: str = "batched",
                     client_policy: str | None = None, executor: Executor | None = None, force: bool = False,
@@ -243,7 +244,7 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     the plain bit. chunk_size: rows per atomically saved chunk (default: the oracle kind's).
     """
     search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=points_per_round,
-                            atol=atol, rtol=rtol)
+                            atol=atol, rtol=rtol, grid=coarse_grid, eps_min=eps_min)
     kind = oracle_kind(oracle)
     if budget is not None and budget < 1:
         raise InvalidValueError(f"query budget must be >= 1, got {budget}")

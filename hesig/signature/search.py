@@ -8,11 +8,14 @@ to a stated tolerance, using only :meth:`Oracle.same_label` bits.
 
 Algorithm, vectorised over all pairs:
 
-1. **Coarse pass.** Query every pair at ``coarse_points`` = G evenly spaced points
-   ε_max·j/G, j = 1..G, in one batched round. The first flipping grid point brackets the *first*
-   crossing (to grid resolution): the bracket is (ε_max·(j*-1)/G, ε_max·j*/G]. Pairs that do not
-   flip at any grid point are **censored** (no flip found in (0, ε_max]); their ε is +inf and
-   they are never given ε_max silently.
+1. **Coarse pass.** Query every pair at ``coarse_points`` = G grid points g_1 < ... < g_G = ε_max
+   in one batched round: evenly spaced, g_j = ε_max·j/G (``grid="linear"``), or log-spaced from
+   ``eps_min``, g_j = eps_min·(ε_max/eps_min)^((j-1)/(G-1)) (``grid="geometric"``: every bracket
+   has the same *relative* width, so one k-point refinement round reaches a relative tolerance
+   for every ε >= eps_min at once -- a CKKS search in two evaluations instead of three). The
+   first flipping grid point brackets the *first* crossing (to grid resolution): the bracket is
+   (g_{j*-1}, g_{j*}], g_0 = 0. Pairs that do not flip at any grid point are **censored** (no flip
+   found in (0, ε_max]); their ε is +inf and they are never given ε_max silently.
 2. **Refinement.** Each round queries ``points_per_round`` = k evenly spaced interior points of
    every open bracket and keeps the sub-bracket up to the first flipping point. k = 1 is
    bisection; a larger k (or "auto", which fills the oracle's ``capacity``) needs fewer rounds,
@@ -28,7 +31,10 @@ about f instead of 1/2, at about -ln 2 / (f ln f + (1-f) ln(1-f)) times the bise
 (2.1x at f = 0.1). ``max_steps`` caps the refinement rounds (a search that must fit a per-input
 evaluation budget: G + max_steps queries per pair at most).
 
-Query cost per uncensored pair: G + k·ceil(log_{k+1}(ε_max / (G·tol))). Queries are counted
+Query cost per uncensored pair (linear grid): G + k·ceil(log_{k+1}(ε_max / (G·tol))); geometric
+grid with ratio r = (ε_max/eps_min)^(1/(G-1)), rtol only, ε in (g_{j-1}, g_j] with j >= 2:
+G + k·m with ceil(log_{k+1}((1 - 1/r) / rtol)) <= m <= ceil(log_{k+1}((r - 1) / rtol)), so
+r - 1 <= (k + 1)·rtol guarantees a single refinement round. Queries are counted
 per pair and returned. Rounds are batched over every unfinished pair; within a round the
 queries go to the oracle in calls of its ``capacity`` so memory stays bounded.
 """
@@ -41,7 +47,8 @@ from typing import Callable
 
 import torch
 
-from ..core.defaults import ATOL, COARSE_POINTS, EPS_MAX, EPS_MAX_LIMIT, MAX_SEARCH_ROUNDS, POINTS_PER_ROUND, RTOL
+from ..core.defaults import (ATOL, COARSE_GRID, COARSE_GRIDS, COARSE_POINTS, EPS_MAX, EPS_MAX_LIMIT,
+                             GEOMETRIC_EPS_MIN_FRACTION, MAX_SEARCH_ROUNDS, POINTS_PER_ROUND, RTOL)
 from ..core.errors import InvalidValueError, ShapeError
 from ..oracles.base import Oracle
 
@@ -80,12 +87,14 @@ class BoundarySearch:
     split: where the one refinement point sits in its bracket, in (0, 1) (0.5: bisection); only
     with points_per_round = 1. ascending: the coarse pass one point per round, up to each pair's
     first flip. max_steps: at most this many refinement rounds (None: until the tolerance).
+    grid: "linear" (g_j = ε_max·j/G) or "geometric" (log-spaced from eps_min to ε_max; needs G >= 2).
+    eps_min: the geometric grid's first point, in (0, ε_max) (default ε_max·2^-16).
     """
 
     def __init__(self, eps_max: float = EPS_MAX, *, coarse_points: int = COARSE_POINTS,
                  points_per_round: int | str = POINTS_PER_ROUND, atol: float = ATOL, rtol: float = RTOL,
                  max_rounds: int = MAX_SEARCH_ROUNDS, split: float = 0.5, ascending: bool = False,
-                 max_steps: int | None = None):
+                 max_steps: int | None = None, grid: str = COARSE_GRID, eps_min: float | None = None):
         if not (isinstance(eps_max, (int, float)) and math.isfinite(eps_max) and 0 < eps_max <= EPS_MAX_LIMIT):
             raise InvalidValueError(f"eps_max must be in (0, {EPS_MAX_LIMIT:g}] (L2 units; images in [0, 1]^d are at most "
                                     f"sqrt(d) apart), got {eps_max}")
@@ -106,6 +115,19 @@ class BoundarySearch:
             raise InvalidValueError("a split other than 0.5 places one point per round: use points_per_round=1")
         if max_steps is not None and (int(max_steps) != max_steps or max_steps < 0):
             raise InvalidValueError(f"max_steps must be an integer >= 0, got {max_steps}")
+        if grid not in COARSE_GRIDS:
+            raise InvalidValueError(f"grid must be one of {', '.join(COARSE_GRIDS)}, got {grid!r}")
+        if grid == "linear" and eps_min is not None:
+            raise InvalidValueError("eps_min sets the first point of a geometric coarse grid: ask for the geometric grid "
+                                    "(--coarse-grid geometric)")
+        if grid == "geometric":
+            if coarse_points < 2:
+                raise InvalidValueError("a geometric grid needs coarse_points >= 2 (its first point is eps_min, its last eps_max)")
+            eps_min = eps_max * GEOMETRIC_EPS_MIN_FRACTION if eps_min is None else eps_min
+            if not (isinstance(eps_min, (int, float)) and math.isfinite(eps_min) and 0 < eps_min < eps_max):
+                raise InvalidValueError(f"eps_min must be in (0, eps_max = {eps_max:g}), got {eps_min}")
+        self.grid = grid
+        self.eps_min = None if eps_min is None else float(eps_min)
         self.split = float(split)
         self.ascending = bool(ascending)
         self.max_steps = None if max_steps is None else int(max_steps)
@@ -123,9 +145,21 @@ class BoundarySearch:
         out = {"eps_max": self.eps_max, "coarse_points": self.coarse_points,
                "points_per_round": self.points_per_round, "atol": self.atol, "rtol": self.rtol}
         # Only when set: the files of the plain search keep the metadata they always had.
-        extra = {"split": self.split, "ascending": self.ascending, "max_steps": self.max_steps}
-        out.update({k: v for k, v in extra.items() if v != {"split": 0.5, "ascending": False, "max_steps": None}[k]})
+        extra = {"split": self.split, "ascending": self.ascending, "max_steps": self.max_steps, "grid": self.grid,
+                 "eps_min": self.eps_min}
+        out.update({k: v for k, v in extra.items()
+                    if v != {"split": 0.5, "ascending": False, "max_steps": None, "grid": "linear", "eps_min": None}[k]})
         return out
+
+    def coarse_grid(self, device: torch.device | str = "cpu") -> torch.Tensor:
+        """The G coarse points g_1 < ... < g_G = ε_max, float64 [G] (see the module docstring)."""
+        g = self.coarse_points
+        if self.grid == "geometric":
+            steps = torch.arange(g, dtype=torch.float64, device=device) / (g - 1)
+            points = self.eps_min * (self.eps_max / self.eps_min) ** steps
+            points[-1] = self.eps_max  # exactly, whatever the rounding of the power
+            return points
+        return torch.arange(1, g + 1, dtype=torch.float64, device=device) * (self.eps_max / g)
 
     def run(self, oracle: Oracle, directions: torch.Tensor, rows: torch.Tensor | None = None,
             on_queries: Callable[[int], None] | None = None) -> SearchResult:
@@ -169,7 +203,7 @@ class BoundarySearch:
         queries = torch.zeros(pairs, dtype=torch.int32, device=book)
 
         # 1. coarse pass over all pairs: G grid points each (ascending: one per round, to the first flip).
-        grid = torch.arange(1, self.coarse_points + 1, dtype=torch.float64, device=book) * (self.eps_max / self.coarse_points)
+        grid = self.coarse_grid(book)
         all_pairs = torch.arange(pairs, device=book)
         if self.ascending:
             rounds = 0
