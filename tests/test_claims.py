@@ -149,3 +149,14 @@ def test_the_readme_quotes_the_ckks_noise_benchmark():
     _one(rf"2\^22 reaches {scale22['max_abs_relative_distance_at_disagreement']:.1e}, over rtol 1e-3")
     _one(rf"narrows it to {big['max_abs_relative_distance_at_disagreement']:.1e} at twice the ring")
     _one(rf"disagree on {100 * (1 - default['plaintext_bit_matches_margin_sign']):.2f}% of all the queries")
+
+
+def test_the_readme_quotes_the_search_rounds_benchmark():
+    rows = {(r["grid"], r["rtol"]): r for r in json.loads((ROOT / "benchmarks" / "search_rounds.json").read_text())["rows"]}
+    m = _one(r"(?s)needs\s+([\d.]+) \(max (\d)\), ([\d,]+) queries at rtol 1e-2; a geometric grid.*?needs ([\d.]+) \(max (\d)\), "
+             r"([\d,]+) queries:")
+    for (mean, most, queries), key in ((m.groups()[:3], ("linear G8", 0.01)), (m.groups()[3:], ("geometric G40", 0.01))):
+        row = rows[key]
+        assert float(mean) == round(row["evaluations_mean"], 2) and int(most) == row["evaluations_max"]
+        assert int(queries.replace(",", "")) == round(row["queries_per_fingerprint_mean"])
+    assert rows[("geometric G40", 0.01)]["evaluations_max"] == 2 and rows[("geometric G40", 0.001)]["evaluations_max"] == 3
