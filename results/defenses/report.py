@@ -3,7 +3,7 @@
     python results/defenses/report.py runs/defenses-mnist-hecnn runs/defenses-mnist-lenet5 ...
 
 Writes results/defenses/{cells.json, TABLE.md, README_SECTION.md, pareto.png, answer.json}.
-"Adaptive" = the strongest (highest full-map SSIM) attack on a defense by an attacker who knows
+"Adaptive" = the strongest (highest SSIM, interior convention) attack on a defense by an attacker who knows
 it -- any search of the study, with the decoder trained through the defense or the undefended
 one, whichever scores higher -- within 10x the queries of the same study's undefended search;
 "non-adaptive" = the paper's search and a decoder trained on undefended fingerprints.
@@ -29,6 +29,34 @@ HERE = Path(__file__).resolve().parent
 MAX_RATIO = 10.0
 ACC_POINTS = 1.0
 WINDOW = ssim_window(28, 28)
+
+
+def current_ssim_keys(cell: dict) -> dict:
+    """A cell in today's SSIM keys: ``ssim`` = the interior convention (the papers'), ``ssim_full_map``.
+
+    Cells written before hesig scored SSIM on the map's interior carry ``ssim`` (full map) and
+    ``ssim_interior`` -- both measured on the same reconstructions -- for the decoders and the
+    baselines; they are renamed here, nothing is recomputed. Cells in today's keys pass unchanged.
+    """
+    def decoder(r: dict) -> dict:
+        if "ssim_interior" not in r:
+            return r
+        out = {k: v for k, v in r.items() if k not in ("ssim", "ssim_std", "ssim_interior")}
+        return {**out, "ssim": r["ssim_interior"], "ssim_full_map": r["ssim"], "ssim_full_map_std": r.get("ssim_std")}
+
+    def baseline(r: dict) -> dict:
+        if "ssim_interior" not in r:
+            return r
+        out = {k: v for k, v in r.items() if k not in ("ssim_mean", "ssim_std", "ssim_interior")}
+        return {**out, "ssim_mean": r["ssim_interior"], "ssim_full_map_mean": r["ssim_mean"],
+                "ssim_full_map_std": r.get("ssim_std")}
+
+    cell = dict(cell)
+    if isinstance(cell.get("decoders"), dict):
+        cell["decoders"] = {name: decoder(r) for name, r in cell["decoders"].items()}
+    if isinstance(cell.get("baselines"), dict):
+        cell["baselines"] = {name: baseline(r) for name, r in cell["baselines"].items()}
+    return cell
 
 
 def family(defense: str) -> str:
@@ -142,7 +170,8 @@ def readme_tables(rows: dict) -> str:
         mine = sorted((r for r in rows.values() if (r["dataset"], r["arch"]) == (dataset, arch)),
                       key=lambda r: (r["defense"] != "none", r["family"], r["accuracy_loss_points"]))
         cm = mine[0]["class_mean"]
-        out += [f"**{arch} on {dataset}** (class-mean baseline: SSIM {cm['ssim_mean']:.3f}, PSNR {cm['psnr_mean']:.2f} dB)", "",
+        out += [f"**{arch} on {dataset}** (class-mean baseline: SSIM {cm['ssim_mean']:.3f} (full map "
+                f"{cm['ssim_full_map_mean']:.3f}), PSNR {cm['psnr_mean']:.2f} dB)", "",
                 "| defense | honest acc. (lost) | non-adaptive SSIM / PSNR | strongest attacker that knows it | its SSIM / PSNR / class | queries (x undefended) | detector TPR |",
                 "|---|---|---|---|---|---|---|"]
         for r in mine:
@@ -182,7 +211,7 @@ def figure(rows: dict, path: Path) -> None:
         ax.axvline(ACC_POINTS, color="grey", lw=0.8, ls=":")
         ax.set_xscale("symlog", linthresh=1.0)
         ax.set_xlabel("honest top-1 accuracy lost (points, symlog)")
-        ax.set_ylabel("attacker SSIM minus class-mean SSIM")
+        ax.set_ylabel("attacker SSIM minus class-mean SSIM (interior, data range 1)")
         title = f"{arch} on {dataset}"
         if none and none["adaptive"]:
             title += f"\n(undefended: SSIM {none['adaptive']['ssim']:.3f}, class mean {none['class_mean']['ssim_mean']:.3f})"
@@ -214,7 +243,7 @@ def dedupe(cells: list[dict]) -> tuple[list[dict], list[dict]]:
 
 
 def main(dirs: list[str]) -> None:
-    cells, repeats = dedupe(collect_cells(*dirs))
+    cells, repeats = dedupe([current_ssim_keys(c) for c in collect_cells(*dirs)])
     cells.sort(key=lambda c: (c["dataset"], c["arch"], c["defense"] != "none", c["defense"], c["attacker"]))
     for c in cells:  # the honest feature sets stay in the run folders
         c.pop("honest_features", None)
