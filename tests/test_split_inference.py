@@ -75,6 +75,8 @@ def test_different_shadow_structures_are_table5():
         shadow = shadow_architecture(edge, "different")
         kernels = [m.kernel_size for m in shadow.modules() if isinstance(m, nn.Conv2d)]
         assert kernels == [(3, 3)] * convs
+        # No nonlinearity the edge lacks (He et al.'s code: two 3x3 convolutions, nothing between).
+        assert sum(isinstance(m, nn.ReLU) for m in shadow) == sum(isinstance(m, nn.ReLU) for m in edge)
         x = torch.rand(2, 1, 28, 28)
         assert shadow(x).shape == edge(x).shape
     same = shadow_architecture(edge, "same")

@@ -14,9 +14,14 @@ Structures (``structure``), the adversary's knowledge of the edge architecture:
 * ``same`` -- the edge's own layer list, freshly initialised (the adversary knows the
   structure, not the weights).
 * ``different`` -- every k x k convolution (k >= 4) replaced by a (k-2) x (k-2) and a 3 x 3
-  convolution with a ReLU between (same receptive field and output size), every Linear(a->b) by
-  Linear(a->b), ReLU, Linear(b->b). For LeNet-5 this is exactly He et al.'s Table 5: conv1 (one
-  5x5) -> two 3x3 layers; ReLU2 (two 5x5) -> four 3x3 layers.
+  convolution (same receptive field and output size), every Linear(a->b) by Linear(a->b),
+  Linear(b->b); no nonlinearity is inserted, so the shadow computes the same kind of function as
+  the edge (their public code, ``LeNetAlternativeconv1``: two 3 x 3 convolutions and nothing
+  between; a ReLU between them, which hesig used before, throws away what rMLE must invert).
+  For LeNet-5 this is He et al.'s Table 5: conv1 (one 5x5) -> two 3x3 layers; ReLU2 (two 5x5) ->
+  four 3x3 layers. Their code's ReLU2 shadow (``LeNetAlternativeReLU2Archi2``) also drops ReLU1
+  and widens the first pair to 8 -> 16 channels; Table 5 states neither, and hesig keeps the
+  edge's own nonlinearities and widths.
 """
 
 from __future__ import annotations
@@ -56,11 +61,11 @@ def shadow_architecture(edge: nn.Sequential, structure: str = "same") -> nn.Sequ
         if isinstance(layer, nn.Conv2d) and min(layer.kernel_size) >= 4 and layer.stride == (1, 1) \
                 and layer.padding == (0, 0) and layer.dilation == (1, 1) and layer.groups == 1:
             k = layer.kernel_size
-            layers += [nn.Conv2d(layer.in_channels, layer.out_channels, (k[0] - 2, k[1] - 2)), nn.ReLU(),
+            layers += [nn.Conv2d(layer.in_channels, layer.out_channels, (k[0] - 2, k[1] - 2)),
                        nn.Conv2d(layer.out_channels, layer.out_channels, 3)]
             changed = True
         elif isinstance(layer, nn.Linear):
-            layers += [nn.Linear(layer.in_features, layer.out_features), nn.ReLU(),
+            layers += [nn.Linear(layer.in_features, layer.out_features),
                        nn.Linear(layer.out_features, layer.out_features)]
             changed = True
         else:
