@@ -162,3 +162,15 @@ def test_the_readme_quotes_the_search_rounds_benchmark():
         assert float(mean) == round(row["evaluations_mean"], 2) and int(most) == row["evaluations_max"]
         assert int(queries.replace(",", "")) == round(row["queries_per_fingerprint_mean"])
     assert rows[("geometric G40", 0.01)]["evaluations_max"] == 2 and rows[("geometric G40", 0.001)]["evaluations_max"] == 3
+
+
+def test_the_readme_quotes_the_shadow_recheck():
+    cells = {s: json.loads((ROOT / "results" / "collab_inference" / f"recheck_shadow_same_{s}_conv1.json").read_text())
+             for s in ("different", "same")}
+    m = _one(r"conv1 reaches \*\*([\d.]+) dB / SSIM ([\d.]+) full map \(([\d.]+) interior\)\*\*")
+    a = cells["different"]["metrics"]["attack"]
+    assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
+    m = _one(r"the same-net cell on the same target reaches ([\d.]+) / ([\d.]+)\s+full map \(([\d.]+) interior\)")
+    a = cells["same"]["metrics"]["attack"]
+    assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
+    assert {c["model_hash"] for c in cells.values()} == {"1287de45719ef94c"} and all(c["n"] == 1000 for c in cells.values())
