@@ -1,4 +1,4 @@
-"""Print the markdown results table from the committed results/*/summary.json files."""
+"""Print the markdown results table from the committed demo runs' results/*/summary.json files."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ def main() -> None:
     rows = []
     for summary_file in sorted(HERE.glob("*/summary.json")):
         s = json.loads(summary_file.read_text())
+        if "target_model" not in s:  # not a demo run (e.g. mnist_hecnn_ckks, the CKKS comparison)
+            continue
         m, fp = s["metrics"]["metrics"], s["metrics"]["fingerprints"]
         ident = s["metrics"]["identity"]
         fp_seconds = sum(s["fingerprints"][split]["compute_seconds"] for split in ("train", "test"))

@@ -12,6 +12,7 @@ for arch in ${ARCHS:-lenet5 hecnn}; do
   cp "runs/mnist-$arch/summary.json" "$dest/summary.json"
   cp "runs/mnist-$arch/reconstruct/metrics.json" "$dest/metrics.json"
   cp runs/mnist-$arch/reconstruct/*.png "$dest/"
+  python results/verify_ssim.py "runs/mnist-$arch" --out "$dest/ssim_check.json"  # scikit-image, independently
 done
 python results/make_table.py > results/TABLE.md
 cat results/TABLE.md
