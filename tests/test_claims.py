@@ -174,3 +174,22 @@ def test_the_readme_quotes_the_shadow_recheck():
     a = cells["same"]["metrics"]["attack"]
     assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
     assert {c["model_hash"] for c in cells.values()} == {"1287de45719ef94c"} and all(c["n"] == 1000 for c in cells.values())
+
+
+def test_the_readme_results_quote_the_demo_runs_in_both_ssim_conventions():
+    runs = {arch: json.loads((ROOT / "results" / f"mnist_{arch}" / "summary.json").read_text())["metrics"]["metrics"]
+            for arch in ("hecnn", "lenet5")}
+    table = (ROOT / "results" / "TABLE.md").read_text().strip()
+    assert table in README
+    m = _one(r"much of their style — SSIM ([\d.]+)–([\d.]+) against\s+([\d.]+) for the best")
+    assert [float(v) for v in m.groups()] == [round(runs["lenet5"]["attack"]["ssim_mean"], 3),
+                                              round(runs["hecnn"]["attack"]["ssim_mean"], 3),
+                                              round(runs["hecnn"]["baseline_class_mean"]["ssim_mean"], 3)]
+    m = _one(r"widens the gap: \+([\d.]+) \(hecnn\) and\s+\+([\d.]+) \(lenet5\) over the class mean, against \+([\d.]+) "
+             r"and \+([\d.]+) on the full map")
+    gap = lambda r, key: round(r["attack"][key] - r["baseline_class_mean"][key], 3)  # noqa: E731
+    assert [float(v) for v in m.groups()] == [gap(runs["hecnn"], "ssim_mean"), gap(runs["lenet5"], "ssim_mean"),
+                                              gap(runs["hecnn"], "ssim_full_map_mean"), gap(runs["lenet5"], "ssim_full_map_mean")]
+    for arch in ("hecnn", "lenet5"):
+        check = json.loads((ROOT / "results" / f"mnist_{arch}" / "ssim_check.json").read_text())
+        assert abs(check["difference"]) < 1e-6 and check["n"] == 10000
