@@ -256,7 +256,7 @@ def test_a_worker_killed_mid_job_is_retried_and_every_chunk_is_written_once(clus
 
     def kill_when_ready():
         marker = tmp_path / "pid"
-        for _ in range(600):
+        for _ in range(3000):  # up to 300 s: on a loaded machine Ray's workers can take a minute to start
             if marker.exists():
                 os.kill(int(marker.read_text()), signal.SIGKILL)
                 return
