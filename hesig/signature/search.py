@@ -197,7 +197,7 @@ class BoundarySearch:
         pair_row = rows.repeat_interleave(k).to(book)   # [P] oracle row of each pair
         pair_dir = torch.arange(k, device=book).repeat(n)  # [P] direction index of each pair
         dirs = directions.to(oracle.device, torch.float32)
-        # Bracket bookkeeping in float64: ε values are exact multiples of grid steps.
+        # Bracket bookkeeping in float64: the linear grid's points are exact multiples of its step.
         lo = torch.zeros(pairs, dtype=torch.float64, device=book)
         hi = torch.full((pairs,), math.inf, dtype=torch.float64, device=book)
         queries = torch.zeros(pairs, dtype=torch.int32, device=book)
