@@ -13,12 +13,20 @@ All numbers come from one run on one machine:
    queries, its seconds per fingerprint = seconds/query x the queries one fingerprint needs
    with one query per evaluation (bisection, measured with the plaintext oracle);
 5. evaluations, queries, slot utilisation; 6. peak memory and bytes each way.
+
+Before and after (issue 22), each path in its own process so its peak memory is its own:
+``after`` is today's path (seeded symmetric encryption, seeded keys, the server reading SEAL's
+buffers in place); ``before`` is the old one (public-key encryption, TenSEAL's full-size keys,
+every SEAL-to-numpy crossing through SEAL's zstd serialization), on the first
+``--baseline-images`` of the same images. The compact layout is timed both ways too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import multiprocessing
 import platform
 import resource
 import sys
@@ -36,6 +44,126 @@ from hesig.oracles.ckks.naive import NaiveCKKS
 from hesig.signature.search import BoundarySearch
 
 
+#: today's CKKS path and the old one (see the module docstring)
+AFTER = {"name": "after", "layout": "batched", "encryption": "seeded", "zero_copy": True}
+BEFORE = {"name": "before", "layout": "batched", "encryption": "public-key", "zero_copy": False}
+
+
+def fingerprints(args, path: dict, n: int, search: BoundarySearch) -> dict:
+    """Fingerprint the first ``n`` test images through CKKS along ``path`` (and in plaintext):
+    per-stage seconds, bytes each way, this process's peak memory. Runs in a child process."""
+    from hesig.oracles.ckks import _seal
+
+    torch.set_num_threads(1)
+    _seal.ZERO_COPY = path["zero_copy"]
+    target = load_model(args.model)
+    dirs = Directions.load(args.directions)
+    data = load_dataset("mnist", "test", args.data_root)
+    params = CKKSParameters()
+    eps_p, cen_p, eps_c, cen_c, secs, costs, queries = [], [], [], [], [], [], []
+    for i in range(n):
+        img = data.images[i:i + 1]
+        res_p = search.run(PlaintextOracle(target.model, img, device="cpu"), dirs.vectors)
+        t0 = time.perf_counter()
+        ck = CKKSOracle(target.model, img, in_shape=target.in_shape, arch=target.arch, params=params, layout=path["layout"],
+                        encryption=path["encryption"], client_policy="strict")  # answers every evaluation
+        res_c = search.run(ck, dirs.vectors)
+        secs.append(time.perf_counter() - t0)
+        costs.append(ck.costs())
+        queries.append(res_c.total_queries)
+        eps_p.append(res_p.eps[0]); cen_p.append(res_p.censored[0]); eps_c.append(res_c.eps[0]); cen_c.append(res_c.censored[0])
+        del ck
+        print(json.dumps({"path": path["name"], "layout": path["layout"], "image": i, "seconds": round(secs[-1], 1),
+                          "queries": queries[-1]}), file=sys.stderr)
+    total = {key: sum(c[key] for c in costs) for key in costs[0] if isinstance(costs[0][key], (int, float))}
+    speed = {**path, "images": n, "rtol": args.rtol, "seconds_per_fingerprint_mean": float(np.mean(secs)),
+             "seconds_per_fingerprint_max": float(np.max(secs)),
+             "client_keygen_seconds_per_image": total["client_keygen_seconds"] / n,
+             "client_encrypt_seconds_per_image": total["client_encrypt_seconds"] / n,
+             "server_setup_seconds_per_image": total["server_setup_seconds"] / n,
+             "server_eval_seconds_per_evaluation": total["server_eval_seconds"] / total["evaluations"],
+             "client_decrypt_seconds_per_evaluation": total["client_decrypt_seconds"] / total["evaluations"],
+             "evaluations_per_fingerprint": total["evaluations"] / n,
+             "queries_per_fingerprint": float(np.mean(queries)),
+             "slot_utilisation": total["slots_used"] / (total["evaluations"] * params.slots),
+             "upload_bytes_per_image": total["upload_bytes"] / n, "context_bytes": costs[0]["context_bytes"],
+             "download_bytes_per_fingerprint": total["download_bytes"] / n,
+             "reply_bytes_per_fingerprint": total["reply_bytes"] / n}
+    return {"speed": speed, "peak_rss_mb": round(peak_rss_mb(), 1), "total": total, "queries": queries,
+            "eps_p": eps_p, "cen_p": cen_p, "eps_c": eps_c, "cen_c": cen_c}
+
+
+def floors(params: CKKSParameters, pixels: int, features: int, repeats: int = 20) -> dict:
+    """Per-primitive costs (median of ``repeats``, one core) and what they imply for the issue-22
+    targets: the bytes and seconds no implementation of a layout can go below with SEAL."""
+    import statistics
+    import tenseal as ts
+    import tenseal.sealapi as sa
+    from hesig.oracles.ckks import _seal, rns
+
+    ctx = ts.context(ts.SCHEME_TYPE.CKKS, params.poly_modulus_degree, coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
+    seal = ctx.seal_context().data
+    scratch = _seal.Scratch(ctx)
+    encoder, evaluator = sa.CKKSEncoder(seal), sa.Evaluator(seal)
+    encryptor = sa.Encryptor(seal, ctx.public_key().data)
+    encryptor.set_secret_key(ctx.secret_key().data)
+    keygen = sa.KeyGenerator(seal, ctx.secret_key().data)
+
+    def median_seconds(fn) -> float:
+        samples = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        return statistics.median(samples)
+
+    plain, ct = sa.Plaintext(), sa.Ciphertext()
+    encoder.encode(0.5, params.scale, plain)
+    seeded = scratch.save(encryptor.encrypt_symmetric(plain))
+    encryptor.encrypt(plain, ct)
+    full = scratch.save(ct)
+    one_step = _seal.galois_elements([1], params.poly_modulus_degree)
+    galois = sa.GaloisKeys()
+    keygen.create_galois_keys(one_step, galois)
+    relin = sa.RelinKeys()
+    keygen.create_relin_keys(relin)
+    sizes = {"ciphertext_seeded": len(seeded), "ciphertext_full": len(full),
+             "ciphertext_c0_information_floor": params.poly_modulus_degree * sum(params.coeff_mod_bit_sizes[:-1]) // 8,
+             "relin_keys_seeded": len(scratch.save(keygen.create_relin_keys())), "relin_keys_full": len(scratch.save(relin)),
+             "one_galois_key_seeded": len(scratch.save(keygen.create_galois_keys(one_step))),
+             "one_galois_key_full": len(scratch.save(galois))}
+
+    def seeded_encrypt():
+        encoder.encode(0.5, params.scale, plain)
+        scratch.save(encryptor.encrypt_symmetric(plain))
+
+    def public_encrypt():
+        encoder.encode(0.5, params.scale, plain)
+        encryptor.encrypt(plain, ct)
+        scratch.save(ct)
+
+    def seeded_load():
+        _seal.ciphertext_data(scratch.load(sa.Ciphertext(), seal, seeded))
+
+    rotated = sa.Ciphertext()
+    seconds = {"encrypt_seeded": median_seconds(seeded_encrypt), "encrypt_public_key": median_seconds(public_encrypt),
+               "server_load_seeded": median_seconds(seeded_load), "server_parse_full": median_seconds(lambda: rns.parse(full)),
+               "rotation": median_seconds(lambda: evaluator.rotate_vector(ct, 1, galois, rotated))}
+    rotation_steps = params.slots.bit_length() - 1
+    compact_keys = sizes["ciphertext_seeded"] + rotation_steps * sizes["one_galois_key_seeded"] + sizes["relin_keys_seeded"]
+    return {"repeats": repeats, "bytes": sizes, "seconds": seconds,
+            "batched": {"upload_bytes_per_image_seeded": pixels * sizes["ciphertext_seeded"],
+                        "upload_bytes_per_image_information_floor": pixels * sizes["ciphertext_c0_information_floor"],
+                        "client_encrypt_seconds_one_core": pixels * seconds["encrypt_seeded"],
+                        "server_input_seconds_one_core": pixels * seconds["server_load_seeded"]},
+            "compact": {"rotations_per_image": features * rotation_steps,
+                        "rotation_seconds_per_image_one_core": features * rotation_steps * seconds["rotation"],
+                        "key_bytes_per_key_pair_seeded": compact_keys - sizes["ciphertext_seeded"],
+                        "upload_bytes_per_image_seeded": sizes["ciphertext_seeded"],
+                        "images_per_key_pair_for_10_mb": math.ceil((compact_keys - sizes["ciphertext_seeded"])
+                                                                   / (10e6 - sizes["ciphertext_seeded"]))}}
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -47,8 +175,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--images", type=int, default=20, help="test images for eps agreement and speed")
     ap.add_argument("--agreement-images", type=int, default=3, help="images for near-boundary decision agreement")
     ap.add_argument("--naive-queries", type=int, default=5)
-    ap.add_argument("--layout", default="batched", choices=["batched", "compact"])
-    ap.add_argument("--compact-images", type=int, default=1, help="images fingerprinted with the compact layout too")
+    ap.add_argument("--baseline-images", type=int, default=5, help="images fingerprinted with the old path too")
+    ap.add_argument("--compact-images", type=int, default=1, help="images fingerprinted with the compact layout too (both paths)")
     ap.add_argument("--rtol", type=float, default=1e-3)
     ap.add_argument("--eps-max", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -65,6 +193,9 @@ def main(argv=None) -> dict:
                  "ckks": params.describe(5), "model_hash": target.hash, "directions_hash": dirs.hash,
                  "directions": dirs.count}
     rng = np.random.default_rng(args.seed)
+    poly = poly_cnn(target.model, target.in_shape, target.arch)
+    out["floors"] = floors(params, poly.num_pixels, poly.num_features)
+    print(json.dumps({"floors": out["floors"]["seconds"]}), file=sys.stderr)
 
     # 1. decision agreement near the boundary -------------------------------------------
     k = args.agreement_images
@@ -81,7 +212,7 @@ def main(argv=None) -> dict:
         rows.append(torch.full((per_image,), r))
     pert, rows = torch.cat(pert), torch.cat(rows)
     want = plain.same_label(pert, rows)
-    ck = CKKSOracle(target.model, images, in_shape=target.in_shape, arch=target.arch, params=params, layout=args.layout,
+    ck = CKKSOracle(target.model, images, in_shape=target.in_shape, arch=target.arch, params=params,
                     client_policy="strict")  # a client that answers every evaluation (no reply budget)
     t0 = time.perf_counter()
     got = ck.same_label(pert, rows)
@@ -93,70 +224,42 @@ def main(argv=None) -> dict:
     del ck
     print(json.dumps({"decision_agreement": out["decision_agreement"]["agreement"]}), file=sys.stderr)
 
-    # 2 + 3 + 5 + 6. full fingerprints at rtol 1e-3 ------------------------------------
+    # 2 + 3 + 5 + 6. full fingerprints at rtol 1e-3, after and before, each in its own process
     search = BoundarySearch(args.eps_max, coarse_points=(slots - 1) // dirs.count, points_per_round="auto", rtol=args.rtol)
     n = args.images
-    eps_p, cen_p, eps_c, cen_c, secs, costs, queries = [], [], [], [], [], [], []
-    for i in range(n):
-        img = data.images[i:i + 1]
-        res_p = search.run(PlaintextOracle(target.model, img, device="cpu"), dirs.vectors)
-        t0 = time.perf_counter()
-        ck = CKKSOracle(target.model, img, in_shape=target.in_shape, arch=target.arch, params=params, layout=args.layout,
-                    client_policy="strict")  # a client that answers every evaluation (no reply budget)
-        res_c = search.run(ck, dirs.vectors)
-        secs.append(time.perf_counter() - t0)
-        costs.append(ck.costs())
-        queries.append(res_c.total_queries)
-        eps_p.append(res_p.eps[0]); cen_p.append(res_p.censored[0]); eps_c.append(res_c.eps[0]); cen_c.append(res_c.censored[0])
-        del ck
-        print(json.dumps({"image": i, "seconds": round(secs[-1], 1), "queries": queries[-1]}), file=sys.stderr)
-    eps_p, cen_p, eps_c, cen_c = map(torch.stack, (eps_p, cen_p, eps_c, cen_c))
+    spawn = multiprocessing.get_context("spawn")
+
+    def in_child(path: dict, count: int) -> dict:
+        with spawn.Pool(1) as pool:
+            return pool.apply(fingerprints, (args, path, count, search))
+
+    after = in_child(AFTER, n)
+    before = in_child(BEFORE, min(args.baseline_images, n)) if args.baseline_images else None
+    eps_p, cen_p, eps_c, cen_c = (torch.stack(after.pop(k)) for k in ("eps_p", "cen_p", "eps_c", "cen_c"))
     both = ~cen_p & ~cen_c
     diff = (eps_c - eps_p).abs()[both]
     tol = args.rtol * torch.maximum(eps_c, eps_p)[both]
-    out["eps_agreement"] = {"images": n, "pairs": int(cen_p.numel()), "pairs_both_uncensored": int(both.sum()),
+    out["eps_agreement"] = {"images": n, "path": "after", "pairs": int(cen_p.numel()), "pairs_both_uncensored": int(both.sum()),
                             "censored_status_agreement": float((cen_p == cen_c).float().mean()),
                             "fraction_within_tolerance": float((diff <= tol).float().mean()),
                             "fraction_identical": float((diff == 0).float().mean()),
                             "max_relative_difference": float((diff / eps_p[both]).max()),
                             "search": search.params()}
-    total = {key: sum(c[key] for c in costs) for key in costs[0] if isinstance(costs[0][key], (int, float))}
-    out["speed"] = {"layout": args.layout, "rtol": args.rtol, "seconds_per_fingerprint_mean": float(np.mean(secs)),
-                    "seconds_per_fingerprint_max": float(np.max(secs)),
-                    "client_encrypt_seconds_per_image": total["client_encrypt_seconds"] / n,
-                    "server_setup_seconds_per_image": total["server_setup_seconds"] / n,
-                    "server_eval_seconds_per_evaluation": total["server_eval_seconds"] / total["evaluations"],
-                    "client_decrypt_seconds_per_evaluation": total["client_decrypt_seconds"] / total["evaluations"],
-                    "evaluations_per_fingerprint": total["evaluations"] / n,
-                    "queries_per_fingerprint": float(np.mean(queries)),
-                    "slot_utilisation": total["slots_used"] / (total["evaluations"] * slots),
-                    "upload_bytes_per_image": total["upload_bytes"] / n, "context_bytes": costs[0]["context_bytes"],
-                    "download_bytes_per_fingerprint": total["download_bytes"] / n,
-                    "reply_bytes_per_fingerprint": total["reply_bytes"] / n}
-
-    # compact layout: the same search on the first image(s) ----------------------------
+    out["speed"] = after["speed"]
+    out["peak_rss_mb_after"] = after["peak_rss_mb"]
+    if before is not None:
+        for k in ("eps_p", "cen_p", "eps_c", "cen_c"):
+            before.pop(k)
+        out["speed_before"] = before["speed"]
+        out["peak_rss_mb_before"] = before["peak_rss_mb"]
+        out["speedup_seconds_per_fingerprint"] = before["speed"]["seconds_per_fingerprint_mean"] / after["speed"]["seconds_per_fingerprint_mean"]
+    total = after.pop("total")
+    queries = after.pop("queries")
     if args.compact_images:
-        secs_c, costs_c = [], []
-        for i in range(args.compact_images):
-            t0 = time.perf_counter()
-            ck = CKKSOracle(target.model, data.images[i:i + 1], in_shape=target.in_shape, arch=target.arch, params=params,
-                            client_policy="strict",
-                            layout="compact")
-            res = search.run(ck, dirs.vectors)
-            secs_c.append(time.perf_counter() - t0)
-            costs_c.append(ck.costs())
-            same = bool(torch.equal(res.eps[0], eps_c[i]) and torch.equal(res.censored[0], cen_c[i]))
-            del ck
-        cc = costs_c[0]
-        out["compact_layout"] = {"images": args.compact_images, "seconds_per_fingerprint_mean": float(np.mean(secs_c)),
-                                 "client_encrypt_seconds": cc["client_encrypt_seconds"],
-                                 "server_setup_seconds": cc["server_setup_seconds"],
-                                 "evaluations": cc["evaluations"], "upload_bytes_per_image": cc["upload_bytes"],
-                                 "context_bytes_with_galois_keys": cc["context_bytes"],
-                                 "eps_identical_to_batched_on_image_0": same}
+        out["compact_layout"] = {name: in_child({**path, "layout": "compact"}, args.compact_images)["speed"]
+                                 for name, path in (("after", AFTER), ("before", BEFORE))}
 
     # 4. naive baseline ----------------------------------------------------------------
-    poly = poly_cnn(target.model, target.in_shape, target.arch)
     naive = NaiveCKKS(poly, params)
     q = args.naive_queries
     d = rng.choice(dirs.count, q)
@@ -172,7 +275,7 @@ def main(argv=None) -> dict:
                          "seconds_per_fingerprint_estimated": naive_fp,
                          "ratio_seconds_per_fingerprint": naive_fp / ours,
                          "ratio_server_seconds_per_query": timing["seconds_per_query"] / ours_per_query})
-    out["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    out["peak_rss_mb_parent"] = round(peak_rss_mb(), 1)  # decision agreement + naive baseline
     text = json.dumps(out, indent=2, default=float)
     if args.out:
         from hesig.core.io import atomic_write_json

@@ -153,6 +153,8 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
               help="Rows per atomically saved chunk [default: 1000; 10000 on a GPU; 1 with --oracle=ckks].")
 @click.option("--ckks-layout", type=click.Choice(D.CKKS_LAYOUTS), default="batched", show_default=True,
               help="CKKS upload: one ciphertext per pixel (batched) or one im2col ciphertext + Galois keys (compact).")
+@click.option("--ckks-encryption", type=click.Choice(D.CKKS_ENCRYPTIONS), default=D.CKKS_ENCRYPTIONS[0], show_default=True,
+              help="CKKS client: symmetric encryption with seeded (half-size) ciphertexts and keys, or the original public-key path.")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Total oracle query budget.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Oracle batch (default: 512 CPU, 65536 GPU).")
 @click.option("--client-policy", default=None,
@@ -167,8 +169,8 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @device_option
 @quiet_option
 def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
-                    coarse_points, coarse_grid, eps_min, points_per_round, chunk_size, ckks_layout, budget, batch_size, force, data_root, download,
-                    device, quiet, client_policy, executor):
+                    coarse_points, coarse_grid, eps_min, points_per_round, chunk_size, ckks_layout, ckks_encryption, budget, batch_size,
+                    force, data_root, download, device, quiet, client_policy, executor):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
     from .jobs.fingerprint import fingerprint_job
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
@@ -176,8 +178,8 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
                                    eps_max=eps_max, rtol=rtol, atol=atol, coarse_points=coarse_points,
                                    coarse_grid=coarse_grid, eps_min=eps_min, points_per_round=ppr, chunk_size=chunk_size, budget=budget,
                                    batch_size=batch_size, device=device, data_root=data_root, download=download,
-                                   ckks_layout=ckks_layout, client_policy=client_policy, executor=executor,
-                                   force=force, progress=not quiet))
+                                   ckks_layout=ckks_layout, ckks_encryption=ckks_encryption, client_policy=client_policy,
+                                   executor=executor, force=force, progress=not quiet))
 
 
 @cli.command("serve")

@@ -99,8 +99,8 @@ def test_other_scales_keep_the_logits(model, secrets, primes):
     assert np.abs(logits - want).max() < 1e-2 * max(1.0, np.abs(want).max())
 
 
-@pytest.mark.parametrize("layout", ["batched", "compact"])
-def test_decision_agreement_near_the_boundary(model, secrets, layout):
+@pytest.mark.parametrize("layout,encryption", [("batched", "seeded"), ("compact", "seeded"), ("batched", "public-key")])
+def test_decision_agreement_near_the_boundary(model, secrets, layout, encryption):
     """Queries within +-5% of the plaintext boundary: CKKS bits equal plaintext bits."""
     plain = PlaintextOracle(model.float(), secrets, device="cpu")
     model.double()
@@ -116,7 +116,7 @@ def test_decision_agreement_near_the_boundary(model, secrets, layout):
                 rows.append(r)
                 pert.append(dirs[d] * float(fine.eps[r, d]) * float(u))
     rows, pert = torch.tensor(rows), torch.stack(pert)
-    ck = CKKSOracle(model, secrets, in_shape=SHAPE, layout=layout)
+    ck = CKKSOracle(model, secrets, in_shape=SHAPE, layout=layout, encryption=encryption)
     got = ck.same_label(pert, rows)
     want = plain.same_label(pert, rows)
     assert (got == want).float().mean() >= 0.99
@@ -221,3 +221,52 @@ def test_im2col_layout_matches_tenseal():
     slots = im2col_slots((1, 28, 28), 7, 3)
     decrypted = np.rint(np.array(enc.decrypt())).astype(int)
     assert windows == 64 and np.array_equal(decrypted[:len(slots)], slots)
+
+
+def test_seeded_encryption_halves_the_bytes_and_keeps_the_logits(model, secrets):
+    """Seeded symmetric encryption (the default) against hesig's original public-key path: the
+    same logits, about half the upload and a smaller context (seeded relinearization keys)."""
+    poly = poly_cnn(model, SHAPE)
+    pert = np.random.default_rng(4).normal(0, 0.3, (30,) + SHAPE)
+    want = poly.forward(secrets[0].double().numpy()[None] + pert)
+    sizes = {}
+    for encryption in ("seeded", "public-key"):
+        client = CKKSClient(num_outputs=3, policy="strict", encryption=encryption)
+        server = CKKSServer(client.context_message(), poly)
+        message = client.encrypt(secrets[0].numpy(), session=0)
+        logits = client.decrypt_logits(server.evaluate(server.open_session(message), pert))
+        assert np.abs(logits - want).max() < 1e-3 * max(1.0, np.abs(want).max()), encryption
+        sizes[encryption] = (len(message), len(client.context_message()))
+    assert sizes["seeded"][0] < 0.55 * sizes["public-key"][0]
+    assert sizes["seeded"][1] < 0.7 * sizes["public-key"][1]
+
+
+def test_zero_copy_read_equals_seal_serialization(batched, secrets, monkeypatch):
+    from hesig.oracles.ckks import _seal
+    import tenseal.sealapi as sa
+
+    client, server = batched
+    ct = server._scratch.load(sa.Ciphertext(), server._seal, wire.unpack(
+        client.encrypt(secrets[1].numpy(), session=7), "input", client.context_id)[1][0])
+    client.forget(7)
+    fast = _seal.ciphertext_data(ct)
+    assert fast is not None and fast.dtype == np.uint64
+    assert np.array_equal(fast, rns.parse(server._scratch.save(ct)).data)
+    monkeypatch.setattr(_seal, "ZERO_COPY", False)
+    assert _seal.ciphertext_data(ct) is None  # the benchmark's baseline: SEAL's serialization
+
+
+@pytest.mark.parametrize("change, error", [
+    ({"encryption": "rot13"}, "unknown encryption"),
+    ({"drop_keys": True}, "carries 2 parts"),
+])
+def test_server_refuses_a_malformed_seeded_context(model, change, error):
+    client = CKKSClient(num_outputs=3, policy="strict")
+    header, parts = wire.unpack(client.context_message(), "context", client.context_id)
+    fields = {k: v for k, v in header.items() if k not in ("kind", "context_id", "parts")}
+    if change.get("drop_keys"):
+        parts = parts[:1]
+    fields["encryption"] = change.get("encryption", fields["encryption"])
+    with pytest.raises((InvalidValueError, MismatchError), match=error) as err:
+        CKKSServer(wire.pack("context", client.context_id, parts, **fields), poly_cnn(model, SHAPE))
+    assert "\n" not in str(err.value)

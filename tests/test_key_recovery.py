@@ -140,7 +140,7 @@ def _crafted(victim: Victim) -> dict[str, bytes]:
     unreduced = ct.data.copy()
     unreduced[0, 0, 0] = np.uint64(2 ** 63)
     unreduced = rns.serialize(rns.RnsCiphertext(unreduced, ct.parms_id, ct.scale, ct.correction_factor, ct.version))
-    first_level = rns.parse(wire.unpack(victim.input_message, "input", None)[1][0])
+    first_level = victim.attacker.input_ciphertext(wire.unpack(victim.input_message, "input", None)[1][0])
     other = CKKSClient(policy="strict", num_outputs=3)
     foreign = wire.pack("result", other.context_id, parts, session=0, count=1)
     return {

@@ -61,6 +61,10 @@ ORACLES = ("plaintext", "ckks")
 #: Who computes a job's chunks (hesig.jobs.executor): this process, or a Ray cluster (the 'ray' extra).
 EXECUTORS = ("in-process", "ray")
 CKKS_LAYOUTS = ("batched", "compact")
+#: How the client encrypts and sends keys: "seeded" (symmetric encryption under its secret key,
+#: SEAL's seeded serialization: half the bytes of every ciphertext and key, issue 22) or
+#: "public-key" (hesig's original path, kept as the benchmark baseline). The first is the default.
+CKKS_ENCRYPTIONS = ("seeded", "public-key")
 #: Peak resident memory of a CKKS fingerprint job, any chunk size (benchmarks/ckks_memory.json:
 #: 3,225 MB at chunk size 1, 3,222 MB at 4, batched layout, N 8192). A machine with less memory
 #: available is refused before any work.

@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..core.defaults import ATOL, CHUNK_SIZE, COARSE_GRID, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
+from ..core.defaults import ATOL, CHUNK_SIZE, CKKS_ENCRYPTIONS, COARSE_GRID, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
 from ..core.errors import ClientRefusal, HesigError, InvalidValueError, QueryBudgetExhausted, ShapeError
 from ..core.io import ensure_writable_dir, tensor_hash
 from ..core.outputs import JOB_KEY, KIND_KEY, guard_output, identity
@@ -232,13 +232,13 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
                     eps_min: float | None = None, chunk_size: int | None = None,
                     budget: int | None = None, batch_size: int | None = None, device: str | None = None,
                     data_root=None, download: bool = False, ckks_layout: str = "batched",
-                    client_policy: str | None = None, executor: Executor | None = None, force: bool = False,
+                    ckks_encryption: str = CKKS_ENCRYPTIONS[0], client_policy: str | None = None, executor: Executor | None = None, force: bool = False,
                     progress: bool = True) -> dict[str, Any]:
     """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable.
 
     oracle: a kind of :mod:`hesig.oracles.registry` ("plaintext": the secrets inside the oracle
     object; "ckks": a TenSEAL client holding the secret key, a server holding the public context,
-    ``ckks_layout`` batched or compact). client_policy: the victim client's policy
+    ``ckks_layout`` batched or compact, ``ckks_encryption`` seeded or public-key). client_policy: the victim client's policy
     (:mod:`hesig.oracles.policies`); CKKS default: the most secure, ``strict+budget:1+fresh-keys``,
     which answers one result per key and so stops a search that needs more; plaintext default:
     the plain bit. chunk_size: rows per atomically saved chunk (default: the oracle kind's).
@@ -256,7 +256,8 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
         raise ShapeError(f"{data.name} images are {list(data.shape)} but model {target.arch} takes {list(target.in_shape)}")
     idx = parse_indices(indices, len(data))
     ensure_writable_dir(Path(out).parent)
-    options = {"device": device, "batch_size": batch_size, "layout": ckks_layout, "client_policy": client_policy}
+    options = {"device": device, "batch_size": batch_size, "layout": ckks_layout, "encryption": ckks_encryption,
+               "client_policy": client_policy}
     make_oracle = kind.factory(target, **options)
     config = job_config(data.name, data.split, data.split_hash, target, dirs, oracle, make_oracle.describe())
     if chunk_size is None:

@@ -31,14 +31,14 @@ def _true_key_ntt(client, levels: int) -> np.ndarray:
 
 def _decrypt_input(server, s_ntt: np.ndarray, input_message: bytes, shape, layout: str, kernel: int, stride: int) -> np.ndarray:
     """The victim's image [C, H, W] decrypted with a recovered key (the attacker's view)."""
-    from ..oracles.ckks import rns, wire
+    from ..oracles.ckks import wire
     from ..oracles.ckks.polymodel import im2col_slots
 
     _, parts = wire.unpack(input_message, "input", server.context_id)
     if layout == "batched":
-        pixels = [server.decrypt_with(s_ntt, rns.parse(p)).real.mean() for p in parts]
+        pixels = [server.decrypt_with(s_ntt, server.input_ciphertext(p)).real.mean() for p in parts]
         return np.asarray(pixels).reshape(shape)
-    slots = server.decrypt_with(s_ntt, rns.parse(parts[0])).real
+    slots = server.decrypt_with(s_ntt, server.input_ciphertext(parts[0])).real
     where = im2col_slots(tuple(shape), kernel, stride)
     image = np.zeros(int(np.prod(shape)))
     image[where] = slots[:len(where)]

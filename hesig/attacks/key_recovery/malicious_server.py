@@ -88,6 +88,18 @@ class MaliciousServer:
         data = np.fromiter((plain.data(i) for i in range(n)), dtype=np.uint64, count=n)
         return data.reshape(-1, self.poly_modulus_degree)
 
+    def input_ciphertext(self, blob) -> rns.RnsCiphertext:
+        """One of the victim's input ciphertexts as RNS data, whether it was sent in full or in
+        SEAL's seeded form (SEAL's loader expands the public seed)."""
+        try:
+            return rns.parse(blob)
+        except MismatchError:
+            try:
+                ct = self._scratch.load(sa.Ciphertext(), self._seal, blob)
+            except Exception:  # SEAL's own validation
+                raise MismatchError("not a SEAL CKKS ciphertext of the victim's context") from None
+            return rns.parse(self._scratch.save(ct))
+
     def encrypt(self, values: np.ndarray, parms: bytes, scale: float) -> rns.RnsCiphertext:
         """Enc_pk(values): values float64 [slots] (slot values, e.g. logit units)."""
         plain, ct = sa.Plaintext(), sa.Ciphertext()

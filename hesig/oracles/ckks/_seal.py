@@ -6,6 +6,7 @@ sealapi saves and loads only through file paths, so each party owns a private sc
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import struct
@@ -53,6 +54,57 @@ class Scratch:
             fh.write(blob)
         obj.load(context, path)
         return obj
+
+
+#: False makes :func:`ciphertext_data` always take SEAL's serialization (the old, slower path,
+#: kept so benchmarks/ckks.py can measure before and after in one run).
+ZERO_COPY = True
+_LAYOUT_OK: bool | None = None  # None: not yet probed; False: this SEAL build's layout differs
+
+# seal::Ciphertext as TenSEAL 0.3 (SEAL 4) lays it out, in 8-byte words: parms_id [0:4],
+# is_ntt_form [4], size [5], poly_modulus_degree [6], coeff_modulus_size [7], scale [8],
+# correction_factor [9], data_ = DynArray {pool [10:12], capacity [12], size [13], pointer [14]}.
+_WORDS = 15
+
+
+def _object_address(obj) -> int:
+    # pybind11's simple instance layout: PyObject_HEAD (16 bytes), then the C++ object's pointer
+    return ctypes.c_void_p.from_address(id(obj) + 16).value or 0
+
+
+def ciphertext_data(ct) -> np.ndarray | None:
+    """A copy of SEAL's coefficient buffer of ``ct``: uint64 [size, L, N], or None.
+
+    Why: sealapi exposes a ciphertext's coefficients only through ``save``, which always
+    zstd-compresses (about 4 ms per ciphertext at N = 8192, most of the server's evaluation
+    time). This reads the buffer in place instead. The layout is an assumption about the
+    compiled library, so every call first checks the object's header words against sealapi's
+    own accessors (size, degree, primes, buffer length, scale) and, after copying, three
+    coefficients against ``data(0)``, ``data(1)`` and the buffer's last element; on any mismatch
+    it returns None and the caller serializes as before (and the fast path stays off).
+    """
+    global _LAYOUT_OK
+    if not ZERO_COPY or _LAYOUT_OK is False:
+        return None
+    try:
+        address = _object_address(ct)
+        if not address:
+            raise ValueError
+        words = (ctypes.c_uint64 * _WORDS).from_address(address)
+        size, n, levels = ct.size(), ct.poly_modulus_degree(), ct.coeff_modulus_size()
+        count = size * n * levels
+        scale = struct.unpack("<d", struct.pack("<Q", words[8]))[0]
+        if (words[5], words[6], words[7], words[13]) != (size, n, levels, count) or scale != ct.scale or not words[14]:
+            raise ValueError
+        data = np.ctypeslib.as_array((ctypes.c_uint64 * count).from_address(words[14])).reshape(size, levels, n).copy()
+        if data[0, 0, 0] != ct.data(0) or (size > 1 and data[1, 0, 0] != ct.data(1)) \
+                or data[-1, -1, -1] != ct.dyn_array().at(count - 1):
+            raise ValueError
+    except (ValueError, OverflowError, TypeError, IndexError):
+        _LAYOUT_OK = False
+        return None
+    _LAYOUT_OK = True
+    return data
 
 
 def moduli_by_parms(context) -> dict[bytes, np.ndarray]:

@@ -19,13 +19,13 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
 
-from ...core.defaults import CKKS_LAYOUTS as LAYOUTS
+from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_LAYOUTS as LAYOUTS
 from ...core.errors import InvalidValueError, MismatchError, ClientRefusal, ShapeError
 from ..policies import ClientPolicy, ClientView, parse_client_policy
 from . import rns, wire
 from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes
 from .params import CKKSParameters
-from .polymodel import POLY_CNN_DEPTH
+from .polymodel import POLY_CNN_DEPTH, im2col_slots
 from .server import result_format
 
 
@@ -33,18 +33,28 @@ class CKKSClient:
     """``layout``: "batched" sends one ciphertext per pixel, the pixel replicated over all slots
     (slot j then carries query j once the server adds perturbation j); "compact" sends the image
     as one ciphertext in TenSEAL's im2col layout plus Galois keys for the power-of-two rotations
-    the server needs to reach the batched layout itself."""
+    the server needs to reach the batched layout itself.
+
+    ``encryption``: "seeded" encrypts with the client's own secret key (symmetric RLWE) and sends
+    every ciphertext and evaluation key in SEAL's seeded form, where the uniformly random half is
+    replaced by the 64-byte seed it was expanded from: half the bytes, and about half the
+    client's encryption time. "public-key" is hesig's original path (public-key encryption,
+    TenSEAL's full-size keys), kept as the baseline of benchmarks/ckks.py. Both are IND-CPA under
+    RLWE; the server's view differs only in size."""
 
     def __init__(self, params: CKKSParameters = CKKSParameters(), *, layout: str = "batched",
-                 policy: ClientPolicy | str | None = None, num_outputs: int = 10, key_index: int = 0):
+                 policy: ClientPolicy | str | None = None, num_outputs: int = 10, key_index: int = 0,
+                 encryption: str = CKKS_ENCRYPTIONS[0]):
         """policy: a ClientPolicy or spec string (None = the default policy, see hesig.oracles.policies).
         num_outputs: the model's number of logits (a strict client accepts exactly that many ciphertexts).
         key_index: salts the flooding noise of this key pair."""
         if layout not in LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+        if encryption not in CKKS_ENCRYPTIONS:
+            raise InvalidValueError(f"unknown CKKS encryption '{encryption}' (choose from {', '.join(CKKS_ENCRYPTIONS)})")
         if int(num_outputs) < 2:
             raise InvalidValueError(f"a classifier has >= 2 outputs, got {num_outputs}")
-        self.params, self.layout = params, layout
+        self.params, self.layout, self.encryption = params, layout, encryption
         self.policy = parse_client_policy(policy).check_encrypted()
         self.num_outputs = int(num_outputs)
         self._rng = self.policy.rng(key_index)
@@ -54,24 +64,32 @@ class CKKSClient:
         ctx = ts.context(ts.SCHEME_TYPE.CKKS, params.poly_modulus_degree,
                          coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
         ctx.global_scale = params.scale
-        ctx.generate_relin_keys()
+        seeded = encryption == "seeded"
+        if not seeded:
+            ctx.generate_relin_keys()
         self._ctx = ctx
         self._scratch = Scratch(self)
         seal_ctx = ctx.seal_context().data
         self._seal = seal_ctx
         self._encoder = sa.CKKSEncoder(seal_ctx)
         self._encryptor = sa.Encryptor(seal_ctx, ctx.public_key().data)
+        self._encryptor.set_secret_key(ctx.secret_key().data)
         self._decryptor = sa.Decryptor(seal_ctx, ctx.secret_key().data)
-        public = ctx.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=True)
+        public = ctx.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=not seeded)
         self.context_id = wire.context_id(public)
+        keygen = sa.KeyGenerator(seal_ctx, ctx.secret_key().data)
         parts = [public]
+        if seeded:  # create_* without a destination returns SEAL's seeded Serializable form
+            parts.append(self._scratch.save(keygen.create_relin_keys()))
         if layout == "compact":
-            keys = sa.GaloisKeys()
-            steps = [1 << i for i in range(params.slots.bit_length() - 1)]
-            sa.KeyGenerator(seal_ctx, ctx.secret_key().data).create_galois_keys(
-                galois_elements(steps, params.poly_modulus_degree), keys)
-            parts.append(self._scratch.save(keys))
-        self._context_message = wire.pack("context", self.context_id, parts, layout=layout)
+            elements = galois_elements([1 << i for i in range(params.slots.bit_length() - 1)], params.poly_modulus_degree)
+            if seeded:
+                parts.append(self._scratch.save(keygen.create_galois_keys(elements)))
+            else:
+                keys = sa.GaloisKeys()
+                keygen.create_galois_keys(elements, keys)
+                parts.append(self._scratch.save(keys))
+        self._context_message = wire.pack("context", self.context_id, parts, layout=layout, encryption=encryption)
         self._labels: dict[int, int | None] = {}
         moduli = moduli_by_parms(seal_ctx)
         chain, data = [], seal_ctx.first_context_data()
@@ -119,18 +137,35 @@ class CKKSClient:
                 raise InvalidValueError("this client's policy is fresh-keys: one input per key pair (make a new client)")
         if self.layout == "batched":
             parts = []
-            plain, ct = sa.Plaintext(), sa.Ciphertext()
+            plain = sa.Plaintext()
             for value in image.reshape(-1):
                 self._encoder.encode(float(value), self.params.scale, plain)  # a scalar fills every slot
-                self._encryptor.encrypt(plain, ct)
-                parts.append(self._scratch.save(ct))
+                parts.append(self._encrypt(plain))
         else:
             if image.shape[0] != 1:
                 raise ShapeError("the compact (im2col) layout takes single-channel images")
-            vec, _ = ts.im2col_encoding(self._ctx, image[0].tolist(), self._kernel, self._kernel, self._stride)
-            parts = [self._scratch.save(vec.ciphertext()[0])]
+            if self.encryption == "seeded":
+                where = im2col_slots(image.shape, self._kernel, self._stride)
+                if where.size > self.params.slots:
+                    raise ShapeError("the image's im2col layout does not fit in the slots")
+                slots = np.zeros(self.params.slots)
+                slots[:where.size] = image.reshape(-1)[where]
+                plain = sa.Plaintext()
+                self._encoder.encode(slots.tolist(), self.params.scale, plain)
+                parts = [self._encrypt(plain)]
+            else:
+                vec, _ = ts.im2col_encoding(self._ctx, image[0].tolist(), self._kernel, self._kernel, self._stride)
+                parts = [self._scratch.save(vec.ciphertext()[0])]
         self._labels.setdefault(session, None)
         return {"session": int(session), "layout": self.layout, "shape": list(image.shape)}, parts
+
+    def _encrypt(self, plain) -> bytes:
+        """One serialized ciphertext of ``plain`` (seeded symmetric, or public-key: see the class)."""
+        if self.encryption == "seeded":
+            return self._scratch.save(self._encryptor.encrypt_symmetric(plain))
+        ct = sa.Ciphertext()
+        self._encryptor.encrypt(plain, ct)
+        return self._scratch.save(ct)
 
     def set_conv_geometry(self, kernel: int, stride: int) -> None:
         """The compact layout is TenSEAL's im2col for the model's first convolution (public knowledge)."""

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...core.defaults import CKKS_ENCRYPTIONS
 from ...core.errors import InvalidValueError, ShapeError
 from ..policies import ClientPolicy, parse_client_policy
 from .channel import EncryptedOracle, check_memory
@@ -27,8 +28,10 @@ class LocalVictim:
     row gets its own key pair when it is first encrypted (a later re-encryption of a released row
     gets another). It gives the server nothing but the wire messages."""
 
-    def __init__(self, secrets: np.ndarray, poly: PolyCNN, params: CKKSParameters, layout: str, policy: ClientPolicy):
+    def __init__(self, secrets: np.ndarray, poly: PolyCNN, params: CKKSParameters, layout: str, policy: ClientPolicy,
+                 encryption: str = CKKS_ENCRYPTIONS[0]):
         self._secrets, self._poly, self.params, self.layout, self.policy = secrets, poly, params, layout, policy
+        self.encryption = encryption
         self.stats = {"client_keygen_seconds": 0.0, "client_encrypt_seconds": 0.0, "client_decrypt_seconds": 0.0}
         self._keys = 0
         self._clients: dict[int, CKKSClient] = {}
@@ -36,7 +39,7 @@ class LocalVictim:
 
     def _new_client(self) -> CKKSClient:
         t0 = time.perf_counter()
-        client = CKKSClient(self.params, layout=self.layout, policy=self.policy,
+        client = CKKSClient(self.params, layout=self.layout, policy=self.policy, encryption=self.encryption,
                             num_outputs=self._poly.fc2_weight.shape[0], key_index=self._keys)
         client.set_conv_geometry(self._poly.conv_weight.shape[-1], self._poly.stride)
         self._keys += 1
@@ -84,22 +87,25 @@ class CKKSOracle(EncryptedOracle):
     :class:`LocalVictim` under ``client_policy`` (a ClientPolicy or spec string; None = the
     default, hesig.oracles.policies.DEFAULT_POLICY_SPEC). With ``fresh-keys`` every row gets its
     own key pair; a per-key reply budget then ends the attack with ClientRefusal once a row's key
-    is spent."""
+    is spent. ``encryption``: how the victim's client encrypts (hesig.core.defaults.CKKS_ENCRYPTIONS)."""
 
     def __init__(self, model: nn.Module, secrets: torch.Tensor, *, in_shape: tuple[int, int, int], arch: str = "model",
                  params: CKKSParameters = CKKSParameters(), layout: str = "batched", budget: int | None = None,
-                 client_policy: ClientPolicy | str | None = None, poly: PolyCNN | None = None):
+                 client_policy: ClientPolicy | str | None = None, poly: PolyCNN | None = None,
+                 encryption: str = CKKS_ENCRYPTIONS[0]):
         if secrets.ndim != 4 or tuple(secrets.shape[1:]) != tuple(in_shape):
             raise ShapeError(f"secrets must be [n, {', '.join(map(str, in_shape))}], got shape {tuple(secrets.shape)}")
         if not torch.isfinite(secrets).all():
             raise InvalidValueError("secret inputs contain NaN or infinity")
         if layout not in LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
+        if encryption not in CKKS_ENCRYPTIONS:
+            raise InvalidValueError(f"unknown CKKS encryption '{encryption}' (choose from {', '.join(CKKS_ENCRYPTIONS)})")
         poly = poly if poly is not None else poly_cnn(model, tuple(in_shape), arch)
         params.check_depth(poly.depth, arch)
         self.layout = layout
         self.policy = parse_client_policy(client_policy).check_encrypted()
-        victim = LocalVictim(secrets.detach().cpu().double().numpy(), poly, params, layout, self.policy)
+        victim = LocalVictim(secrets.detach().cpu().double().numpy(), poly, params, layout, self.policy, encryption)
         super().__init__(poly, victim, secrets.shape[0], params=params, budget=budget)
         self.client = victim.client
 
@@ -113,10 +119,12 @@ class CKKSFactory:
     once, then builds a fresh client (new keys) and server per chunk of secrets."""
 
     def __init__(self, target, *, layout: str = "batched", params: CKKSParameters = CKKSParameters(),
-                 client_policy: str | None = None):
+                 client_policy: str | None = None, encryption: str = CKKS_ENCRYPTIONS[0]):
         if layout not in LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
-        self.target, self.layout, self.params = target, layout, params
+        if encryption not in CKKS_ENCRYPTIONS:
+            raise InvalidValueError(f"unknown CKKS encryption '{encryption}' (choose from {', '.join(CKKS_ENCRYPTIONS)})")
+        self.target, self.layout, self.params, self.encryption = target, layout, params, encryption
         self.policy = parse_client_policy(client_policy).check_encrypted()  # None: the default (most secure) policy
         check_memory()
         self.poly = poly_cnn(target.model, target.in_shape, target.arch)
@@ -126,10 +134,10 @@ class CKKSFactory:
     def __call__(self, secrets: torch.Tensor, budget: int | None) -> CKKSOracle:
         return CKKSOracle(self.target.model, secrets, in_shape=self.target.in_shape, arch=self.target.arch,
                           params=self.params, layout=self.layout, budget=budget, client_policy=self.policy,
-                          poly=self.poly)
+                          poly=self.poly, encryption=self.encryption)
 
     def describe(self) -> dict:
-        return {"ckks": {**self.params.describe(POLY_CNN_DEPTH), "layout": self.layout},
+        return {"ckks": {**self.params.describe(POLY_CNN_DEPTH), "layout": self.layout, "encryption": self.encryption},
                 "client_policy": self.policy.spec}
 
 

@@ -76,6 +76,17 @@ def parse(blob: bytes) -> RnsCiphertext:
     return RnsCiphertext(data, pid, scale, corr, (major, minor))
 
 
+def seal_version(blob: bytes) -> tuple[int, int]:
+    """The SEAL version (major, minor) in the header of any SEAL-serialized object."""
+    try:
+        magic, _, major, minor, _, _, _ = _HEADER.unpack_from(blob, 0)
+        if magic != SEAL_MAGIC:
+            raise ValueError
+    except (ValueError, struct.error):
+        raise MismatchError("not a SEAL-serialized object") from None
+    return int(major), int(minor)
+
+
 def serialize(ct: RnsCiphertext) -> bytes:
     """SEAL's serialization of ``ct``, uncompressed (SEAL's loader validates it)."""
     size, count, n = ct.data.shape

@@ -25,10 +25,10 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
 
-from ...core.defaults import CKKS_LAYOUTS
+from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_LAYOUTS
 from ...core.errors import InvalidValueError, MismatchError, ShapeError
 from . import rns, wire
-from ._seal import Scratch, moduli_by_parms, pid_bytes
+from ._seal import Scratch, ciphertext_data, moduli_by_parms, pid_bytes
 from .polymodel import PolyCNN
 
 def weight_scale(first_moduli: list[int]) -> float:
@@ -69,12 +69,23 @@ class CKKSServer:
                                     "hold the public context (serialize it with save_secret_key=False)")
         if wire.context_id(bytes(parts[0])) != header.get("context_id"):
             raise MismatchError("context message is inconsistent (context id does not match its content)")
-        if not ctx.has_relin_keys():
-            raise InvalidValueError("the public context carries no relinearization keys")
         layout = header.get("layout", "batched")
         if layout not in CKKS_LAYOUTS:
             raise MismatchError(f"the context message names an unknown layout {str(layout)[:40]!r}")
-        self.context_id, self.layout, self.model = header["context_id"], layout, model
+        encryption = header.get("encryption", "public-key")
+        if encryption not in CKKS_ENCRYPTIONS:
+            raise MismatchError(f"the context message names an unknown encryption {str(encryption)[:40]!r}")
+        # seeded: [context, relinearization keys, Galois keys if compact], keys in SEAL's seeded
+        # (half-size) form; public-key: [context with its relinearization keys, Galois keys if compact]
+        keys = list(parts[1:]) if encryption == "seeded" else [None] + list(parts[1:])
+        expected = 2 if layout == "compact" else 1
+        if len(keys) != expected:
+            raise InvalidValueError(f"a {encryption} context message for the {layout} layout carries {expected + (encryption == 'seeded')} "
+                                    f"parts (context{', relinearization keys' if encryption == 'seeded' else ''}"
+                                    f"{', Galois keys' if layout == 'compact' else ''}), got {len(parts)}")
+        if encryption == "public-key" and not ctx.has_relin_keys():
+            raise InvalidValueError("the public context carries no relinearization keys")
+        self.context_id, self.layout, self.encryption, self.model = header["context_id"], layout, encryption, model
         self._scratch = Scratch(self)
         self._seal = ctx.seal_context().data
         self._ctx = ctx
@@ -89,13 +100,16 @@ class CKKSServer:
         if any(int(q) >= 1 << 32 for q in self._moduli[self._first]):
             raise InvalidValueError("the server's numpy layers need coefficient primes below 32 bits")
         self._encoder, self._eval = sa.CKKSEncoder(self._seal), sa.Evaluator(self._seal)
-        self._relin = self._scratch.load(sa.RelinKeys(), self._seal, self._scratch.save(ctx.relin_keys().data))
+        relin = keys[0] if keys[0] is not None else self._scratch.save(ctx.relin_keys().data)
+        try:
+            self._relin = self._scratch.load(sa.RelinKeys(), self._seal, relin)
+        except Exception:
+            raise MismatchError("the relinearization keys do not belong to this CKKS context") from None
+        self._version = rns.seal_version(relin)
         self._galois = None
         if self.layout == "compact":
-            if len(parts) < 2:
-                raise InvalidValueError("the compact layout needs the client's Galois keys in the context message")
             try:
-                self._galois = self._scratch.load(sa.GaloisKeys(), self._seal, parts[1])
+                self._galois = self._scratch.load(sa.GaloisKeys(), self._seal, keys[1])
             except Exception:
                 raise MismatchError("the Galois keys do not belong to this CKKS context") from None
         self.weight_scale = weight_scale([int(q) for q in self._moduli[self._first]])
@@ -122,12 +136,30 @@ class CKKSServer:
         return Session(int(header["session"]), features, time.perf_counter() - t0)
 
     def _parse_input(self, blob: bytes) -> rns.RnsCiphertext:
-        ct = rns.parse(blob)
-        if ct.parms_id != self._first or ct.data.shape[0] != 2:
+        if self.encryption == "seeded":
+            # SEAL expands the seed (its own PRNG) and validates the ciphertext against the context
+            try:
+                ct = self._scratch.load(sa.Ciphertext(), self._seal, blob)
+            except Exception:
+                raise MismatchError("input is not a SEAL CKKS ciphertext of this context") from None
+            if pid_bytes(ct.parms_id()) != self._first or ct.size() != 2 or not ct.is_ntt_form():
+                raise MismatchError("input ciphertext was not made under this context's parameters")
+            parsed = self._read(ct)
+        else:
+            parsed = rns.parse(blob)
+        if parsed.parms_id != self._first or parsed.data.shape[0] != 2:
             raise MismatchError("input ciphertext was not made under this context's parameters")
-        if ct.data.shape[2] != self.poly_modulus_degree or not rns.check_reduced(ct.data, self._moduli[self._first]):
+        if parsed.data.shape[2] != self.poly_modulus_degree or not rns.check_reduced(parsed.data, self._moduli[self._first]):
             raise MismatchError("input ciphertext is malformed for this context")
-        return ct
+        return parsed
+
+    def _read(self, ct: sa.Ciphertext) -> rns.RnsCiphertext:
+        """A SEAL ciphertext's coefficients as numpy: in place where this SEAL build allows
+        (_seal.ciphertext_data), else through SEAL's (zstd) serialization."""
+        data = ciphertext_data(ct)
+        if data is None:
+            return rns.parse(self._scratch.save(ct))
+        return rns.RnsCiphertext(data, pid_bytes(ct.parms_id()), ct.scale, 1, self._version)
 
     def _to_seal(self, ct: rns.RnsCiphertext) -> sa.Ciphertext:
         return self._scratch.load(sa.Ciphertext(), self._seal, rns.serialize(ct))
@@ -137,7 +169,9 @@ class CKKSServer:
         if len(parts) != model.num_pixels:
             raise ShapeError(f"expected {model.num_pixels} pixel ciphertexts, got {len(parts)}")
         first = self._parse_input(parts[0])
-        pixels = np.empty((len(parts),) + first.data.shape, dtype=np.uint64)
+        # uint32 halves the largest array the server holds (784 x 2 x 7 x 8192 coefficients, 360 MB
+        # instead of 720 MB): every prime is below 2^32 (checked in __init__)
+        pixels = np.empty((len(parts),) + first.data.shape, dtype=np.uint32)
         pixels[0] = first.data
         for i, blob in enumerate(parts[1:], start=1):
             pixels[i] = self._parse_input(blob).data
@@ -213,7 +247,7 @@ class CKKSServer:
             vec[:count] = shift[:, f]
             self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
             self._eval.add_plain(ct, plain, tmp)
-            parsed = rns.parse(self._scratch.save(tmp))
+            parsed = self._read(tmp)
             if feats is None:
                 feats = np.empty((model.num_features,) + parsed.data.shape, dtype=np.uint64)
                 head = parsed
