@@ -193,3 +193,46 @@ def test_the_readme_results_quote_the_demo_runs_in_both_ssim_conventions():
     for arch in ("hecnn", "lenet5"):
         check = json.loads((ROOT / "results" / f"mnist_{arch}" / "ssim_check.json").read_text())
         assert abs(check["difference"]) < 1e-6 and check["n"] == 10000
+
+
+CKKS = json.loads((ROOT / "benchmarks" / "ckks.json").read_text())
+
+
+def test_the_readme_quotes_the_ckks_benchmark_before_and_after():
+    def stage(s):
+        return (f"{s['seconds_per_fingerprint_mean']:.1f} s = client {s['client_encrypt_seconds_per_image']:.1f} "
+                f"+ server setup {s['server_setup_seconds_per_image']:.1f} + {s['evaluations_per_fingerprint']:.2f} "
+                f"evaluations × {s['server_eval_seconds_per_evaluation']:.2f}")
+
+    after, before = CKKS["speed"], CKKS["speed_before"]
+    assert stage(before) + f" ({before['images']} images; max {before['seconds_per_fingerprint_max']:.1f})" in README
+    assert "**" + stage(after).replace(" s = ", " s** = ", 1) + f" ({after['images']} images;" in README
+    _one(rf"\| upload per image, batched \| {before['upload_bytes_per_image'] / 1e6:.1f} MB \| "
+         rf"\*\*{after['upload_bytes_per_image'] / 1e6:.1f} MB\*\* \|")
+    _one(rf"\| {CKKS['peak_rss_mb_before'] / 1e3:.2f} GB \| \*\*{CKKS['peak_rss_mb_after'] / 1e3:.2f} GB\*\* \|")
+    agreement = CKKS["decision_agreement"]
+    _one(rf"\*\*{100 * agreement['agreement']:.3f}%\*\* \({agreement['disagreements']} disagreements\)")
+    eps = CKKS["eps_agreement"]
+    _one(rf"All {eps['pairs_outside_tolerance']} pairs outside rtol come from one image, test image "
+         rf"{next(iter(eps['pairs_outside_tolerance_by_image']))}\.")
+    floors = CKKS["floors"]
+    _one(rf"784 seeded encryptions × {1e3 * floors['seconds']['encrypt_seeded']:.1f} ms = "
+         rf"{floors['batched']['client_encrypt_seconds_one_core']:.1f} s")
+    _one(rf"3,072 rotations × {1e3 * floors['seconds']['rotation']:.1f} ms = "
+         rf"{floors['compact']['rotation_seconds_per_image_one_core']:.1f} s per image")
+
+
+def test_the_readme_quotes_the_openfhe_bake_off():
+    summary = json.loads((ROOT / "benchmarks" / "openfhe_primitives.json").read_text())["summary"]
+    seal, small, big, big2 = (summary[k] for k in ("seal", "openfhe_hybrid_omp1", "openfhe_hybrid128_omp1", "openfhe_hybrid128_omp2"))
+
+    def ms(v):
+        return f"{1e3 * v:.1f}"
+
+    _one(rf"\| one rotation \| {ms(seal['rotate_1_s'])} \| {ms(small['rotate_1_s'])} \| {ms(big['rotate_1_s'])} \| "
+         rf"{ms(big2['rotate_1_s'])} \|")
+    _one(rf"\| 12 rotations / 12 hoisted \| {1e3 * seal['rotate_12_plain_s']:.0f} / — \| {1e3 * small['rotate_12_plain_s']:.0f} / "
+         rf"{1e3 * small['rotate_12_hoisted_s']:.0f} \| {1e3 * big['rotate_12_plain_s']:.0f} / {1e3 * big['rotate_12_hoisted_s']:.0f} \|")
+    assert big["ring_dimension"] == 16384 and small["ring_dimension"] == seal["ring_dimension"] == 8192
+    _one(rf"hoisted rotations take {big['rotate_12_hoisted_s'] / seal['rotate_12_plain_s']:.1f}× SEAL's time "
+         rf"\({big2['rotate_12_hoisted_s'] / seal['rotate_12_plain_s']:.1f}× with both cores\)")
