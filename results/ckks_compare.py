@@ -41,6 +41,7 @@ def main(run: Path, dest: Path) -> None:
         "ckks": c.meta.get("ckks"),
         "metrics": {o: {k: round(v, 4) if isinstance(v, float) else v for k, v in attack[o].items()} for o in fps},
         "ssim_difference": round(attack["ckks"]["ssim_mean"] - attack["plaintext"]["ssim_mean"], 4),
+        "ssim_full_map_difference": round(attack["ckks"]["ssim_full_map_mean"] - attack["plaintext"]["ssim_full_map_mean"], 4),
         "psnr_difference_db": round(attack["ckks"]["psnr_mean"] - attack["plaintext"]["psnr_mean"], 3),
         "baseline_class_mean": metrics["plaintext"]["metrics"]["baseline_class_mean"],
         "eps_agreement": {"censored_status_agreement": round(censor_agree, 4),

@@ -236,3 +236,19 @@ def test_the_readme_quotes_the_openfhe_bake_off():
     assert big["ring_dimension"] == 16384 and small["ring_dimension"] == seal["ring_dimension"] == 8192
     _one(rf"hoisted rotations take {big['rotate_12_hoisted_s'] / seal['rotate_12_plain_s']:.1f}× SEAL's time "
          rf"\({big2['rotate_12_hoisted_s'] / seal['rotate_12_plain_s']:.1f}× with both cores\)")
+
+
+def test_the_readme_quotes_the_ckks_end_to_end_run():
+    s = json.loads((ROOT / "results" / "mnist_hecnn_ckks" / "summary.json").read_text())
+    for oracle, bold in (("plaintext", ""), ("ckks", "**")):
+        m = s["metrics"][oracle]
+        row = (f"{bold}{m['psnr_mean']:.2f} ± {m['psnr_std']:.2f}{bold} | {bold}{m['ssim_mean']:.4f} "
+               f"({m['ssim_full_map_mean']:.4f}){bold} | {bold}{100 * m['class_recovery']:.0f}%{bold}")
+        assert row in README, row
+    evaluations = s["ckks_costs"]["evaluations"] / s["images"]
+    _one(rf"\| {s['queries_per_fingerprint']['ckks']:,.0f} \({evaluations:.2f} evaluations\) \| "
+         rf"{s['seconds_per_fingerprint']['ckks']:.1f} s \|")
+    base = s["baseline_class_mean"]
+    _one(rf"\| class-mean baseline \| {base['psnr_mean']:.2f} \| {base['ssim_mean']:.4f} \({base['ssim_full_map_mean']:.4f}\) \|")
+    _one(rf"\({s['eps_agreement']['pairs_both_uncensored']:,}\s+pairs; max relative difference "
+         rf"{100 * s['eps_agreement']['max_relative_difference']:.2f}%\)")
