@@ -232,16 +232,16 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
                     eps_min: float | None = None, chunk_size: int | None = None,
                     budget: int | None = None, batch_size: int | None = None, device: str | None = None,
                     data_root=None, download: bool = False, ckks_layout: str = "batched",
-                    ckks_encryption: str = CKKS_ENCRYPTIONS[0], client_policy: str | None = None, executor: Executor | None = None, force: bool = False,
-                    progress: bool = True) -> dict[str, Any]:
+                    ckks_encryption: str = CKKS_ENCRYPTIONS[0], client_policy: str | None = None,
+                    executor: Executor | None = None, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable.
 
     oracle: a kind of :mod:`hesig.oracles.registry` ("plaintext": the secrets inside the oracle
     object; "ckks": a TenSEAL client holding the secret key, a server holding the public context,
-    ``ckks_layout`` batched or compact, ``ckks_encryption`` seeded or public-key). client_policy: the victim client's policy
-    (:mod:`hesig.oracles.policies`); CKKS default: the most secure, ``strict+budget:1+fresh-keys``,
-    which answers one result per key and so stops a search that needs more; plaintext default:
-    the plain bit. chunk_size: rows per atomically saved chunk (default: the oracle kind's).
+    ``ckks_layout`` batched or compact, ``ckks_encryption`` seeded or public-key). client_policy:
+    the victim client's policy (:mod:`hesig.oracles.policies`); CKKS default: the most secure,
+    ``strict+budget:1+fresh-keys``, which answers one result per key and so stops a search that
+    needs more; plaintext default: the plain bit. chunk_size: rows per atomically saved chunk (default: the oracle kind's).
     """
     search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=points_per_round,
                             atol=atol, rtol=rtol, grid=coarse_grid, eps_min=eps_min)

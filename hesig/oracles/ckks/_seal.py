@@ -10,12 +10,14 @@ import ctypes
 import os
 import shutil
 import struct
+import sys
 import tempfile
 import threading
 import weakref
 from pathlib import Path
 
 import numpy as np
+from tenseal import __version__ as ts_version
 
 
 def galois_elements(steps: list[int], poly_modulus_degree: int) -> list[int]:
@@ -59,7 +61,10 @@ class Scratch:
 #: False makes :func:`ciphertext_data` always take SEAL's serialization (the old, slower path,
 #: kept so benchmarks/ckks.py can measure before and after in one run).
 ZERO_COPY = True
-_LAYOUT_OK: bool | None = None  # None: not yet probed; False: this SEAL build's layout differs
+# The in-place read is tried only where its layout assumptions were checked: TenSEAL 0.3 (SEAL 4)
+# on a 64-bit, non-debug CPython (whose PyObject header is 16 bytes). Elsewhere: serialization.
+_LAYOUT_OK: bool | None = (None if ts_version.startswith("0.3.") and sys.implementation.name == "cpython"
+                           and not hasattr(sys, "gettotalrefcount") and struct.calcsize("P") == 8 else False)
 
 # seal::Ciphertext as TenSEAL 0.3 (SEAL 4) lays it out, in 8-byte words: parms_id [0:4],
 # is_ntt_form [4], size [5], poly_modulus_degree [6], coeff_modulus_size [7], scale [8],
