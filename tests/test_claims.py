@@ -252,3 +252,10 @@ def test_the_readme_quotes_the_ckks_end_to_end_run():
     _one(rf"\| class-mean baseline \| {base['psnr_mean']:.2f} \| {base['ssim_mean']:.4f} \({base['ssim_full_map_mean']:.4f}\) \|")
     _one(rf"\({s['eps_agreement']['pairs_both_uncensored']:,}\s+pairs; max relative difference "
          rf"{100 * s['eps_agreement']['max_relative_difference']:.2f}%\)")
+
+
+def test_the_readme_quotes_the_compact_upload_benchmark():
+    s = json.loads((ROOT / "benchmarks" / "ckks_compact_upload.json").read_text())
+    assert s["key_pairs"] == 1
+    _one(rf"\({s['images']} images, one key pair, `strict`\): \*\*{s['upload_bytes_per_image_with_context'] / 1e6:.2f} MB per "
+         rf"image\*\* with the context, at {s['seconds_per_image']:.1f} s per fingerprint")
