@@ -257,5 +257,5 @@ def test_the_readme_quotes_the_ckks_end_to_end_run():
 def test_the_readme_quotes_the_compact_upload_benchmark():
     s = json.loads((ROOT / "benchmarks" / "ckks_compact_upload.json").read_text())
     assert s["key_pairs"] == 1
-    _one(rf"\({s['images']} images, one key pair, `strict`\): \*\*{s['upload_bytes_per_image_with_context'] / 1e6:.2f} MB per "
+    _one(rf", {s['images']} images, one key pair, `strict`\): \*\*{s['upload_bytes_per_image_with_context'] / 1e6:.2f} MB per "
          rf"image\*\* with the context, at {s['seconds_per_image']:.1f} s per fingerprint")
