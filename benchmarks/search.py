@@ -88,6 +88,21 @@ def job_qps(model, images, dirs, search, device, batch_size, chunk_size):
     return int(fp.queries.sum()) / seconds, seconds
 
 
+def write_profile(search, model, images, dirs, device, batch_size, path):
+    """One engine run under torch.profiler: where the time goes (ops by self time, host and device)."""
+    from torch.profiler import ProfilerActivity, profile
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.device(device).type == "cuda" else [])
+    oracle = PlaintextOracle(model, images, device=device, batch_size=batch_size)
+    with profile(activities=activities) as prof:
+        search.run(oracle, dirs)
+        sync(device)
+    events = prof.key_averages()
+    tables = [events.table(sort_by="self_cpu_time_total", row_limit=30)]
+    if torch.device(device).type == "cuda":
+        tables.append(events.table(sort_by="self_cuda_time_total", row_limit=30))
+    path.write_text("\n\n".join(tables))
+
+
 def make_batches(images, dirs, batch_size, count, seed):
     """``count`` batches of perturbed inputs x + ε·N (ε in [0, 30]): what the oracle evaluates."""
     gen = torch.Generator().manual_seed(seed)
@@ -116,6 +131,8 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data-root", default=None)
+    ap.add_argument("--profile", default=None, metavar="PATH",
+                    help="also profile one engine run (torch.profiler, CPU and CUDA) and write the op table to PATH")
     args = ap.parse_args()
     gpu = args.device == "cuda"
     if gpu and not torch.cuda.is_available():
@@ -152,6 +169,8 @@ def main():
         engine_seconds = time.perf_counter() - t0
         engines.append(res.total_queries / engine_seconds)
     raw, raw_unoptimised, engine = (statistics.median(v) for v in (raws, raws_unopt, engines))
+    if args.profile:
+        write_profile(search, model, images, dirs, device, args.batch_size, Path(args.profile))
     agreement = None
     if gpu:
         # The device path must find the same boundaries as the CPU path (up to float rounding).

@@ -3,7 +3,8 @@
 # the Appendix I.2 detection ROC and the Appendix I output defenses, all through the hesig CLI.
 # Resumable: finished runs are skipped. Usage:
 #   bash results/vicious.sh [table|detect|defenses|long|weights|report|all]
-# EPOCHS (default 3) is the CPU budget knob: the paper trains 50 epochs (`EPOCHS=50` for paper scale).
+# EPOCHS (default 3) is the CPU budget knob: the paper trains 50 epochs (`EPOCHS=50` for paper scale;
+# results/gpu_run.sh runs the table so on a GPU). TRAIN_LIMIT (unset: all) only rehearses the script.
 # `long` retrains two seed-0 cells for LONG_EPOCHS (default 20) to show where more epochs lead;
 # `weights` retrains them with a lighter reconstruction loss (SSIM weight 1, Huber weight 5).
 # Two runs go in parallel, one thread each (JOBS, default 2).
@@ -38,10 +39,10 @@ run_cell() {
   local dir=$root/$ds/${rel}_${beta/\//-}/seed$seed
   [[ -f $dir/metrics.json ]] && return 0
   hesig attack vicious --dataset "$ds" --release "$rel" --beta "$beta" --seed "$seed" --epochs "$epochs" \
-    "$@" --quiet --out "$dir" > /dev/null || { echo "FAILED $ds $rel $beta seed$seed" >&2; return 255; }
+    ${TRAIN_LIMIT:+--train-limit "$TRAIN_LIMIT"} "$@" --quiet --out "$dir" > /dev/null || { echo "FAILED $ds $rel $beta seed$seed" >&2; return 255; }
   echo "done $ds $rel $beta seed$seed"
 }
-export -f run_cell; export RUNS EPOCHS
+export -f run_cell; export RUNS EPOCHS TRAIN_LIMIT=${TRAIN_LIMIT:-}
 
 if [[ $part == table || $part == all ]]; then
   cells | xargs -P "$JOBS" -L 1 bash -c 'run_cell "$0" "$@"'

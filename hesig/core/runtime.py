@@ -25,6 +25,13 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return torch.device(device)
 
 
+def describe_device(device: str | torch.device | None) -> dict[str, str | None]:
+    """What a result records about where it ran: the device, the GPU's name (None on CPU) and torch's version."""
+    dev = resolve_device(device)
+    gpu = torch.cuda.get_device_name(dev) if dev.type == "cuda" else None
+    return {"device": dev.type, "gpu": gpu, "torch": torch.__version__}
+
+
 def parse_indices(spec: str | None, n: int) -> torch.Tensor:
     """Positions into a split of size ``n``: '' / None -> all; 'A:B' -> A..B-1; 'i,j,k' -> that list.
 

@@ -165,7 +165,7 @@ def run_defense_study(out: str | Path, dataset: str, arch: str, settings: Defens
                                      eps_max=settings.eps_max, dataset=dataset, device=resolve_device(requested))
 
     def decoder_for(fp: Fingerprints) -> FingerprintDecoder:
-        return fit_decoder(fp, train_x, settings)
+        return fit_decoder(fp, train_x, settings, device=resolve_device(requested))
 
     clean_dir = out / "clean-decoder"
 
@@ -266,12 +266,13 @@ def defended_fingerprints(target, directions: Directions, images: torch.Tensor, 
     return Fingerprints(res.eps, res.censored, res.queries, indices, meta), view_features(oracle.view)
 
 
-def fit_decoder(fp: Fingerprints, images: torch.Tensor, settings: DefenseStudySettings) -> FingerprintDecoder:
-    """The study's decoder: trained on fingerprints ``fp`` of ``images`` (seeded: same inputs, same weights)."""
+def fit_decoder(fp: Fingerprints, images: torch.Tensor, settings: DefenseStudySettings, device="cpu") -> FingerprintDecoder:
+    """The study's decoder: trained on fingerprints ``fp`` of ``images`` on ``device`` (seeded: same
+    inputs, same weights on one device)."""
     feats = FingerprintFeatures.fit(fp.eps, fp.censored, settings.eps_max)
     net, rep = train_decoder(feats.transform(fp.eps, fp.censored), images, ngf=settings.decoder_ngf,
                              epochs=settings.decoder_epochs, patience=settings.decoder_patience,
-                             seed=settings.seed, progress=False)
+                             seed=settings.seed, device=device, progress=False)
     return FingerprintDecoder(net.cpu(), feats, {**fp.meta, "epochs_run": rep.epochs_run,
                                                  "best_val_mse": rep.best_val_mse})
 

@@ -32,6 +32,7 @@ from .. import __version__
 from ..core.defaults import EPS_MAX, FAMILIES, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
 from ..core.errors import InvalidValueError, MismatchError
 from ..core.io import ensure_writable_dir, load_tensors
+from ..core.runtime import describe_device, resolve_device
 from ..data import load_dataset
 from ..evaluation import viz
 from ..evaluation.metrics import reconstruction_report
@@ -148,7 +149,8 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
         feats = FingerprintFeatures.fit(fp_train.eps, fp_train.censored, settings.eps_max)
         net, rep = train_decoder(feats.transform(fp_train.eps, fp_train.censored), train_x,
                                  ngf=settings.decoder_ngf, epochs=settings.decoder_epochs,
-                                 patience=settings.decoder_patience, seed=settings.seed, progress=False)
+                                 patience=settings.decoder_patience, seed=settings.seed,
+                                 device=resolve_device(device), progress=False)  # resolved where the cell runs
         decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
         recon = decoder.reconstruct(fp_test)
         report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
@@ -163,14 +165,14 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
             "queries_per_fingerprint": float(fp_test.queries.sum(1).double().mean()),
             "queries_per_direction": float(fp_test.queries.double().mean()),
             "censored_fraction": float(fp_test.censored.float().mean()),
-            "decoder": {"ngf": settings.decoder_ngf, "epochs_run": rep.epochs_run,
+            "decoder": {"ngf": settings.decoder_ngf, "epochs": settings.decoder_epochs, "epochs_run": rep.epochs_run,
                         "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
             "baselines": {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")},
             "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,
                        "directions_full": directions.hash, "train_split": train.split_hash,
                        "test_split": test.split_hash},
             "directions_build_seconds": directions.params.get("build_seconds"),
-            "cell_seconds": round(time.perf_counter() - t0, 1),
+            "cell_seconds": round(time.perf_counter() - t0, 1), "ran_on": describe_device(device),
             "seed": settings.seed, "hesig_version": __version__,
         }
         # A few reconstructions for figures (the decoder itself is not kept).

@@ -40,7 +40,7 @@ from ..evaluation.metrics import dataset_psnr, summarize
 from ..models import load_model, save_model
 from ..defenses.output import parse_output_defense
 from ..evaluation.risk import ReconstructionRisk
-from ..core.runtime import resolve_device
+from ..core.runtime import describe_device, resolve_device
 from ..models.training import train_epochs
 from .runstore import RunStore
 
@@ -200,7 +200,8 @@ def train_vicious_job(dataset: str, beta: str, release: str, out: str | Path, *,
                   "queries_note": "one inference per test image; the server sees only its released vector",
                   "risk": risk.describe() if risk is not None else None, "model_hash": trained["model_hash"],
                   "train_split_hash": train_set.split_hash, "test_split_hash": test.split_hash,
-                  "device": str(attack.device), "torch_threads": torch.get_num_threads(), "hesig_version": __version__}
+                  "device": str(attack.device), "ran_on": describe_device(attack.device),
+                  "torch_threads": torch.get_num_threads(), "hesig_version": __version__}
         atomic_write_json(out / METRICS_FILE, result)
         return result
 

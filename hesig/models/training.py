@@ -69,13 +69,15 @@ def train_epochs(optimizers: Sequence[torch.optim.Optimizer], loss_of_batch: Cal
             for module in modules:
                 module.train()
             order = pool[torch.randperm(len(pool), generator=generator)]
+            # The epoch's loss sum stays on the loss's device (in float64, so CPU sums are the bits a
+            # Python float gave): a .item() per step would stall a GPU's queue once per step.
             total = 0.0
             for step in range(steps):
                 idx = order[step * batch_size:(step + 1) * batch_size]
                 if len(idx) < min_batch:
                     continue
                 loss = loss_of_batch(idx)
-                total += loss.item() * len(idx)
+                total = total + loss.detach().double() * len(idx)
                 for opt in optimizers:
                     opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -84,6 +86,6 @@ def train_epochs(optimizers: Sequence[torch.optim.Optimizer], loss_of_batch: Cal
                 for scheduler in schedulers:
                     scheduler.step()
                 bar.update(1)
-            yield Epoch(number, bar, total / max(1, len(pool)))
+            yield Epoch(number, bar, float(total) / max(1, len(pool)))
     finally:
         bar.close()

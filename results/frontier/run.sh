@@ -1,20 +1,60 @@
 #!/usr/bin/env bash
 # The attack's query frontier at full scale (issue 24): reconstruction quality against queries per
-# fingerprint, decoders trained on all 60,000 MNIST training fingerprints and scored on all 10,000
-# test images, for hecnn and lenet5. One study per model: 100 random directions (seed 0) searched at
-# three precisions (coarse points:rtol 1:0.3, 2:0.1, 8:0.01); the first 25, 50 and 100 directions of
-# each make 9 cells from ~100 to ~1,300 queries per fingerprint. The target models and evaluators
-# are those of results/reproduce.sh (runs/mnist-*/model, runs/mnist-*/evaluator).
-# Resumable: rerun to continue. CPU: about 4 h per model on 2 cores (nine 60k-image decoders);
-# on a GPU the decoders take seconds: DEVICE=cuda bash results/frontier/run.sh.
+# fingerprint, decoders trained on all 60,000 training fingerprints and scored on all 10,000 test
+# images. One study per model and search precision (so they can run side by side): 100 random
+# directions (seed 0, the same set in every study) searched at coarse_points:rtol 1:0.3, 2:0.1 or
+# 8:0.01; the first 25, 50 and 100 directions of each make 9 cells per model from ~100 to ~1,300
+# queries per fingerprint.
+#   mnist   hecnn and lenet5, the target models and evaluators of results/reproduce.sh
+#           (runs/mnist-*/model, runs/mnist-*/evaluator)
+#   fashion hecnn on Fashion-MNIST at 100 directions, the two precisions under 400 queries
+#           (models of results/defenses/run.sh, trained here if missing)
+#   wide    the capacity lever: hecnn MNIST, 100 directions, the two cheap precisions, a decoder of
+#           twice the width (ngf 64) trained twice as long (40 epochs)
+# Usage: [PARTS="mnist fashion wide"] [JOBS=1] [DEVICE=auto] bash results/frontier/run.sh
+# Resumable: rerun to continue. CPU: about 4 h per model on 2 cores (nine 60k-image decoders).
+# On a GPU: DEVICE=cuda JOBS=8 (results/gpu_run.sh runs it so).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 RUNS=${RUNS:-runs/frontier}
 DEVICE=${DEVICE:-auto}
-for arch in ${ARCHS:-hecnn lenet5}; do
-  hesig study-directions --dataset mnist --arch "$arch" --out "$RUNS/mnist-$arch" --families random \
-    --counts 25,50,100 --precisions 1:0.3,2:0.1,8:0.01 --n-train 60000 --n-test 10000 \
-    --decoder-ngf 32 --decoder-epochs 20 --model-from "runs/mnist-$arch/model" \
-    --evaluator-from "runs/mnist-$arch/evaluator" --device "$DEVICE" --seed 0 --quiet
-done
-python results/frontier/report.py "$RUNS"/mnist-*
+JOBS=${JOBS:-1}
+N_TRAIN=${N_TRAIN:-60000}  # the issue's scale; smaller only to rehearse
+N_TEST=${N_TEST:-10000}
+PARTS=${PARTS:-mnist fashion wide}
+
+study() {  # dataset arch precision out model evaluator [extra options...]
+  local ds=$1 arch=$2 prec=$3 out=$4 model=$5 evaluator=$6; shift 6
+  hesig study-directions --dataset "$ds" --arch "$arch" --out "$out" --families random --precisions "$prec" \
+    --n-train "$N_TRAIN" --n-test "$N_TEST" --model-from "$model" --evaluator-from "$evaluator" --device "$DEVICE" \
+    --seed 0 --quiet "$@" 2>> "$out.log" || { echo "FAILED $out" >&2; return 1; }
+  echo "done $out"
+}
+export -f study; export DEVICE N_TRAIN N_TEST
+
+studies() {
+  for part in $PARTS; do case $part in
+    mnist) for prec in 1:0.3 2:0.1 8:0.01; do for arch in ${ARCHS:-hecnn lenet5}; do
+             echo "mnist $arch $prec $RUNS/mnist-$arch-g${prec/:/-r} runs/mnist-$arch/model runs/mnist-$arch/evaluator --counts 25,50,100 --decoder-ngf 32 --decoder-epochs 20"
+           done; done;;
+    fashion) for prec in 1:0.3 2:0.1; do
+             echo "fashion-mnist hecnn $prec $RUNS/fashion-mnist-hecnn-g${prec/:/-r} runs/fashion-mnist-hecnn/model runs/fashion-mnist-evaluator --counts 100 --decoder-ngf 32 --decoder-epochs 20"
+           done;;
+    wide) for prec in 1:0.3 2:0.1; do
+             echo "mnist hecnn $prec $RUNS/wide-mnist-hecnn-g${prec/:/-r} runs/mnist-hecnn/model runs/mnist-hecnn/evaluator --counts 100 --decoder-ngf 64 --decoder-epochs 40"
+           done;;
+    *) echo "unknown part '$part' (mnist, fashion, wide)" >&2; exit 2;;
+  esac; done
+}
+
+mkdir -p "$RUNS"
+if [[ " $PARTS " == *" fashion "* ]]; then  # the Fashion-MNIST target and evaluator of results/defenses/run.sh
+  [ -f runs/fashion-mnist-hecnn/model/model.safetensors ] || hesig train-model --dataset fashion-mnist --arch hecnn \
+    --out runs/fashion-mnist-hecnn/model --seed 0 --device "$DEVICE" --quiet
+  [ -f runs/fashion-mnist-evaluator/model.safetensors ] || hesig train-model --dataset fashion-mnist --arch lenet5 \
+    --out runs/fashion-mnist-evaluator --seed 1000 --device "$DEVICE" --quiet
+fi
+status=0
+studies | xargs -P "$JOBS" -L 1 bash -c 'study "$0" "$@"' || status=$?
+python results/frontier/report.py "$RUNS"/*/  # the finished cells, also after a failed study
+exit $status

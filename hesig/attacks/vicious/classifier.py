@@ -269,8 +269,10 @@ class ViciousAttack(Attack):
 
     def _fit(self, data: LabelledData) -> None:
         """Train F and G on ``data.images`` float32 [N, C, H, W] in [0, 1] with ``data.labels`` [N] -> ``model``."""
-        images, labels, num_classes = data.images, data.labels, data.num_classes
-        train_idx, valid_idx = self.split(len(images))
+        # The training set and the shuffled order live on the training device: a host-to-device copy
+        # per step would wait for the GPU's queue to drain every step.
+        images, labels, num_classes = data.images.to(self.device), data.labels.to(self.device), data.num_classes
+        train_idx, valid_idx = (idx.to(self.device) for idx in self.split(len(images)))
         torch.manual_seed(self.seed)
         classifier = build_model("bn_cnn", tuple(images.shape[1:]), num_classes)
         decoder = DCGANDecoder(num_classes, tuple(images.shape[1:]), self.ngf) if self.beta_r > 0 else None
@@ -286,8 +288,8 @@ class ViciousAttack(Attack):
             nonlocal sum_c, sum_r
             x, y = images[idx].to(self.device), labels[idx].to(self.device)
             loss_c, loss_r, _ = self._losses(model, x, y)
-            sum_c += float(loss_c.detach())
-            sum_r += float(loss_r.detach())
+            sum_c = sum_c + loss_c.detach().double()  # summed on the device: no host sync per step
+            sum_r = sum_r + loss_r.detach().double()
             # eq. (4); G's gradient is beta^R * dL^R/dG: L^C does not touch G
             return self.beta_c * loss_c + self.beta_r * loss_r
 
@@ -295,7 +297,7 @@ class ViciousAttack(Attack):
         for epoch in train_epochs(optimizers, loss_of_batch, train_idx, batch_size=self.batch_size, epochs=self.epochs,
                                   generator=gen, modules=networks, drop_last=True,  # drop_last, as their loader does
                                   desc=f"vicious {self.beta} {self.release}", progress=self.progress):
-            record = {"epoch": epoch.number, "train_ce": sum_c / steps, "train_rec": sum_r / steps,
+            record = {"epoch": epoch.number, "train_ce": float(sum_c) / steps, "train_rec": float(sum_r) / steps,
                       **self._validate(model, x_valid, y_valid), "seconds": time.perf_counter() - start_time}
             sum_c = sum_r = 0.0
             if not math.isfinite(record["valid_objective"]):

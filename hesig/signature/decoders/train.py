@@ -51,14 +51,19 @@ def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = NG
     loss_fn = nn.MSELoss()
     report = DecoderTrainingReport(0, 0, math.inf)
     best_state = copy.deepcopy(model.state_dict())
-    def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
-        return loss_fn(model(features[idx].to(device)), images[idx].to(device))
+    # Rows and the shuffled order live on the training device: a host-to-device copy per step would
+    # wait for the GPU's queue to drain every step.
+    features_on, images_on = features.to(device), images.to(device)
+    train_on, val_on = train_idx.to(device), val_idx.to(device)
 
-    for epoch in train_epochs([opt], loss_of_batch, train_idx, batch_size=batch_size, epochs=epochs, generator=gen,
+    def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
+        return loss_fn(model(features_on[idx]), images_on[idx])
+
+    for epoch in train_epochs([opt], loss_of_batch, train_on, batch_size=batch_size, epochs=epochs, generator=gen,
                               modules=[model], schedulers=[sched], min_batch=2,  # BatchNorm needs two samples
                               desc="train-decoder", progress=progress):
         report.train_mse.append(epoch.mean_loss)
-        report.val_mse.append(_mse(model, features[val_idx], images[val_idx], device))
+        report.val_mse.append(_mse(model, features_on[val_on], images_on[val_on], device))
         report.epochs_run = epoch.number
         if report.val_mse[-1] < report.best_val_mse:
             report.best_val_mse, report.best_epoch = report.val_mse[-1], epoch.number

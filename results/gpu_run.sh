@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# The GPU runs of issues 23 and 24 in one command, sized for a 10-minute lease on one GPU:
+#   1. benchmarks/search.py --device cuda (lenet5), alone on the GPU, with a torch.profiler table
+#   2. then side by side, one thread each: the vicious classifiers' Table 1 cells at the paper's
+#      50 epochs (results/vicious.sh table; seed 0) and the query frontier's studies
+#      (results/frontier/run.sh; one process per model and precision)
+#   3. at BUDGET seconds whatever still runs is stopped; everything finished is packed into $OUT.
+# Resumable like its parts: rerun with the same runs/ to continue. Needs the target models of
+# results/reproduce.sh and results/defenses/run.sh under runs/ and HESIG_DATA set.
+# Usage: OUT=<folder> [BUDGET=520] [VICIOUS_SEEDS=0] bash results/gpu_run.sh
+# (A rehearsal on a CPU at toy scale: DEVICE=cpu SEARCH_ARGS="--device cpu --rows 50 --job-rows 100
+#  --seconds 0.3 --repeats 1" VICIOUS_EPOCHS=1 TRAIN_LIMIT=300 N_TRAIN=300 N_TEST=50.)
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:?set OUT to the folder for the results}
+BUDGET=${BUDGET:-520}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 PYTHONUNBUFFERED=1
+start=$SECONDS
+log() { echo "[$((SECONDS - start)) s] $*" | tee -a "$OUT/gpu_run.log"; }
+mkdir -p "$OUT"
+
+python3 - <<'EOF' 2>&1 | tee -a "$OUT/gpu_run.log"
+import torch, hesig
+print("torch", torch.__version__, "cuda", torch.version.cuda,
+      "gpu", torch.cuda.get_device_name() if torch.cuda.is_available() else None, "hesig", hesig.__version__)
+from hesig.data import load_dataset  # extract each dataset once, before two dozen processes want it
+for name in ("mnist", "fashion-mnist"):
+    for split in ("train", "test"):
+        load_dataset(name, split)
+EOF
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$OUT/gpu_run.log" 2>&1
+
+log "search benchmark (alone on the GPU)"
+timeout 150 python3 benchmarks/search.py --model runs/mnist-lenet5/model ${SEARCH_ARGS:---device cuda --seconds 3 --repeats 3} \
+  --profile "$OUT/search_cuda_profile.txt" > "$OUT/search_cuda.json" 2> "$OUT/search_cuda.err"
+log "search benchmark exit $?"
+
+# Two dozen small processes share the GPU: with CUDA MPS their kernels can run side by side instead
+# of taking turns. Kept only if a CUDA client works under it (MPS=0 skips it).
+mps=0
+if [[ ${MPS:-1} == 1 ]] && command -v nvidia-cuda-mps-control > /dev/null; then
+  export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
+  mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
+  if nvidia-cuda-mps-control -d && timeout 60 python3 -c "import torch; assert torch.ones(4, device='cuda').sum().item() == 4"; then
+    mps=1
+  else
+    echo quit | nvidia-cuda-mps-control 2> /dev/null; unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+  fi
+fi
+log "MPS: $mps"
+nvidia-smi dmon -s u -d 10 > "$OUT/gpu_utilisation.log" 2>&1 &
+monitor=$!
+log "vicious Table 1 (50 epochs) and frontier studies, side by side"
+EPOCHS=${VICIOUS_EPOCHS:-50} JOBS=14 SEEDS=${VICIOUS_SEEDS:-0} RUNS=runs/vicious50 setsid bash results/vicious.sh table \
+  > "$OUT/vicious.log" 2>&1 &
+vicious=$!
+DEVICE=${DEVICE:-cuda} JOBS=10 PARTS="mnist fashion wide" setsid bash results/frontier/run.sh > "$OUT/frontier.log" 2>&1 &
+frontier=$!
+while (( SECONDS - start < BUDGET )) && { kill -0 $vicious 2>/dev/null || kill -0 $frontier 2>/dev/null; }; do
+  sleep 5
+done
+for group in $vicious $frontier; do kill -0 $group 2>/dev/null && { log "stopping group $group at the budget"; kill -TERM -- -$group; }; done
+sleep 3
+kill $monitor 2>/dev/null
+(( mps )) && echo quit | nvidia-cuda-mps-control
+log "packing"
+# what came back: cell records, logs and sample reconstructions (no fingerprint files); the vicious
+# runs whole (F and G: detection and output defenses run on them elsewhere), one archive per dataset
+python3 results/frontier/report.py runs/frontier/*/ > "$OUT/frontier_table.md" 2>> "$OUT/gpu_run.log"
+tar czf "$OUT/frontier.tgz" --exclude='fp_*' --exclude='*.chunks' runs/frontier results/frontier 2>> "$OUT/gpu_run.log"
+for ds in mnist fashion-mnist; do
+  [ -d runs/vicious50/$ds ] && tar czf "$OUT/vicious50_$ds.tgz" runs/vicious50/$ds 2>> "$OUT/gpu_run.log"
+done
+ls -la "$OUT" >> "$OUT/gpu_run.log"
+log "done"
+# at most eight files come back from a lease: the logs travel as one archive
+(cd "$OUT" && tar czf logs.tgz gpu_run.log gpu_utilisation.log vicious.log frontier.log frontier_table.md search_cuda.err \
+  && rm -f gpu_run.log gpu_utilisation.log vicious.log frontier.log frontier_table.md search_cuda.err)
