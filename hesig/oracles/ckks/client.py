@@ -23,7 +23,7 @@ from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_LAYOUTS as LAYOUTS
 from ...core.errors import InvalidValueError, MismatchError, ClientRefusal, ShapeError
 from ..policies import ClientPolicy, ClientView, parse_client_policy
 from . import rns, wire
-from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes
+from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes, trim_heap
 from .params import CKKSParameters
 from .polymodel import POLY_CNN_DEPTH, im2col_slots
 from .server import result_format
@@ -115,7 +115,10 @@ class CKKSClient:
         second input under the same key.
         """
         fields, parts = self.encrypt_parts(image, session)
-        return wire.pack("input", self.context_id, parts, **fields)
+        message = wire.pack("input", self.context_id, parts, **fields)
+        del parts
+        trim_heap()  # the 784 serialized parts (~186 MB) were just copied into the message
+        return message
 
     def encrypt_parts(self, image: np.ndarray, session: int | None = None) -> tuple[dict, list[bytes]]:
         """:meth:`encrypt` before packing: (header fields, ciphertext parts), for a sender that

@@ -103,19 +103,22 @@ def check_reduced(data: np.ndarray, moduli: np.ndarray) -> bool:
     return bool((data < moduli[:, None]).all())
 
 
-def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray) -> np.ndarray:
+def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """Exact ``sum_f weights[o, f] * x[f]`` modulo each prime.
 
     weights: int64 [O, F] (signed: plaintext weights already multiplied by their scale and rounded).
-    x: uint64 [F, S, L, N], coefficients below ``moduli`` [L].
-    Returns uint64 [O, S, L, N].
+    x: uint64 (or uint32) [F, S, L, N], coefficients below ``moduli`` [L].
+    out: None, or uint64 [O, S, L, N] of coefficients below the moduli to add the sum into (in place:
+    a layer summed over chunks of its inputs never holds a second output array).
+    Returns uint64 [O, S, L, N] (``out`` when given).
 
     Per prime q: weights mod q are split into c-bit chunks with bits(q) + c + log2(F) <= 52, so
     each float64 product-sum is an exact integer; the chunks are recombined modulo q.
     """
     o_count, f_count = weights.shape
     _, size, levels, n = x.shape
-    out = np.empty((o_count, size, levels, n), dtype=np.uint64)
+    if out is None:
+        out = np.zeros((o_count, size, levels, n), dtype=np.uint64)
     log_f = max(1, math.ceil(math.log2(max(f_count, 2))))
     for level in range(levels):
         q = int(moduli[level])
@@ -125,13 +128,17 @@ def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray) -> np.ndarra
             raise ValueError(f"{f_count} terms of a {qbits}-bit prime cannot be summed exactly in float64")
         w = np.mod(weights, q).astype(np.int64)
         xl = x[:, :, level, :].reshape(f_count, size * n).astype(np.float64)
-        acc = np.zeros((o_count, size * n), dtype=np.uint64)
+        acc = out[:, :, level, :].reshape(o_count, size * n).copy()
         shift = 0
         while shift < qbits:
             part = ((w >> shift) & ((1 << chunk) - 1)).astype(np.float64)
             if part.any():
-                prod = (part @ xl).astype(np.uint64) % np.uint64(q)
-                acc = (acc + prod * np.uint64(pow(2, shift, q))) % np.uint64(q)
+                prod = (part @ xl).astype(np.uint64)  # exact integers below 2^52
+                np.remainder(prod, np.uint64(q), out=prod)
+                np.multiply(prod, np.uint64(pow(2, shift, q)), out=prod)  # < 2^62 for primes below 2^31
+                np.add(acc, prod, out=acc)
+                np.remainder(acc, np.uint64(q), out=acc)
+                del prod
             shift += chunk
         out[:, :, level, :] = acc.reshape(o_count, size, n)
     return out

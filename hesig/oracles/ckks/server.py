@@ -28,8 +28,12 @@ import tenseal.sealapi as sa
 from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_LAYOUTS
 from ...core.errors import InvalidValueError, MismatchError, ShapeError
 from . import rns, wire
-from ._seal import Scratch, ciphertext_data, moduli_by_parms, pid_bytes
+from ._seal import Scratch, ciphertext_data, moduli_by_parms, pid_bytes, trim_heap
 from .polymodel import PolyCNN
+
+#: Feature ciphertexts squared and summed into fc1 at a time during an evaluation (memory, not speed).
+FEATURE_CHUNK = 32
+
 
 def weight_scale(first_moduli: list[int]) -> float:
     """The scale the server encodes plaintext weights at: the power of two nearest the rescaling
@@ -133,6 +137,7 @@ class CKKSServer:
         if header.get("layout") != self.layout:
             raise MismatchError(f"input uses the {header.get('layout')} layout, the context was made for {self.layout}")
         features = self._features_batched(parts) if self.layout == "batched" else self._features_compact(parts)
+        trim_heap()
         return Session(int(header["session"]), features, time.perf_counter() - t0)
 
     def _parse_input(self, blob: bytes) -> rns.RnsCiphertext:
@@ -165,29 +170,43 @@ class CKKSServer:
         return self._scratch.load(sa.Ciphertext(), self._seal, rns.serialize(ct))
 
     def _features_batched(self, parts: list[bytes]) -> list:
+        """The 256 conv1-feature ciphertexts from the 784 pixel ciphertexts, one output position
+        (window) at a time in row order. A pixel is parsed when its first window needs it and
+        dropped after its last: about seven pixel rows are held at once (~110 MB as uint32, every
+        prime is below 2^32, checked in __init__) instead of all 784 (360 MB), and each window's
+        features go to SEAL at once instead of waiting in a 256-feature array (235 MB)."""
         model = self.model
         if len(parts) != model.num_pixels:
             raise ShapeError(f"expected {model.num_pixels} pixel ciphertexts, got {len(parts)}")
-        first = self._parse_input(parts[0])
-        # uint32 halves the largest array the server holds (784 x 2 x 7 x 8192 coefficients, 360 MB
-        # instead of 720 MB): every prime is below 2^32 (checked in __init__)
-        pixels = np.empty((len(parts),) + first.data.shape, dtype=np.uint32)
-        pixels[0] = first.data
-        for i, blob in enumerate(parts[1:], start=1):
-            pixels[i] = self._parse_input(blob).data
+        windows = model.windows()
+        last_use = {}
+        for w, (pix, _, _) in enumerate(windows):
+            for p in pix:
+                last_use[int(p)] = w
+        for p in range(model.num_pixels):  # pixels no window reads are still checked
+            if p not in last_use:
+                self._parse_input(parts[p])
         moduli = self._moduli[self._first]
-        acc = np.empty((model.num_features,) + first.data.shape, dtype=np.uint64)
-        for pix, feats, kernel in model.windows():
-            acc[feats] = rns.lincomb(np.rint(kernel * self.weight_scale).astype(np.int64), pixels[pix], moduli)
-        del pixels
-        scale = first.scale * self.weight_scale
-        rns.add_constant(acc, np.repeat(model.conv_bias, model.out_hw[0] * model.out_hw[1]), scale, moduli)
-        out = []
-        for f in range(model.num_features):
-            ct = self._to_seal(rns.RnsCiphertext(acc[f], self._first, scale, first.correction_factor, first.version))
-            self._eval.rescale_to_next_inplace(ct)
-            out.append(ct)
-        return out
+        held: dict[int, np.ndarray] = {}
+        first = None
+        features: list = [None] * model.num_features
+        for w, (pix, feats, kernel) in enumerate(windows):
+            for p in map(int, pix):
+                if p not in held:
+                    parsed = self._parse_input(parts[p])
+                    first = first or parsed
+                    held[p] = parsed.data.astype(np.uint32)
+            acc = rns.lincomb(np.rint(kernel * self.weight_scale).astype(np.int64), np.stack([held[int(p)] for p in pix]), moduli)
+            scale = first.scale * self.weight_scale
+            rns.add_constant(acc, model.conv_bias, scale, moduli)  # row o of acc is channel o's feature
+            for o, f in enumerate(feats):
+                ct = self._to_seal(rns.RnsCiphertext(acc[o], self._first, scale, first.correction_factor, first.version))
+                self._eval.rescale_to_next_inplace(ct)
+                features[f] = ct
+            for p in map(int, pix):
+                if last_use[p] == w:
+                    del held[p]
+        return features
 
     def _features_compact(self, parts: list[bytes]) -> list:
         model = self.model
@@ -242,18 +261,23 @@ class CKKSServer:
         shift = model.conv_linear(pert)  # [Q, F]: conv1 is affine, so Enc(conv1 X) + W*N = Enc(conv1(X + N))
         plain, tmp = sa.Plaintext(), sa.Ciphertext()
         vec = np.zeros(self.slots)
-        feats = None
-        for f, ct in enumerate(session.features):
-            vec[:count] = shift[:, f]
-            self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
-            self._eval.add_plain(ct, plain, tmp)
-            parsed = self._read(tmp)
-            if feats is None:
-                feats = np.empty((model.num_features,) + parsed.data.shape, dtype=np.uint64)
-                head = parsed
-            feats[f] = parsed.data
-        moduli = self._moduli[head.parms_id]
-        hidden = rns.lincomb(self._fc1, rns.square(feats, moduli), moduli)  # x^2 then fc1, exact mod q
+        hidden = head = None
+        # x^2 then fc1, exact mod q, FEATURE_CHUNK features at a time: the partial sums add up mod q
+        # to the same integers, and the chunk's squares (~38 MB) replace all 256 (~300 MB).
+        for start in range(0, model.num_features, FEATURE_CHUNK):
+            chunk = session.features[start:start + FEATURE_CHUNK]
+            feats = None
+            for i, ct in enumerate(chunk):
+                vec[:count] = shift[:, start + i]
+                self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
+                self._eval.add_plain(ct, plain, tmp)
+                parsed = self._read(tmp)
+                if feats is None:
+                    feats = np.empty((len(chunk),) + parsed.data.shape, dtype=np.uint64)
+                    head = head or parsed
+                feats[i] = parsed.data
+            moduli = self._moduli[head.parms_id]
+            hidden = rns.lincomb(self._fc1[:, start:start + len(chunk)], rns.square(feats, moduli), moduli, out=hidden)
         del feats
         scale = head.scale * head.scale * self.weight_scale
         rns.add_constant(hidden, model.fc1_bias, scale, moduli)
@@ -283,4 +307,5 @@ class CKKSServer:
             self._eval.rescale_to_next_inplace(logit)
             parts.append(self._scratch.save(logit))
         message = wire.pack("result", self.context_id, parts, session=session.session, count=int(count))
+        trim_heap()  # an evaluation frees ~200 MB of numpy temporaries
         return message

@@ -9,7 +9,6 @@ import itertools
 from typing import Any
 
 import torch
-from sklearn.cluster import KMeans
 
 from ...core.errors import InvalidValueError
 from .base import balanced_class_pairs, register_family
@@ -28,6 +27,8 @@ def _sub_centroids(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
         if m == 1:
             out.append(members.mean(0, keepdim=True))
         else:
+            from sklearn.cluster import KMeans  # here: importing scikit-learn adds ~80 MB to every process
+
             km = KMeans(n_clusters=m, n_init=3, random_state=seed).fit(members.numpy())
             # Sort sub-centroids by cluster size so their numbering does not depend on k-means' labels.
             sizes = torch.bincount(torch.from_numpy(km.labels_).long(), minlength=m)
