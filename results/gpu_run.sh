@@ -2,12 +2,13 @@
 # The GPU runs of issues 23 and 24 in one command, sized for a 10-minute lease on one GPU:
 #   1. benchmarks/search.py --device cuda (lenet5), alone on the GPU, with a torch.profiler table
 #   2. then side by side, one thread each: the vicious classifiers' Table 1 cells at the paper's
-#      50 epochs (results/vicious.sh table; seed 0) and the query frontier's studies
-#      (results/frontier/run.sh; one process per model and precision)
+#      50 epochs (results/vicious.sh table; seed 0; VICIOUS_JOBS at once) and the query frontier's
+#      studies (results/frontier/run.sh; one process per model and precision; FRONTIER_JOBS at once)
 #   3. at BUDGET seconds whatever still runs is stopped; everything finished is packed into $OUT.
 # Resumable like its parts: rerun with the same runs/ to continue. Needs the target models of
 # results/reproduce.sh and results/defenses/run.sh under runs/ and HESIG_DATA set.
-# Usage: OUT=<folder> [BUDGET=520] [VICIOUS_SEEDS=0] bash results/gpu_run.sh
+# Usage: OUT=<folder> [BUDGET=520] [VICIOUS_SEEDS=0] [VICIOUS_JOBS=7] [FRONTIER_JOBS=6]
+#        [FRONTIER_PARTS="mnist fashion wide"] [MPS=0] bash results/gpu_run.sh
 # (A rehearsal on a CPU at toy scale: DEVICE=cpu SEARCH_ARGS="--device cpu --rows 50 --job-rows 100
 #  --seconds 0.3 --repeats 1" VICIOUS_EPOCHS=1 TRAIN_LIMIT=300 N_TRAIN=300 N_TEST=50.)
 set -uo pipefail
@@ -35,10 +36,11 @@ timeout 150 python3 benchmarks/search.py --model runs/mnist-lenet5/model ${SEARC
   --profile "$OUT/search_cuda_profile.txt" > "$OUT/search_cuda.json" 2> "$OUT/search_cuda.err"
 log "search benchmark exit $?"
 
-# Two dozen small processes share the GPU: with CUDA MPS their kernels can run side by side instead
-# of taking turns. Kept only if a CUDA client works under it (MPS=0 skips it).
+# Many small processes share the GPU: with CUDA MPS (MPS=1) their kernels can run side by side
+# instead of taking turns. Off by default: the one lease that tried it with 24 processes
+# (2026-11-27, H200) stopped answering and returned nothing; the cause is unknown.
 mps=0
-if [[ ${MPS:-1} == 1 ]] && command -v nvidia-cuda-mps-control > /dev/null; then
+if [[ ${MPS:-0} == 1 ]] && command -v nvidia-cuda-mps-control > /dev/null; then
   export CUDA_MPS_PIPE_DIRECTORY=/tmp/mps-pipe CUDA_MPS_LOG_DIRECTORY=/tmp/mps-log
   mkdir -p $CUDA_MPS_PIPE_DIRECTORY $CUDA_MPS_LOG_DIRECTORY
   if nvidia-cuda-mps-control -d && timeout 60 python3 -c "import torch; assert torch.ones(4, device='cuda').sum().item() == 4"; then
@@ -51,10 +53,10 @@ log "MPS: $mps"
 nvidia-smi dmon -s u -d 10 > "$OUT/gpu_utilisation.log" 2>&1 &
 monitor=$!
 log "vicious Table 1 (50 epochs) and frontier studies, side by side"
-EPOCHS=${VICIOUS_EPOCHS:-50} JOBS=14 SEEDS=${VICIOUS_SEEDS:-0} RUNS=runs/vicious50 setsid bash results/vicious.sh table \
+EPOCHS=${VICIOUS_EPOCHS:-50} JOBS=${VICIOUS_JOBS:-7} SEEDS=${VICIOUS_SEEDS:-0} RUNS=runs/vicious50 setsid bash results/vicious.sh table \
   > "$OUT/vicious.log" 2>&1 &
 vicious=$!
-DEVICE=${DEVICE:-cuda} JOBS=10 PARTS="mnist fashion wide" setsid bash results/frontier/run.sh > "$OUT/frontier.log" 2>&1 &
+DEVICE=${DEVICE:-cuda} JOBS=${FRONTIER_JOBS:-6} PARTS=${FRONTIER_PARTS:-mnist fashion wide} setsid bash results/frontier/run.sh > "$OUT/frontier.log" 2>&1 &
 frontier=$!
 while (( SECONDS - start < BUDGET )) && { kill -0 $vicious 2>/dev/null || kill -0 $frontier 2>/dev/null; }; do
   sleep 5

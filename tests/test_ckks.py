@@ -213,33 +213,19 @@ def test_exact_modular_linear_combination():
             assert got[o, :, lvl, :].reshape(-1).tolist() == want
 
 
-def test_linear_combination_summed_over_chunks_is_the_same_integers():
-    """The server sums fc1 over chunks of features into one array (memory): the same integers mod q."""
-    rng = np.random.default_rng(1)
-    moduli = np.array([2147352577, 67043329], dtype=np.uint64)
-    x = np.stack([rng.integers(0, int(q), size=(40, 3, 8), dtype=np.uint64) for q in moduli], axis=2)
-    w = rng.integers(-(1 << 30), 1 << 30, size=(4, 40))
-    whole = rns.lincomb(w, x, moduli)
-    acc = None
-    for start in range(0, 40, 7):
-        acc = rns.lincomb(w[:, start:start + 7], x[start:start + 7], moduli, out=acc)
-    assert np.array_equal(acc, whole)
-
-
-def test_evaluation_bytes_do_not_depend_on_the_feature_chunk(model, secrets, monkeypatch):
-    """FEATURE_CHUNK (and the window-by-window setup) change the server's memory, not its answer."""
-    from hesig.oracles.ckks import server as server_module
-
-    client = CKKSClient(num_outputs=3, policy="strict")
-    client.set_conv_geometry(4, 3)
-    message = client.encrypt(secrets[0].numpy(), session=0)
-    pert = np.random.default_rng(5).normal(0, 0.3, (20,) + SHAPE)
-    results = []
-    for chunk in (1, 5, 1000):
-        monkeypatch.setattr(server_module, "FEATURE_CHUNK", chunk)
-        server = CKKSServer(client.context_message(), poly_cnn(model, SHAPE))
-        results.append(server.evaluate(server.open_session(message), pert))
-    assert results[0] == results[1] == results[2]
+def test_squares_and_fc1_one_prime_at_a_time_are_the_same_integers():
+    """The server squares the features and sums fc1 one prime at a time, from uint32 coefficients
+    (memory): the same integers as all primes at once from uint64."""
+    rng = np.random.default_rng(6)
+    moduli = np.array([2147352577, 67043329, 67239937], dtype=np.uint64)
+    feats = np.stack([rng.integers(0, int(q), size=(18, 2, 16), dtype=np.uint64) for q in moduli], axis=2)
+    weights = rng.integers(-(1 << 30), 1 << 30, size=(8, 18))
+    whole = rns.lincomb(weights, rns.square(feats, moduli), moduli)
+    small = feats.astype(np.uint32)
+    for level in range(len(moduli)):
+        one = slice(level, level + 1)
+        assert np.array_equal(rns.lincomb(weights, rns.square(small[:, :, one], moduli[one]), moduli[one]),
+                              whole[:, :, one])
 
 
 def test_im2col_layout_matches_tenseal():

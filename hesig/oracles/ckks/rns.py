@@ -103,22 +103,19 @@ def check_reduced(data: np.ndarray, moduli: np.ndarray) -> bool:
     return bool((data < moduli[:, None]).all())
 
 
-def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray) -> np.ndarray:
     """Exact ``sum_f weights[o, f] * x[f]`` modulo each prime.
 
     weights: int64 [O, F] (signed: plaintext weights already multiplied by their scale and rounded).
     x: uint64 (or uint32) [F, S, L, N], coefficients below ``moduli`` [L].
-    out: None, or uint64 [O, S, L, N] of coefficients below the moduli to add the sum into (in place:
-    a layer summed over chunks of its inputs never holds a second output array).
-    Returns uint64 [O, S, L, N] (``out`` when given).
+    Returns uint64 [O, S, L, N].
 
     Per prime q: weights mod q are split into c-bit chunks with bits(q) + c + log2(F) <= 52, so
     each float64 product-sum is an exact integer; the chunks are recombined modulo q.
     """
     o_count, f_count = weights.shape
     _, size, levels, n = x.shape
-    if out is None:
-        out = np.zeros((o_count, size, levels, n), dtype=np.uint64)
+    out = np.empty((o_count, size, levels, n), dtype=np.uint64)
     log_f = max(1, math.ceil(math.log2(max(f_count, 2))))
     for level in range(levels):
         q = int(moduli[level])
@@ -128,7 +125,7 @@ def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray, out: np.ndar
             raise ValueError(f"{f_count} terms of a {qbits}-bit prime cannot be summed exactly in float64")
         w = np.mod(weights, q).astype(np.int64)
         xl = x[:, :, level, :].reshape(f_count, size * n).astype(np.float64)
-        acc = out[:, :, level, :].reshape(o_count, size * n).copy()
+        acc = np.zeros((o_count, size * n), dtype=np.uint64)
         shift = 0
         while shift < qbits:
             part = ((w >> shift) & ((1 << chunk) - 1)).astype(np.float64)
@@ -157,12 +154,12 @@ def add_constant(data: np.ndarray, values: np.ndarray, scale: float, moduli: np.
 
 
 def square(data: np.ndarray, moduli: np.ndarray) -> np.ndarray:
-    """Tensor square of size-2 ciphertexts [B, 2, L, N] -> size-3 [B, 3, L, N] (not relinearized).
+    """Tensor square of size-2 ciphertexts [B, 2, L, N] (uint64 or uint32) -> size-3 uint64 [B, 3, L, N] (not relinearized).
 
     (c0, c1)^2 = (c0^2, 2 c0 c1, c1^2), coefficient-wise in NTT form; primes < 2^32 keep products in uint64.
     """
     q = moduli[None, :, None]
-    c0, c1 = data[:, 0], data[:, 1]
+    c0, c1 = data[:, 0].astype(np.uint64), data[:, 1].astype(np.uint64)  # data may be uint32
     out = np.empty((data.shape[0], 3) + data.shape[2:], dtype=np.uint64)
     out[:, 0] = c0 * c0 % q
     out[:, 1] = c0 * c1 % q * np.uint64(2) % q

@@ -31,10 +31,6 @@ from . import rns, wire
 from ._seal import Scratch, ciphertext_data, moduli_by_parms, pid_bytes, trim_heap
 from .polymodel import PolyCNN
 
-#: Feature ciphertexts squared and summed into fc1 at a time during an evaluation (memory, not speed).
-FEATURE_CHUNK = 32
-
-
 def weight_scale(first_moduli: list[int]) -> float:
     """The scale the server encodes plaintext weights at: the power of two nearest the rescaling
     primes (2^26 for the default [31, 26 x 6, 31]). Each multiply-then-rescale then leaves the
@@ -261,23 +257,23 @@ class CKKSServer:
         shift = model.conv_linear(pert)  # [Q, F]: conv1 is affine, so Enc(conv1 X) + W*N = Enc(conv1(X + N))
         plain, tmp = sa.Plaintext(), sa.Ciphertext()
         vec = np.zeros(self.slots)
-        hidden = head = None
-        # x^2 then fc1, exact mod q, FEATURE_CHUNK features at a time: the partial sums add up mod q
-        # to the same integers, and the chunk's squares (~38 MB) replace all 256 (~300 MB).
-        for start in range(0, model.num_features, FEATURE_CHUNK):
-            chunk = session.features[start:start + FEATURE_CHUNK]
-            feats = None
-            for i, ct in enumerate(chunk):
-                vec[:count] = shift[:, start + i]
-                self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
-                self._eval.add_plain(ct, plain, tmp)
-                parsed = self._read(tmp)
-                if feats is None:
-                    feats = np.empty((len(chunk),) + parsed.data.shape, dtype=np.uint64)
-                    head = head or parsed
-                feats[i] = parsed.data
-            moduli = self._moduli[head.parms_id]
-            hidden = rns.lincomb(self._fc1[:, start:start + len(chunk)], rns.square(feats, moduli), moduli, out=hidden)
+        feats = head = None
+        for f, ct in enumerate(session.features):
+            vec[:count] = shift[:, f]
+            self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
+            self._eval.add_plain(ct, plain, tmp)
+            parsed = self._read(tmp)
+            if feats is None:  # uint32: every prime is below 2^32 (checked in __init__)
+                feats = np.empty((model.num_features,) + parsed.data.shape, dtype=np.uint32)
+                head = parsed
+            feats[f] = parsed.data
+        moduli = self._moduli[head.parms_id]
+        # x^2 then fc1, exact mod q, one prime at a time: the same integers as all primes at once,
+        # but the squares of one prime (50 MB) instead of all six (300 MB) exist at any moment.
+        hidden = np.empty((self._fc1.shape[0], 3) + feats.shape[2:], dtype=np.uint64)
+        for level in range(len(moduli)):
+            one = slice(level, level + 1)
+            hidden[:, :, one] = rns.lincomb(self._fc1, rns.square(feats[:, :, one], moduli[one]), moduli[one])
         del feats
         scale = head.scale * head.scale * self.weight_scale
         rns.add_constant(hidden, model.fc1_bias, scale, moduli)
