@@ -259,3 +259,13 @@ def test_the_readme_quotes_the_compact_upload_benchmark():
     assert s["key_pairs"] == 1
     _one(rf", {s['images']} images, one key pair, `strict`\): \*\*{s['upload_bytes_per_image_with_context'] / 1e6:.2f} MB per "
          rf"image\*\* with the context, at {s['seconds_per_image']:.1f} s per fingerprint")
+
+
+def test_the_readme_quotes_the_ckks_memory_stages():
+    s = json.loads((ROOT / "benchmarks" / "ckks_memory_stages.json").read_text())
+    peaks = {k: f"{v / 1e3:.2f}" for k, v in s["peak_rss_mb_by_stage"].items()}
+    _one(rf"\({s['images']} images, `benchmarks/ckks_memory_stages.json`\): {s['baseline_rss_mb'] / 1e3:.2f} GB before any "
+         rf"CKKS work \(Python, torch, the model, the MNIST test split\); peaks {peaks['client_encrypt']} GB in the client's "
+         rf"encryption, {peaks['server_setup']} GB in the server's setup, {peaks['server_evaluate']} GB in an evaluation, "
+         rf"{peaks['between']} GB in between")
+    _one(rf"the process sits {(s['peak_rss_mb_by_stage']['between'] - s['baseline_rss_mb']) / 1e3:.2f} GB above its baseline")
