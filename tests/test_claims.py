@@ -269,3 +269,15 @@ def test_the_readme_quotes_the_ckks_memory_stages():
          rf"encryption, {peaks['server_setup']} GB in the server's setup, {peaks['server_evaluate']} GB in an evaluation, "
          rf"{peaks['between']} GB in between")
     _one(rf"the process sits {(s['peak_rss_mb_by_stage']['between'] - s['baseline_rss_mb']) / 1e3:.2f} GB above its baseline")
+
+
+def test_the_readme_quotes_the_finished_frontier_cells():
+    cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
+    c = next(c for c in cells if c["arch"] == "hecnn" and c["count"] == 25 and c["coarse_points"] == 1)
+    base = c["baselines"]["baseline_class_mean"]
+    _one(rf"\*\*{c['queries_per_fingerprint']:.0f} queries\*\* per fingerprint: SSIM {c['ssim']:.3f} interior "
+         rf"\({c['ssim_full_map']:.3f} full map\), PSNR\n{c['psnr']:.2f} dB, class recovery {100 * c['class_recovery']:.1f}%, "
+         rf"against {base['ssim_mean']:.3f} \({base['ssim_full_map_mean']:.3f}\) and {base['psnr_mean']:.2f} dB")
+    _one(rf"on the CPU, {c['cell_seconds'] / 60:.0f} min\)")
+    full = json.loads((ROOT / "results" / "mnist_hecnn" / "metrics.json").read_text())["metrics"]["attack"]["ssim_mean"]
+    _one(rf"keeps {100 * c['ssim'] / full:.0f}% of the 1,283-query\nresult's interior SSIM \({full:.3f}, table above\)")
