@@ -14,7 +14,7 @@ import hesig
 PACKAGE = Path(hesig.__file__).parent
 #: Layers from the bottom up; a module may import its own layer or lower ones, never higher.
 LAYERS = {"core": 0, "evaluation": 1, "data": 2, "models": 3, "oracles": 4,
-          "signature": 5, "attacks": 5, "defenses": 5, "jobs": 6, "service": 7, "cli": 8}
+          "signature": 5, "attacks": 5, "defenses": 5, "jobs": 6, "service": 7, "cli": 8, "__main__": 8}
 
 
 def _module_name(path: Path) -> str:
