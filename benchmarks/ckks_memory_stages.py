@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+from hesig.core.io import atomic_write_text
 from hesig.data import load_dataset
 from hesig.models import load_model
 from hesig.oracles.ckks import CKKSClient, CKKSServer
@@ -48,7 +49,7 @@ class StagePeaks:
     def _reset(self):
         Path("/proc/self/clear_refs").write_text("5")  # resets VmHWM to the current RSS
 
-    def _record(self, name: str):
+    def record(self, name: str):
         self.peaks.setdefault(name, []).append(round(status_mb("VmHWM"), 1))
         self._reset()
 
@@ -56,11 +57,11 @@ class StagePeaks:
         original = getattr(cls, method)
 
         def timed(*args, **kwargs):
-            self._record("between")
+            self.record("between")
             try:
                 return original(*args, **kwargs)
             finally:
-                self._record(name)
+                self.record(name)
         setattr(cls, method, timed)
 
 
@@ -90,7 +91,7 @@ def main() -> None:
                             params=params, layout="batched", encryption="seeded", client_policy="strict")
         search.run(oracle, dirs.vectors)
         del oracle
-    stages._record("between")
+    stages.record("between")
     peaks = {name: max(values) for name, values in stages.peaks.items()}
     result = {"benchmark": "ckks_memory_stages", "model_hash": target.hash, "directions_hash": dirs.hash,
               "images": args.images, "rtol": args.rtol, "layout": "batched", "encryption": "seeded",
@@ -101,7 +102,7 @@ def main() -> None:
     text = json.dumps(result, indent=2)
     print(text)
     if args.out:
-        args.out.write_text(text + "\n")
+        atomic_write_text(args.out, text + "\n")
 
 
 if __name__ == "__main__":

@@ -20,6 +20,10 @@ import numpy as np
 from tenseal import __version__ as ts_version
 
 
+#: glibc, loaded on first use by trim_heap (False where there is none)
+_libc = None
+
+
 def trim_heap() -> None:
     """Give the C heap's free pages back to the operating system (glibc's ``malloc_trim``; a no-op
     elsewhere). A session's setup frees some 400 MB of quarter-megabyte buffers (serialized
@@ -35,8 +39,6 @@ def trim_heap() -> None:
     if _libc:
         _libc.malloc_trim(0)
 
-
-_libc = None
 
 
 def galois_elements(steps: list[int], poly_modulus_degree: int) -> list[int]:
