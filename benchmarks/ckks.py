@@ -19,6 +19,10 @@ Before and after (issue 22), each path in its own process so its peak memory is 
 buffers in place); ``before`` is the old one (public-key encryption, TenSEAL's full-size keys,
 every SEAL-to-numpy crossing through SEAL's zstd serialization), on the first
 ``--baseline-images`` of the same images. The compact layout is timed both ways too.
+``split`` is the after path with the client's encryption and the server's work each split over
+``--processes`` processes (``--ckks-processes``): same results, on the first ``--split-images``;
+its helpers are started and answering before the clock starts, and their peak memory is reported
+beside the path's own.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ from hesig.signature.search import BoundarySearch
 #: today's CKKS path and the old one (see the module docstring)
 AFTER = {"name": "after", "layout": "batched", "encryption": "seeded", "zero_copy": True}
 BEFORE = {"name": "before", "layout": "batched", "encryption": "public-key", "zero_copy": False}
+SPLIT = {**AFTER, "name": "split"}  # + "processes", from --processes
 
 
 def fingerprints(args, path: dict, n: int, search: BoundarySearch) -> dict:
@@ -60,13 +65,22 @@ def fingerprints(args, path: dict, n: int, search: BoundarySearch) -> dict:
     dirs = Directions.load(args.directions)
     data = load_dataset("mnist", "test", args.data_root)
     params = CKKSParameters()
+    processes = path.get("processes", 1)
+    pools = []
+    if processes > 1:  # started before the clock: a helper's start-up is paid once per process, not per image
+        from hesig.oracles.ckks.client import ENCRYPT_LOOP
+        from hesig.oracles.ckks.helpers import HelperPool
+        from hesig.oracles.ckks.parallel import server_pool
+        pools = [server_pool(processes), HelperPool.shared(ENCRYPT_LOOP, processes)]
+        for pool in pools:
+            pool.ready()
     eps_p, cen_p, eps_c, cen_c, secs, costs, queries = [], [], [], [], [], [], []
     for i in range(n):
         img = data.images[i:i + 1]
         res_p = search.run(PlaintextOracle(target.model, img, device="cpu"), dirs.vectors)
         t0 = time.perf_counter()
         ck = CKKSOracle(target.model, img, in_shape=target.in_shape, arch=target.arch, params=params, layout=path["layout"],
-                        encryption=path["encryption"], client_policy="strict")  # answers every evaluation
+                        encryption=path["encryption"], client_policy="strict", processes=processes)  # answers every evaluation
         res_c = search.run(ck, dirs.vectors)
         secs.append(time.perf_counter() - t0)
         costs.append(ck.costs())
@@ -89,7 +103,8 @@ def fingerprints(args, path: dict, n: int, search: BoundarySearch) -> dict:
              "upload_bytes_per_image": total["upload_bytes"] / n, "context_bytes": costs[0]["context_bytes"],
              "download_bytes_per_fingerprint": total["download_bytes"] / n,
              "reply_bytes_per_fingerprint": total["reply_bytes"] / n}
-    return {"speed": speed, "peak_rss_mb": round(peak_rss_mb(), 1), "total": total, "queries": queries,
+    helpers = {"server": pools[0].peak_rss_mb(), "client": pools[1].peak_rss_mb()} if pools else None
+    return {"speed": speed, "peak_rss_mb": round(peak_rss_mb(), 1), "peak_rss_mb_helpers": helpers, "total": total, "queries": queries,
             "eps_p": eps_p, "cen_p": cen_p, "eps_c": eps_c, "cen_c": cen_c}
 
 
@@ -201,6 +216,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--naive-queries", type=int, default=5)
     ap.add_argument("--baseline-images", type=int, default=5, help="images fingerprinted with the old path too")
     ap.add_argument("--compact-images", type=int, default=1, help="images fingerprinted with the compact layout too (both paths)")
+    ap.add_argument("--split-images", type=int, default=None, help="images fingerprinted with the split path (default: --images)")
+    ap.add_argument("--processes", type=int, default=2, help="processes per party on the split path")
     ap.add_argument("--rtol", type=float, default=1e-3)
     ap.add_argument("--eps-max", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -259,6 +276,8 @@ def main(argv=None) -> dict:
 
     after = in_child(AFTER, n)
     before = in_child(BEFORE, min(args.baseline_images, n)) if args.baseline_images else None
+    n_split = n if args.split_images is None else min(args.split_images, n)
+    split = in_child({**SPLIT, "processes": args.processes}, n_split) if n_split and args.processes > 1 else None
     out["eps_agreement"] = eps_agreement(after, args.rtol, search)
     with torch.no_grad():  # near-tied images (a small top-2 margin) are where CKKS noise moves eps
         top2 = target.model(data.images[:n]).topk(2, dim=1).values
@@ -267,6 +286,12 @@ def main(argv=None) -> dict:
         out["eps_agreement_before"] = eps_agreement(before, args.rtol, search)
     out["speed"] = after["speed"]
     out["peak_rss_mb_after"] = after["peak_rss_mb"]
+    if split is not None:
+        out["eps_agreement_split"] = eps_agreement(split, args.rtol, search)
+        out["speed_split"] = split["speed"]
+        out["peak_rss_mb_split"] = split["peak_rss_mb"]
+        out["peak_rss_mb_split_helpers"] = split["peak_rss_mb_helpers"]
+        out["speedup_split_over_after"] = after["speed"]["seconds_per_fingerprint_mean"] / split["speed"]["seconds_per_fingerprint_mean"]
     if before is not None:
         out["speed_before"] = before["speed"]
         out["peak_rss_mb_before"] = before["peak_rss_mb"]

@@ -155,6 +155,9 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
               help="CKKS upload: one ciphertext per pixel (batched) or one im2col ciphertext + Galois keys (compact).")
 @click.option("--ckks-encryption", type=click.Choice(D.CKKS_ENCRYPTIONS), default=D.CKKS_ENCRYPTIONS[0], show_default=True,
               help="CKKS client: symmetric encryption with seeded (half-size) ciphertexts and keys, or the original public-key path.")
+@click.option("--ckks-processes", type=click.IntRange(min=1, max=D.CKKS_PROCESSES_MAX), default=D.CKKS_PROCESSES,
+              show_default=True, help="Processes the CKKS client's encryption and the server's work on each image "
+                                      "are split over (batched layout; same results).")
 @click.option("--budget", type=click.IntRange(min=1), default=None, help="Total oracle query budget.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="Oracle batch (default: 512 CPU, 65536 GPU).")
 @click.option("--client-policy", default=None,
@@ -169,8 +172,8 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @device_option
 @quiet_option
 def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
-                    coarse_points, coarse_grid, eps_min, points_per_round, chunk_size, ckks_layout, ckks_encryption, budget, batch_size,
-                    force, data_root, download, device, quiet, client_policy, executor):
+                    coarse_points, coarse_grid, eps_min, points_per_round, chunk_size, ckks_layout, ckks_encryption,
+                    ckks_processes, budget, batch_size, force, data_root, download, device, quiet, client_policy, executor):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
     from .jobs.fingerprint import fingerprint_job
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
@@ -179,7 +182,7 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
                                    coarse_grid=coarse_grid, eps_min=eps_min, points_per_round=ppr, chunk_size=chunk_size, budget=budget,
                                    batch_size=batch_size, device=device, data_root=data_root, download=download,
                                    ckks_layout=ckks_layout, ckks_encryption=ckks_encryption, client_policy=client_policy,
-                                   executor=executor, force=force, progress=not quiet))
+                                   ckks_processes=ckks_processes, executor=executor, force=force, progress=not quiet))
 
 
 @cli.command("serve")
@@ -207,8 +210,10 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
               help="Homomorphic computations at once across sessions (memory: ~3 GB each at setup).")
 @click.option("--victim-timeout", type=click.FloatRange(1, 86400), default=D.SERVE_VICTIM_TIMEOUT_S, show_default=True,
               help="Seconds of silence after which a victim's session ends.")
+@click.option("--ckks-processes", type=click.IntRange(min=1, max=D.CKKS_PROCESSES_MAX), default=D.CKKS_PROCESSES,
+              show_default=True, help="Processes each image's homomorphic work is split over (batched layout; same results).")
 def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_file, eps_max, rtol, atol, coarse_points,
-              coarse_grid, eps_min, points_per_round, max_upload_mb, max_sessions, max_active, victim_timeout):
+              coarse_grid, eps_min, points_per_round, max_upload_mb, max_sessions, max_active, victim_timeout, ckks_processes):
     """The model owner's encrypted-inference server: victims upload public contexts and ciphertexts
     over HTTP, the server fingerprints their inputs (the attack) into --runs. Ctrl-C stops it;
     restarting it on the same --runs resumes every job when its victim comes back."""
@@ -220,7 +225,7 @@ def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_fil
                             grid=coarse_grid, eps_min=eps_min)
     settings = ServeSettings(Path(model_dir), Path(directions_file), Path(runs), search, token=read_token(token_file),
                              max_upload_bytes=max_upload_mb << 20, max_sessions=max_sessions, max_active=max_active,
-                             victim_timeout=victim_timeout, stall_timeout=D.SERVE_STALL_TIMEOUT_S)
+                             victim_timeout=victim_timeout, stall_timeout=D.SERVE_STALL_TIMEOUT_S, processes=ckks_processes)
     serve(settings, host, port, port_file)
 
 
@@ -235,6 +240,8 @@ def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_fil
               help="The client's policy (default: strict+budget:1+fresh-keys, which answers one result per key and "
                    "so stops a fingerprint; 'strict' answers every valid result).")
 @click.option("--ckks-layout", type=click.Choice(D.CKKS_LAYOUTS), default="batched", show_default=True)
+@click.option("--ckks-processes", type=click.IntRange(min=1, max=D.CKKS_PROCESSES_MAX), default=D.CKKS_PROCESSES,
+              show_default=True, help="Processes the client's encryption of each image is split over (its own helpers).")
 @click.option("--token-file", type=click.Path(dir_okay=False), default=None, help="The server's bearer token.")
 @click.option("--state-dir", type=click.Path(file_okay=False), default=".hesig-victim", show_default=True,
               help="Where the victim keeps its secret job key until the job is done (to resume after a restart).")
@@ -246,14 +253,15 @@ def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_fil
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Also write the summary JSON here.")
 @data_options
 @quiet_option
-def victim_cmd(server, dataset, split, images_file, indices, client_policy, ckks_layout, token_file, state_dir, retries,
-               prefetch, out, data_root, download, quiet):
+def victim_cmd(server, dataset, split, images_file, indices, client_policy, ckks_layout, ckks_processes, token_file,
+               state_dir, retries, prefetch, out, data_root, download, quiet):
     """The data owner: encrypts its images under its own CKKS key, sends ciphertexts to --server, and
     answers each result with the bits its client policy allows. Rerun the same command to resume."""
     from .service.run import read_token, victim
     _print_summary(victim(server, dataset=dataset, split=split, indices=indices, images_file=images_file,
                           data_root=data_root, download=download, policy=client_policy, layout=ckks_layout,
                           token=read_token(token_file), state_dir=state_dir, retries=retries, out=out, prefetch=prefetch,
+                          processes=ckks_processes,
                           log=lambda m: None if quiet else click.echo(f"hesig victim: {m}", err=True)))
 
 

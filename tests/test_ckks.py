@@ -1,4 +1,5 @@
-"""The CKKS oracle: client/server separation, decision agreement, bad input.
+"""The CKKS oracle: client/server separation, decision agreement, bad input; each party split over
+processes (hesig.oracles.ckks.parallel, helpers): the same bytes, the same refusals.
 
 A small polynomial model (Conv2d 1->2 k4 s3 on 10x10 -> x^2 -> 18->8 -> x^2 -> 8->3) keeps each
 homomorphic evaluation well under a second at the real parameters (N = 8192, 128-bit security).
@@ -6,6 +7,8 @@ homomorphic evaluation well under a second at the real parameters (N = 8192, 128
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import OrderedDict
 
 import numpy as np
@@ -14,11 +17,15 @@ import tenseal as ts
 import torch
 from torch import nn
 
-from hesig.core.errors import InvalidValueError, MismatchError, QueryBudgetExhausted, ShapeError
+from hesig.core.errors import HesigError, InvalidValueError, MismatchError, QueryBudgetExhausted, ShapeError
 from hesig.models.architectures import Square, lenet5
 from hesig.oracles import PlaintextOracle
 from hesig.oracles.ckks import CKKSClient, CKKSOracle, CKKSParameters, CKKSServer, poly_cnn
 from hesig.oracles.ckks import rns, wire
+from hesig.oracles.ckks.channel import make_server
+from hesig.oracles.ckks.helpers import check_processes
+from hesig.oracles.ckks.parallel import ParallelServer, server_pool
+from hesig.oracles.ckks.server import shares
 from hesig.oracles.ckks.wire import unpack_bits
 from hesig.oracles.ckks.polymodel import im2col_slots
 from hesig.signature.search import BoundarySearch
@@ -285,3 +292,122 @@ def test_server_refuses_a_malformed_seeded_context(model, change, error):
     with pytest.raises((InvalidValueError, MismatchError), match=error) as err:
         CKKSServer(wire.pack("context", client.context_id, parts, **fields), poly_cnn(model, SHAPE))
     assert "\n" not in str(err.value)
+
+
+# -- each party over several processes ------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def poly():
+    return poly_cnn(small_model(), SHAPE)
+
+
+@pytest.fixture(scope="module")
+def split_client():
+    client = CKKSClient(num_outputs=3, policy="strict")
+    client.set_conv_geometry(4, 3)
+    return client
+
+
+@pytest.fixture(scope="module")
+def secret():
+    return np.random.default_rng(1).random(SHAPE)
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_a_split_server_returns_the_bytes_of_one_process(poly, split_client, secret, processes):
+    """Every sum across processes is exact modular arithmetic: byte-identical result messages."""
+    message = split_client.encrypt(secret, session=processes)
+    pert = np.random.default_rng(processes).normal(0, 0.3, (40,) + SHAPE)
+    one = CKKSServer(split_client.context_message(), poly)
+    split = make_server(split_client.context_message(), poly, processes)
+    assert isinstance(split, ParallelServer) and split.holds_secret_key is False
+    want = one.evaluate(one.open_session(message), pert)
+    session = split.open_session(message)
+    assert split.evaluate(session, pert) == want
+    assert split.evaluate(session, pert[:7]) == one.evaluate(one.open_session(message), pert[:7])
+    logits = split_client.decrypt_logits(want)
+    expected = poly.forward(secret[None] + pert)
+    assert np.abs(logits - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+    pool = server_pool(processes)
+    assert pool.alive() and len(pool.pids()) == processes - 1
+
+
+def test_a_helper_refuses_a_bad_pixel_in_one_line_and_lives_on(poly, split_client, secret):
+    """A malformed ciphertext that only a helper parses (the last pixel belongs to the last share)
+    is refused with the one-process server's error, raised in the caller; the pool keeps working."""
+    server = make_server(split_client.context_message(), poly, 2)
+    message = split_client.encrypt(secret, session=10)
+    header, parts = wire.unpack(message, "input", split_client.context_id)
+    last = len(parts) - 1
+    assert last in {int(p) for w in shares(poly, 2)[1].windows for p in poly.windows()[w][0]}
+    parts[last] = parts[last][:100]
+    bad = wire.pack("input", split_client.context_id, parts,
+                    **{k: v for k, v in header.items() if k not in ("kind", "context_id", "parts")})
+    with pytest.raises(MismatchError, match="not a SEAL CKKS ciphertext"):
+        server.open_session(bad)
+    with pytest.raises(MismatchError, match="not a hesig CKKS message"):
+        server.open_session(b"garbage")
+    session = server.open_session(message)
+    pert = np.zeros((3,) + SHAPE)
+    assert split_client.decrypt_logits(server.evaluate(session, pert)).shape == (3, 3)
+
+
+def test_shares_split_every_feature_and_unit_once(poly):
+    for count in (1, 2, 3, 8):
+        parts = shares(poly, count)
+        features = np.concatenate([s.features for s in parts])
+        units = np.concatenate([s.units for s in parts])
+        assert sorted(features.tolist()) == list(range(poly.num_features))
+        assert sorted(units.tolist()) == list(range(poly.fc1_weight.shape[0]))
+    with pytest.raises(InvalidValueError, match="splits 1..8 ways"):  # 9 output positions, 8 fc1 units
+        shares(poly, 9)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 65, 1.5, True, "2"])
+def test_server_processes_are_validated(bad):
+    with pytest.raises(InvalidValueError, match="CKKS processes"):
+        check_processes(bad)
+
+
+def test_a_dead_helper_is_one_line_and_the_next_server_starts_afresh(poly, split_client, secret):
+    server = make_server(split_client.context_message(), poly, 2)
+    session = server.open_session(split_client.encrypt(secret, session=20))
+    pool = server_pool(2)
+    os.kill(pool.pids()[0], signal.SIGKILL)
+    pool._procs[0].wait(timeout=10)
+    with pytest.raises(HesigError, match="helper"):
+        server.evaluate(session, np.zeros((2,) + SHAPE))
+    fresh = make_server(split_client.context_message(), poly, 2)
+    assert server_pool(2) is not pool and server_pool(2).alive()
+    pert = np.zeros((2,) + SHAPE)
+    assert split_client.decrypt_logits(fresh.evaluate(fresh.open_session(split_client.encrypt(secret, session=21)), pert)).shape == (2, 3)
+
+
+@pytest.mark.parametrize("encryption", ["seeded", "public-key"])
+def test_a_split_client_encrypts_what_one_process_encrypts(poly, secret, encryption):
+    """The client's helpers encrypt under the client's own key: the server opens the message and
+    the logits decrypt to the plaintext ones (so the parts come back in pixel order)."""
+    client = CKKSClient(num_outputs=3, policy="strict", encryption=encryption, processes=3)
+    message = client.encrypt(secret, session=0)
+    header, parts = wire.unpack(message, "input", client.context_id)
+    assert len(parts) == poly.num_pixels and header["shape"] == list(SHAPE)
+    server = make_server(client.context_message(), poly, 2)
+    pert = np.random.default_rng(5).normal(0, 0.3, (20,) + SHAPE)
+    logits = client.decrypt_logits(server.evaluate(server.open_session(message), pert))
+    expected = poly.forward(secret[None] + pert)
+    assert np.abs(logits - expected).max() < 1e-3 * max(1.0, np.abs(expected).max())
+
+
+def test_the_oracle_with_two_processes_matches_the_plaintext_search():
+    model = small_model()
+    secrets = torch.rand((2,) + SHAPE, generator=torch.Generator().manual_seed(1))
+    dirs = torch.nn.functional.normalize(torch.randn(12, *SHAPE, generator=torch.Generator().manual_seed(2)).flatten(1), dim=1)
+    dirs = dirs.reshape(12, *SHAPE)
+    search = BoundarySearch(30.0, coarse_points=8, points_per_round="auto", rtol=1e-2)
+    plain = search.run(PlaintextOracle(model.float(), secrets, device="cpu"), dirs)
+    oracle = CKKSOracle(model.double(), secrets, in_shape=SHAPE, arch="small", client_policy="strict", processes=2)
+    ckks = search.run(oracle, dirs)
+    assert torch.equal(plain.censored, ckks.censored)
+    assert torch.allclose(plain.eps, ckks.eps, rtol=2e-2)
+    with pytest.raises(InvalidValueError, match="CKKS processes"):
+        CKKSOracle(model, secrets, in_shape=SHAPE, arch="small", processes=0)

@@ -132,10 +132,12 @@ def rows_of(fp: Fingerprints, rows: slice) -> Fingerprints:
 
 
 def test_two_victims_at_once_get_the_in_process_fingerprints(tiny, reference, tmp_path):
-    server = Server(tiny, tmp_path / "runs")
+    # The server splits each image over 2 processes, and so does the first victim's client: the
+    # same fingerprints as one process in process.
+    server = Server(tiny, tmp_path / "runs", "--ckks-processes", "2")
     try:
         # Two victims at once, each with its own images, key and job: neither sees the other's.
-        first = victim(server.url, tiny, tmp_path / "v1", "--indices", "0:2", wait=False)
+        first = victim(server.url, tiny, tmp_path / "v1", "--indices", "0:2", "--ckks-processes", "2", wait=False)
         second = victim(server.url, tiny, tmp_path / "v2", "--indices", "2", wait=False)
         outs = []
         for proc in (first, second):

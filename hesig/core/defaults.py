@@ -65,6 +65,12 @@ CKKS_LAYOUTS = ("batched", "compact")
 #: SEAL's seeded serialization: half the bytes of every ciphertext and key, issue 22) or
 #: "public-key" (hesig's original path, kept as the benchmark baseline). The first is the default.
 CKKS_ENCRYPTIONS = ("seeded", "public-key")
+#: Processes each CKKS party splits its work on one image over (TenSEAL holds the GIL, so threads
+#: cannot): the client's encryption (hesig.oracles.ckks.client) and the server's setup and
+#: evaluations (hesig.oracles.ckks.parallel). 1: the calling process alone. Results do not depend on it.
+CKKS_PROCESSES = 1
+#: The most processes accepted (hecnn's server splits 64 output positions and 64 fc1 units).
+CKKS_PROCESSES_MAX = 64
 #: Peak resident memory of a CKKS fingerprint job, any chunk size (benchmarks/ckks_memory.json:
 #: 3,225 MB at chunk size 1, 3,222 MB at 4, batched layout, N 8192). A machine with less memory
 #: available is refused before any work.

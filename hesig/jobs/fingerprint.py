@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .. import __version__
-from ..core.defaults import ATOL, CHUNK_SIZE, CKKS_ENCRYPTIONS, COARSE_GRID, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
+from ..core.defaults import ATOL, CHUNK_SIZE, CKKS_ENCRYPTIONS, CKKS_PROCESSES, COARSE_GRID, COARSE_POINTS, EPS_MAX, POINTS_PER_ROUND, RTOL
 from ..core.errors import ClientRefusal, HesigError, InvalidValueError, QueryBudgetExhausted, ShapeError
 from ..core.io import ensure_writable_dir, tensor_hash
 from ..core.outputs import JOB_KEY, KIND_KEY, guard_output, identity
@@ -233,12 +233,15 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
                     budget: int | None = None, batch_size: int | None = None, device: str | None = None,
                     data_root=None, download: bool = False, ckks_layout: str = "batched",
                     ckks_encryption: str = CKKS_ENCRYPTIONS[0], client_policy: str | None = None,
+                    ckks_processes: int = CKKS_PROCESSES,
                     executor: Executor | None = None, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable.
 
     oracle: a kind of :mod:`hesig.oracles.registry` ("plaintext": the secrets inside the oracle
     object; "ckks": a TenSEAL client holding the secret key, a server holding the public context,
-    ``ckks_layout`` batched or compact, ``ckks_encryption`` seeded or public-key). client_policy:
+    ``ckks_layout`` batched or compact, ``ckks_encryption`` seeded or public-key,
+    ``ckks_processes`` the processes each party splits an image's work over: not part of the
+    pinned config, since the results do not depend on it). client_policy:
     the victim client's policy (:mod:`hesig.oracles.policies`); CKKS default: the most secure,
     ``strict+budget:1+fresh-keys``, which answers one result per key and so stops a search that
     needs more; plaintext default: the plain bit. chunk_size: rows per atomically saved chunk (default: the oracle kind's).
@@ -257,7 +260,7 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     idx = parse_indices(indices, len(data))
     ensure_writable_dir(Path(out).parent)
     options = {"device": device, "batch_size": batch_size, "layout": ckks_layout, "encryption": ckks_encryption,
-               "client_policy": client_policy}
+               "client_policy": client_policy, "processes": ckks_processes}
     make_oracle = kind.factory(target, **options)
     config = job_config(data.name, data.split, data.split_hash, target, dirs, oracle, make_oracle.describe())
     if chunk_size is None:

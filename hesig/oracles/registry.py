@@ -49,7 +49,7 @@ class OracleKind:
 KINDS: dict[str, OracleKind] = {
     "plaintext": OracleKind("plaintext", "hesig.oracles.plaintext", "factory", ("device", "batch_size", "client_policy"),
                             CHUNK_SIZE["plaintext"], "the secrets inside the oracle object, next to the model"),
-    "ckks": OracleKind("ckks", "hesig.oracles.ckks.oracle", "factory", ("layout", "encryption", "client_policy"), CHUNK_SIZE["ckks"],
+    "ckks": OracleKind("ckks", "hesig.oracles.ckks.oracle", "factory", ("layout", "encryption", "client_policy", "processes"), CHUNK_SIZE["ckks"],
                        "a TenSEAL CKKS client (secret key) and server (public context), bytes between them"),
 }
 assert tuple(KINDS) == ORACLES, "core.defaults.ORACLES must list the registry's kinds"

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from .. import __version__
+from ..core.defaults import CKKS_PROCESSES
 from ..core.errors import HesigError, InvalidValueError
 from ..core.io import canonical_json, ensure_writable_dir
 from ..jobs.fingerprint import fingerprint_rows, job_config, store_dir
@@ -57,6 +58,7 @@ class ServeSettings:
     max_active: int = 1
     victim_timeout: float = 120.0
     stall_timeout: float = 60.0
+    processes: int = CKKS_PROCESSES  # per image, the server's work split over this many processes (hesig.oracles.ckks.parallel)
 
 
 @dataclass
@@ -240,7 +242,8 @@ class Hub:
         declaration = session.declaration
         indices = list(declaration["indices"])
         factory = RemoteFactory(self.poly, session.link, indices, session.contexts, self.params,
-                                self._description(declaration), lambda: self._gated(session.link))
+                                self._description(declaration), lambda: self._gated(session.link),
+                                processes=self.settings.processes)
         out = self.out_path(session.job)
         done = len(list(store_dir(out).glob("chunk-*"))) if store_dir(out).is_dir() else 0
         if done:

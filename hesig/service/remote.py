@@ -16,6 +16,7 @@ from typing import Callable, ContextManager
 
 import torch
 
+from ..core.defaults import CKKS_PROCESSES
 from ..core.errors import MismatchError
 from ..oracles.ckks import wire
 from ..oracles.ckks.channel import EncryptedOracle
@@ -116,15 +117,15 @@ class RemoteFactory:
     """The fingerprint job's oracle factory for one remote victim; ``describe`` is fixed by the job."""
 
     def __init__(self, poly: PolyCNN, link: VictimLink, indices: list[int], contexts: ContextStore,
-                 params: CKKSParameters, description: dict, gate: Callable[[], ContextManager]):
-        self.poly, self.link, self.indices, self.contexts = poly, link, indices, contexts
+                 params: CKKSParameters, description: dict, gate: Callable[[], ContextManager], processes: int = CKKS_PROCESSES):
+        self.poly, self.link, self.indices, self.contexts, self.processes = poly, link, indices, contexts, processes
         self.params, self.description, self.gate = params, description, gate
         self.counted: set[str] = set()
 
     def __call__(self, positions: torch.Tensor, budget: int | None) -> EncryptedOracle:
         victim = RemoteVictim(self.link, [int(p) for p in positions.tolist()], self.indices, self.contexts)
         return EncryptedOracle(self.poly, victim, len(victim.positions), params=self.params, budget=budget,
-                               gate=self.gate, counted_contexts=self.counted)
+                               gate=self.gate, counted_contexts=self.counted, server_processes=self.processes)
 
     def describe(self) -> dict:
         return dict(self.description)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..core.defaults import PRIVATE_IMAGES
+from ..core.defaults import CKKS_PROCESSES, PRIVATE_IMAGES
 from ..core.errors import InvalidValueError
 from ..core.io import atomic_write_text, canonical_json, tensor_hash
 
@@ -82,7 +82,8 @@ def serve(settings, host: str, port: int, port_file: str | Path | None = None) -
 
 def victim(server: str, *, dataset: str | None, split: str, indices: str | None, images_file: str | None,
            data_root=None, download: bool = False, policy: str | None, layout: str, token: str | None,
-           state_dir: str | Path, retries: int, out: str | Path | None, log, prefetch: bool = True) -> dict[str, Any]:
+           state_dir: str | Path, retries: int, out: str | Path | None, log, prefetch: bool = True,
+           processes: int = CKKS_PROCESSES) -> dict[str, Any]:
     """Run the victim against ``server`` until its job is done; return its summary."""
     require("httpx")
     from ..core.runtime import parse_indices
@@ -106,7 +107,7 @@ def victim(server: str, *, dataset: str | None, split: str, indices: str | None,
     state = Path(state_dir)
     state.mkdir(parents=True, exist_ok=True, mode=0o700)
     run = Victim(server, images, declared, policy=policy, layout=layout, token=token,
-                 owner_file=state / f"{key}.key", retries=retries, prefetch=prefetch, log=log)
+                 owner_file=state / f"{key}.key", retries=retries, prefetch=prefetch, log=log, processes=processes)
     try:
         summary = run.run()
     finally:

@@ -25,10 +25,11 @@ from typing import Any, Callable
 import httpx
 import torch
 
-from ..core.defaults import CKKS_LAYOUTS, VICTIM_REOPENS, VICTIM_RETRIES
+from ..core.defaults import CKKS_LAYOUTS, CKKS_PROCESSES, VICTIM_REOPENS, VICTIM_RETRIES
 from ..core.errors import ClientRefusal, HesigError, InvalidValueError, MismatchError, ShapeError
 from ..core.io import atomic_write_text
 from ..oracles.ckks import wire
+from ..oracles.ckks.helpers import check_processes
 from ..oracles.ckks.client import CKKSClient
 from ..oracles.ckks.params import CKKSParameters
 from ..oracles.policies import parse_client_policy
@@ -67,7 +68,7 @@ class Victim:
     def __init__(self, server: str, images: torch.Tensor, declared: dict[str, Any], *, policy: str | None = None,
                  layout: str = "batched", token: str | None = None, owner_file: Path, retries: int = VICTIM_RETRIES,
                  reopens: int = VICTIM_REOPENS, poll: float = 20.0, prefetch: bool = True,
-                 log: Callable[[str], None] = lambda m: None):
+                 log: Callable[[str], None] = lambda m: None, processes: int = CKKS_PROCESSES):
         if layout not in CKKS_LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(CKKS_LAYOUTS)})")
         if not server.startswith(("http://", "https://")):
@@ -82,6 +83,7 @@ class Victim:
         # reproducible default (an attacker who knows the noise stream can subtract it).
         self.policy = dataclasses.replace(parse_client_policy(policy).check_encrypted(), seed=secrets.randbits(63))
         self.retries, self.reopens, self.poll, self.prefetch = int(retries), int(reopens), float(poll), bool(prefetch)
+        self.processes = check_processes(processes)  # the client's encryption, over its own helper processes
         self.owner = read_owner(owner_file)
         self._keys = 0  # key pairs made so far, over every session: each salts its flooding noise apart
         self.owner_file = owner_file
@@ -185,7 +187,7 @@ class Victim:
 
     def _make_client(self) -> CKKSClient:
         client = CKKSClient(CKKSParameters(), layout=self.layout, policy=self.policy,
-                            num_outputs=int(self.info["num_classes"]), key_index=self._keys)
+                            num_outputs=int(self.info["num_classes"]), key_index=self._keys, processes=self.processes)
         client.set_conv_geometry(int(self.info["conv_kernel"]), int(self.info["conv_stride"]))
         self._keys += 1
         return client

@@ -20,10 +20,11 @@ from typing import Callable, ContextManager, Protocol
 import numpy as np
 import torch
 
-from ...core.defaults import CKKS_PEAK_MB
+from ...core.defaults import CKKS_PEAK_MB, CKKS_PROCESSES
 from ...core.errors import InvalidValueError, MismatchError, ShapeError
 from ..base import Oracle
 from . import wire
+from .helpers import check_processes
 from .params import CKKSParameters
 from .polymodel import PolyCNN
 from .server import CKKSServer, Session
@@ -63,11 +64,14 @@ class EncryptedOracle(Oracle):
 
     def __init__(self, poly: PolyCNN, victim: Victim, num_rows: int, *, params: CKKSParameters = CKKSParameters(),
                  budget: int | None = None, gate: Callable[[], ContextManager] = contextlib.nullcontext,
-                 counted_contexts: set[str] | None = None):
+                 counted_contexts: set[str] | None = None, server_processes: int = CKKS_PROCESSES):
         """gate: entered around every homomorphic computation (session setup, evaluation), never
         while the victim is answering: a server with many victims bounds its concurrent CKKS
-        work, hence its memory, with one shared semaphore. counted_contexts: see below."""
+        work, hence its memory, with one shared semaphore. counted_contexts: see below.
+        server_processes: processes each image's server work is split over
+        (:mod:`hesig.oracles.ckks.parallel`; same bytes, 1 = this process alone)."""
         super().__init__(num_rows, poly.in_shape, budget)
+        self._server_processes = check_processes(server_processes)
         self._gate = gate
         # Context ids already in some oracle's costs: the oracles of one remote victim's chunks
         # share this set, so a context sent once is counted once.
@@ -86,7 +90,7 @@ class EncryptedOracle(Oracle):
         if cid not in self._servers:
             if context is None:
                 raise MismatchError(f"the input is encrypted under a context ({cid[:40]}) the victim has not sent")
-            server = CKKSServer(context, self._poly)  # refuses a secret key, a forged id, a foreign layout
+            server = make_server(context, self._poly, self._server_processes)  # refuses a secret key, a forged id, a foreign layout
             if server.context_id != cid:
                 raise InvalidValueError("the victim's input names another context than the one it sent")
             self._servers[cid] = server
@@ -168,6 +172,15 @@ class EncryptedOracle(Oracle):
         (evaluations x slots; utilisation = slots_used / slots_available), seconds per party."""
         s = {**self.stats, **self.victim.costs(), "slots_available": self.stats["evaluations"] * self.params.slots}
         return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in s.items()}
+
+
+def make_server(context: bytes, poly: PolyCNN, processes: int = CKKS_PROCESSES):
+    """A CKKS server for one public context: this process alone, or split over ``processes``
+    (a pool of helpers shared by every server of this process)."""
+    if check_processes(processes) == 1:
+        return CKKSServer(context, poly)
+    from .parallel import ParallelServer, server_pool
+    return ParallelServer(context, poly, server_pool(processes))
 
 
 def available_mb() -> float | None:

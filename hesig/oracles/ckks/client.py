@@ -19,11 +19,14 @@ import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
 
-from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_LAYOUTS as LAYOUTS
+import weakref
+
+from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_LAYOUTS as LAYOUTS, CKKS_PROCESSES
 from ...core.errors import InvalidValueError, MismatchError, ClientRefusal, ShapeError
 from ..policies import ClientPolicy, ClientView, parse_client_policy
 from . import rns, wire
 from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes, trim_heap
+from .helpers import HelperPool, check_processes, common_command, expect, reply_error
 from .params import CKKSParameters
 from .polymodel import POLY_CNN_DEPTH, im2col_slots
 from .server import result_format
@@ -40,14 +43,20 @@ class CKKSClient:
     replaced by the 64-byte seed it was expanded from: half the bytes, and about half the
     client's encryption time. "public-key" is hesig's original path (public-key encryption,
     TenSEAL's full-size keys), kept as the baseline of benchmarks/ckks.py. Both are IND-CPA under
-    RLWE; the server's view differs only in size."""
+    RLWE; the server's view differs only in size.
+
+    ``processes``: the batched layout's 784 encryptions are split over this many processes, the
+    client's own helpers (:func:`encrypt_loop`), which receive this client's secret key; the
+    server's helpers are other processes and never do."""
 
     def __init__(self, params: CKKSParameters = CKKSParameters(), *, layout: str = "batched",
                  policy: ClientPolicy | str | None = None, num_outputs: int = 10, key_index: int = 0,
-                 encryption: str = CKKS_ENCRYPTIONS[0]):
+                 encryption: str = CKKS_ENCRYPTIONS[0], processes: int = CKKS_PROCESSES):
         """policy: a ClientPolicy or spec string (None = the default policy, see hesig.oracles.policies).
         num_outputs: the model's number of logits (a strict client accepts exactly that many ciphertexts).
         key_index: salts the flooding noise of this key pair."""
+        self.processes = check_processes(processes)
+        self._pool: HelperPool | None = None
         if layout not in LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
         if encryption not in CKKS_ENCRYPTIONS:
@@ -139,11 +148,7 @@ class CKKSClient:
             if self.policy.fresh_keys and self._labels:
                 raise InvalidValueError("this client's policy is fresh-keys: one input per key pair (make a new client)")
         if self.layout == "batched":
-            parts = []
-            plain = sa.Plaintext()
-            for value in image.reshape(-1):
-                self._encoder.encode(float(value), self.params.scale, plain)  # a scalar fills every slot
-                parts.append(self._encrypt(plain))
+            parts = self._encrypt_values(image.reshape(-1))
         else:
             if image.shape[0] != 1:
                 raise ShapeError("the compact (im2col) layout takes single-channel images")
@@ -164,11 +169,31 @@ class CKKSClient:
 
     def _encrypt(self, plain) -> bytes:
         """One serialized ciphertext of ``plain`` (seeded symmetric, or public-key: see the class)."""
-        if self.encryption == "seeded":
-            return self._scratch.save(self._encryptor.encrypt_symmetric(plain))
-        ct = sa.Ciphertext()
-        self._encryptor.encrypt(plain, ct)
-        return self._scratch.save(ct)
+        return _encrypt(self._encryptor, self._scratch, plain, self.encryption)
+
+    def _encrypt_values(self, values: np.ndarray) -> list[bytes]:
+        """One ciphertext per value, the value in every slot; split over the client's helpers."""
+        if self.processes == 1:
+            return _encrypt_scalars(self._encoder, self._encryptor, self._scratch, values, self.params.scale, self.encryption)
+        chunks = np.array_split(np.asarray(values, dtype=np.float64), self.processes)
+        if self._pool is None or not self._pool.alive():
+            self._pool = HelperPool.shared(ENCRYPT_LOOP, self.processes)
+            secret = self._ctx.serialize(save_public_key=True, save_secret_key=True, save_galois_keys=False,
+                                         save_relin_keys=False)
+            with self._pool.lock:
+                for conn in self._pool.helpers:
+                    conn.send(("key", self.context_id, secret, self.encryption, self.params.scale))
+                for conn in self._pool.helpers:
+                    expect(conn)
+            del secret
+            weakref.finalize(self, self._pool.tell, ("drop", self.context_id))
+        with self._pool.lock:
+            for chunk, conn in zip(chunks[1:], self._pool.helpers):
+                conn.send(("encrypt", self.context_id, chunk.tolist()))
+            parts = _encrypt_scalars(self._encoder, self._encryptor, self._scratch, chunks[0], self.params.scale, self.encryption)
+            for conn in self._pool.helpers:
+                parts.extend(expect(conn))
+        return parts
 
     def set_conv_geometry(self, kernel: int, stride: int) -> None:
         """The compact layout is TenSEAL's im2col for the model's first convolution (public knowledge)."""
@@ -270,3 +295,60 @@ class CKKSClient:
 
 
 __all__ = ["CKKSClient", "LAYOUTS"]
+
+
+#: the client helpers' loop (hesig.oracles.ckks.helpers.serve)
+ENCRYPT_LOOP = "hesig.oracles.ckks.client:encrypt_loop"
+
+
+def _encrypt(encryptor, scratch: Scratch, plain, encryption: str) -> bytes:
+    if encryption == "seeded":
+        return scratch.save(encryptor.encrypt_symmetric(plain))
+    ct = sa.Ciphertext()
+    encryptor.encrypt(plain, ct)
+    return scratch.save(ct)
+
+
+def _encrypt_scalars(encoder, encryptor, scratch: Scratch, values, scale: float, encryption: str) -> list[bytes]:
+    plain = sa.Plaintext()
+    parts = []
+    for value in values:
+        encoder.encode(float(value), scale, plain)  # a scalar fills every slot
+        parts.append(_encrypt(encryptor, scratch, plain, encryption))
+    return parts
+
+
+def encrypt_loop(conn) -> None:
+    """A client helper: encrypts values under the keys its own client sent it ("key"), until told
+    to drop them. It runs only as a child of the client that owns those keys."""
+    keys: dict[str, tuple] = {}
+    scratch_owner = type("ScratchOwner", (), {})()
+    scratch = Scratch(scratch_owner)
+    while True:
+        try:
+            command = conn.recv()
+        except EOFError:
+            return
+        op = command[0]
+        try:
+            if common_command(conn, command):
+                pass
+            elif op == "key":
+                _, cid, secret, encryption, scale = command
+                ctx = ts.context_from(secret)
+                seal = ctx.seal_context().data
+                encryptor = sa.Encryptor(seal, ctx.public_key().data)
+                encryptor.set_secret_key(ctx.secret_key().data)
+                keys[cid] = (sa.CKKSEncoder(seal), encryptor, encryption, scale, ctx)
+                conn.send(("ok",))
+            elif op == "drop":
+                keys.pop(command[1], None)
+            elif op == "encrypt":
+                _, cid, values = command
+                encoder, encryptor, encryption, scale, _ = keys[cid]
+                conn.send(_encrypt_scalars(encoder, encryptor, scratch, values, scale, encryption))
+            else:
+                raise InvalidValueError(f"unknown helper command {op!r}")
+        except Exception as exc:
+            reply_error(conn, exc)
+

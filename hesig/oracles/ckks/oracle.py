@@ -13,10 +13,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...core.defaults import CKKS_ENCRYPTIONS
+from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_PROCESSES
 from ...core.errors import InvalidValueError, ShapeError
 from ..policies import ClientPolicy, parse_client_policy
 from .channel import EncryptedOracle, check_memory
+from .helpers import check_processes
 from .client import LAYOUTS, CKKSClient
 from .params import CKKSParameters
 from .polymodel import POLY_CNN_DEPTH, PolyCNN, poly_cnn
@@ -29,9 +30,9 @@ class LocalVictim:
     gets another). It gives the server nothing but the wire messages."""
 
     def __init__(self, secrets: np.ndarray, poly: PolyCNN, params: CKKSParameters, layout: str, policy: ClientPolicy,
-                 encryption: str = CKKS_ENCRYPTIONS[0]):
+                 encryption: str = CKKS_ENCRYPTIONS[0], processes: int = CKKS_PROCESSES):
         self._secrets, self._poly, self.params, self.layout, self.policy = secrets, poly, params, layout, policy
-        self.encryption = encryption
+        self.encryption, self.processes = encryption, processes
         self.stats = {"client_keygen_seconds": 0.0, "client_encrypt_seconds": 0.0, "client_decrypt_seconds": 0.0}
         self._keys = 0
         self._clients: dict[int, CKKSClient] = {}
@@ -40,7 +41,7 @@ class LocalVictim:
     def _new_client(self) -> CKKSClient:
         t0 = time.perf_counter()
         client = CKKSClient(self.params, layout=self.layout, policy=self.policy, encryption=self.encryption,
-                            num_outputs=self._poly.fc2_weight.shape[0], key_index=self._keys)
+                            num_outputs=self._poly.fc2_weight.shape[0], key_index=self._keys, processes=self.processes)
         client.set_conv_geometry(self._poly.conv_weight.shape[-1], self._poly.stride)
         self._keys += 1
         self.stats["client_keygen_seconds"] += time.perf_counter() - t0
@@ -87,12 +88,14 @@ class CKKSOracle(EncryptedOracle):
     :class:`LocalVictim` under ``client_policy`` (a ClientPolicy or spec string; None = the
     default, hesig.oracles.policies.DEFAULT_POLICY_SPEC). With ``fresh-keys`` every row gets its
     own key pair; a per-key reply budget then ends the attack with ClientRefusal once a row's key
-    is spent. ``encryption``: how the victim's client encrypts (hesig.core.defaults.CKKS_ENCRYPTIONS)."""
+    is spent. ``encryption``: how the victim's client encrypts (hesig.core.defaults.CKKS_ENCRYPTIONS).
+    ``processes``: processes the client's encryption and the server's work on each image are
+    split over (hesig.core.defaults.CKKS_PROCESSES; the same results)."""
 
     def __init__(self, model: nn.Module, secrets: torch.Tensor, *, in_shape: tuple[int, int, int], arch: str = "model",
                  params: CKKSParameters = CKKSParameters(), layout: str = "batched", budget: int | None = None,
                  client_policy: ClientPolicy | str | None = None, poly: PolyCNN | None = None,
-                 encryption: str = CKKS_ENCRYPTIONS[0]):
+                 encryption: str = CKKS_ENCRYPTIONS[0], processes: int = CKKS_PROCESSES):
         if secrets.ndim != 4 or tuple(secrets.shape[1:]) != tuple(in_shape):
             raise ShapeError(f"secrets must be [n, {', '.join(map(str, in_shape))}], got shape {tuple(secrets.shape)}")
         if not torch.isfinite(secrets).all():
@@ -105,8 +108,9 @@ class CKKSOracle(EncryptedOracle):
         params.check_depth(poly.depth, arch)
         self.layout = layout
         self.policy = parse_client_policy(client_policy).check_encrypted()
-        victim = LocalVictim(secrets.detach().cpu().double().numpy(), poly, params, layout, self.policy, encryption)
-        super().__init__(poly, victim, secrets.shape[0], params=params, budget=budget)
+        processes = check_processes(processes)
+        victim = LocalVictim(secrets.detach().cpu().double().numpy(), poly, params, layout, self.policy, encryption, processes)
+        super().__init__(poly, victim, secrets.shape[0], params=params, budget=budget, server_processes=processes)
         self.client = victim.client
 
     def client_of(self, row: int) -> CKKSClient:
@@ -119,12 +123,14 @@ class CKKSFactory:
     once, then builds a fresh client (new keys) and server per chunk of secrets."""
 
     def __init__(self, target, *, layout: str = "batched", params: CKKSParameters = CKKSParameters(),
-                 client_policy: str | None = None, encryption: str = CKKS_ENCRYPTIONS[0]):
+                 client_policy: str | None = None, encryption: str = CKKS_ENCRYPTIONS[0],
+                 processes: int = CKKS_PROCESSES):
         if layout not in LAYOUTS:
             raise InvalidValueError(f"unknown CKKS layout '{layout}' (choose from {', '.join(LAYOUTS)})")
         if encryption not in CKKS_ENCRYPTIONS:
             raise InvalidValueError(f"unknown CKKS encryption '{encryption}' (choose from {', '.join(CKKS_ENCRYPTIONS)})")
         self.target, self.layout, self.params, self.encryption = target, layout, params, encryption
+        self.processes = check_processes(processes)
         self.policy = parse_client_policy(client_policy).check_encrypted()  # None: the default (most secure) policy
         check_memory()
         self.poly = poly_cnn(target.model, target.in_shape, target.arch)
@@ -134,7 +140,7 @@ class CKKSFactory:
     def __call__(self, secrets: torch.Tensor, budget: int | None) -> CKKSOracle:
         return CKKSOracle(self.target.model, secrets, in_shape=self.target.in_shape, arch=self.target.arch,
                           params=self.params, layout=self.layout, budget=budget, client_policy=self.policy,
-                          poly=self.poly, encryption=self.encryption)
+                          poly=self.poly, encryption=self.encryption, processes=self.processes)
 
     def describe(self) -> dict:
         return {"ckks": {**self.params.describe(POLY_CNN_DEPTH), "layout": self.layout, "encryption": self.encryption},

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
-from torch import nn
 
 from ...core.errors import InvalidValueError, ShapeError
-from ...models.architectures import Square
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # conv, x^2, fc1, x^2, fc2: one rescale each.
 POLY_CNN_DEPTH = 5
@@ -61,6 +63,7 @@ class PolyCNN:
 
     def conv_linear(self, x: np.ndarray) -> np.ndarray:
         """The bias-free convolution of perturbations: [Q, C, H, W] -> [Q, features], float64."""
+        import torch  # here, not at import: a server helper process unpickles PolyCNN without torch
         t = torch.nn.functional.conv2d(torch.from_numpy(np.asarray(x, dtype=np.float64)),
                                        torch.from_numpy(self.conv_weight), stride=self.stride)
         return t.flatten(1).numpy()
@@ -73,6 +76,9 @@ class PolyCNN:
 
 
 def poly_cnn(model: nn.Module, in_shape: tuple[int, int, int], arch: str = "model") -> PolyCNN:
+    from torch import nn
+
+    from ...models.architectures import Square
     layers = [m for m in model.children()]
     kinds = [type(m).__name__ for m in layers]
     expected = [nn.Conv2d, Square, nn.Flatten, nn.Linear, Square, nn.Linear]

@@ -51,10 +51,43 @@ def result_format(first_moduli: list[int], input_scale: float) -> float:
 
 
 class Session:
-    """One encrypted secret image on the server: its conv1-feature ciphertexts."""
+    """One encrypted secret image on the server: its conv1-feature ciphertexts (None where another
+    server process of a :class:`hesig.oracles.ckks.parallel.ParallelServer` holds the feature)."""
 
     def __init__(self, session: int, features: list, setup_seconds: float):
         self.session, self.features, self.setup_seconds = session, features, setup_seconds
+
+
+class Share:
+    """The part of hecnn's work one server process does (:func:`shares`): the conv1 output positions
+    ``windows`` (a range, in row order) and so the features ``features`` [F_k] it builds and keeps
+    per session, and the fc1 units ``units`` [H_k] it finishes in each evaluation."""
+
+    def __init__(self, index: int, windows: range, features: np.ndarray, units: np.ndarray):
+        self.index, self.windows, self.features, self.units = index, windows, features, units
+
+
+def shares(model: PolyCNN, count: int) -> list[Share]:
+    """Split hecnn's server work ``count`` ways: contiguous runs of conv1 output positions (so a
+    process parses only the pixel rows its windows read) and contiguous runs of fc1 units."""
+    windows = model.windows()
+    if not 1 <= count <= min(len(windows), model.fc1_weight.shape[0]):
+        raise InvalidValueError(f"hecnn's server work splits 1..{min(len(windows), model.fc1_weight.shape[0])} ways, got {count}")
+    out = []
+    for k, (run, units) in enumerate(zip(np.array_split(np.arange(len(windows)), count),
+                                         np.array_split(np.arange(model.fc1_weight.shape[0]), count))):
+        span = range(int(run[0]), int(run[-1]) + 1)
+        features = np.sort(np.concatenate([windows[w][1] for w in span]))
+        out.append(Share(k, span, features, units))
+    return out
+
+
+class Head:
+    """What every server process knows of an evaluation's perturbed features without holding them:
+    their parms id, scale, correction factor and serialization version (all public)."""
+
+    def __init__(self, parms_id: bytes, scale: float, correction_factor: int, version: tuple):
+        self.parms_id, self.scale, self.correction_factor, self.version = parms_id, scale, correction_factor, version
 
 
 class CKKSServer:
@@ -125,6 +158,11 @@ class CKKSServer:
     def open_session(self, message: bytes) -> Session:
         """Receive one encrypted image; compute its conv1-feature ciphertexts."""
         t0 = time.perf_counter()
+        session, parts = self.read_input(message)
+        return self.open_parts(session, parts, None, t0)
+
+    def read_input(self, message) -> tuple[int, list]:
+        """Check an input message's header: (session id, its parts, unparsed)."""
         header, parts = wire.unpack(message, "input", self.context_id)
         if type(header.get("session")) is not int or header["session"] < 0:
             raise MismatchError(f"encrypted input names no valid session ({str(header.get('session'))[:40]})")
@@ -132,9 +170,24 @@ class CKKSServer:
             raise ShapeError(f"encrypted input has shape {header.get('shape')}, the model takes {list(self.model.in_shape)}")
         if header.get("layout") != self.layout:
             raise MismatchError(f"input uses the {header.get('layout')} layout, the context was made for {self.layout}")
-        features = self._features_batched(parts) if self.layout == "batched" else self._features_compact(parts)
+        if self.layout == "batched" and len(parts) != self.model.num_pixels:
+            raise ShapeError(f"expected {self.model.num_pixels} pixel ciphertexts, got {len(parts)}")
+        return int(header["session"]), parts
+
+    def open_parts(self, session: int, parts, share: Share | None, t0: float | None = None) -> Session:
+        """The session of checked input parts (:meth:`read_input`): all 256 features (``share``
+        None), or only ``share``'s (batched layout). ``parts`` needs to hold only the pixels that
+        share's windows read (a mapping pixel -> bytes will do), plus, for share 0, every pixel no
+        window reads (they are still checked)."""
+        t0 = time.perf_counter() if t0 is None else t0
+        if self.layout == "batched":
+            features = self._features_batched(parts, share)
+        elif share is None:
+            features = self._features_compact(parts)
+        else:
+            raise InvalidValueError("only the batched layout splits over server processes")
         trim_heap()
-        return Session(int(header["session"]), features, time.perf_counter() - t0)
+        return Session(session, features, time.perf_counter() - t0)
 
     def _parse_input(self, blob: bytes) -> rns.RnsCiphertext:
         if self.encryption == "seeded":
@@ -165,28 +218,30 @@ class CKKSServer:
     def _to_seal(self, ct: rns.RnsCiphertext) -> sa.Ciphertext:
         return self._scratch.load(sa.Ciphertext(), self._seal, rns.serialize(ct))
 
-    def _features_batched(self, parts: list[bytes]) -> list:
-        """The 256 conv1-feature ciphertexts from the 784 pixel ciphertexts, one output position
-        (window) at a time in row order. A pixel is parsed when its first window needs it and
-        dropped after its last: about seven pixel rows are held at once (~110 MB as uint32, every
-        prime is below 2^32, checked in __init__) instead of all 784 (360 MB), and each window's
-        features go to SEAL at once instead of waiting in a 256-feature array (235 MB)."""
+    def _features_batched(self, parts, share: Share | None = None) -> list:
+        """The 256 conv1-feature ciphertexts from the 784 pixel ciphertexts (or ``share``'s), one
+        output position (window) at a time in row order. A pixel is parsed when its first window
+        needs it and dropped after its last: about seven pixel rows are held at once (~110 MB as
+        uint32, every prime is below 2^32, checked in __init__) instead of all 784 (360 MB), and
+        each window's features go to SEAL at once instead of waiting in a 256-feature array (235 MB)."""
         model = self.model
-        if len(parts) != model.num_pixels:
-            raise ShapeError(f"expected {model.num_pixels} pixel ciphertexts, got {len(parts)}")
-        windows = model.windows()
+        all_windows = model.windows()
+        span = range(len(all_windows)) if share is None else share.windows
+        windows = [(w, all_windows[w]) for w in span]
         last_use = {}
-        for w, (pix, _, _) in enumerate(windows):
+        for w, (pix, _, _) in windows:
             for p in pix:
                 last_use[int(p)] = w
-        for p in range(model.num_pixels):  # pixels no window reads are still checked
-            if p not in last_use:
-                self._parse_input(parts[p])
+        if span.start == 0:  # pixels no window reads are still checked (by the first share)
+            read = {int(p) for pix, _, _ in all_windows for p in pix}
+            for p in range(model.num_pixels):
+                if p not in read:
+                    self._parse_input(parts[p])
         moduli = self._moduli[self._first]
         held: dict[int, np.ndarray] = {}
         first = None
         features: list = [None] * model.num_features
-        for w, (pix, feats, kernel) in enumerate(windows):
+        for w, (pix, feats, kernel) in windows:
             for p in map(int, pix):
                 if p not in held:
                     parsed = self._parse_input(parts[p])
@@ -239,44 +294,82 @@ class CKKSServer:
 
     # -- evaluation -------------------------------------------------------------------------
 
+    def check_perturbations(self, perturbations: np.ndarray) -> np.ndarray:
+        """float64 [Q, C, H, W] with 1 <= Q <= slots - 1, finite; refused in one line otherwise."""
+        model = self.model
+        pert = np.asarray(perturbations, dtype=np.float64)
+        if pert.ndim != 4 or tuple(pert.shape[1:]) != model.in_shape:
+            raise ShapeError(f"perturbations have shape {list(pert.shape)}, expected [Q, {', '.join(map(str, model.in_shape))}]")
+        if not 1 <= pert.shape[0] <= self.slots - 1:
+            raise ShapeError(f"one evaluation answers 1..{self.slots - 1} queries, got {pert.shape[0]}")
+        if not np.isfinite(pert).all():
+            raise InvalidValueError("perturbations contain NaN or infinity")
+        return pert
+
     def evaluate(self, session: Session, perturbations: np.ndarray) -> bytes:
         """Answer ``len(perturbations)`` queries (<= slots - 1) with one homomorphic evaluation.
 
         perturbations: float [Q, C, H, W] (plaintext, the server's own). Returns the result
         message: 10 logit ciphertexts, slot j = query j, slot Q = the unperturbed input.
         """
-        model = self.model
-        pert = np.asarray(perturbations, dtype=np.float64)
-        if pert.ndim != 4 or tuple(pert.shape[1:]) != model.in_shape:
-            raise ShapeError(f"perturbations have shape {list(pert.shape)}, expected [Q, {', '.join(map(str, model.in_shape))}]")
-        count = pert.shape[0]
-        if not 1 <= count <= self.slots - 1:
-            raise ShapeError(f"one evaluation answers 1..{self.slots - 1} queries, got {count}")
-        if not np.isfinite(pert).all():
-            raise InvalidValueError("perturbations contain NaN or infinity")
-        shift = model.conv_linear(pert)  # [Q, F]: conv1 is affine, so Enc(conv1 X) + W*N = Enc(conv1(X + N))
+        pert = self.check_perturbations(perturbations)
+        shift = self.model.conv_linear(pert)  # [Q, F]: conv1 is affine, so Enc(conv1 X) + W*N = Enc(conv1(X + N))
+        everything = np.arange(self.model.num_features)
+        hidden, head = self.fc1_partial(session, shift, everything)
+        logits = self.head_partial(hidden, np.arange(self._fc1.shape[0]), head)
+        return self.finish(session, pert.shape[0], [logits], head)
+
+    def fc1_partial(self, session: Session, shift: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, Head]:
+        """Perturb ``features`` [F_k] of the session and take their part of fc1 (before its bias):
+        sum_{f in F_k} W1[:, f] (conv1(X + N_j)_f)^2, exactly mod q, on the NTT coefficients.
+
+        shift: float64 [Q, F_k] (column i belongs to features[i]) or [Q, 256] (indexed by feature).
+        Returns uint64 [H, 3, L, N] (size-3: not relinearized), reduced mod each prime, and the head.
+        Partials of disjoint feature sets add up (mod q) to the whole, in any order."""
+        count = shift.shape[0]
+        columns = shift if shift.shape[1] == len(features) else shift[:, features]
         plain, tmp = sa.Plaintext(), sa.Ciphertext()
         vec = np.zeros(self.slots)
         feats = head = None
-        for f, ct in enumerate(session.features):
-            vec[:count] = shift[:, f]
+        for i, f in enumerate(features):
+            ct = session.features[int(f)]
+            vec[:count] = columns[:, i]
             self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
             self._eval.add_plain(ct, plain, tmp)
             parsed = self._read(tmp)
             if feats is None:  # uint32: every prime is below 2^32 (checked in __init__)
-                feats = np.empty((model.num_features,) + parsed.data.shape, dtype=np.uint32)
-                head = parsed
-            feats[f] = parsed.data
+                feats = np.empty((len(features),) + parsed.data.shape, dtype=np.uint32)
+                head = Head(parsed.parms_id, parsed.scale, parsed.correction_factor, parsed.version)
+            feats[i] = parsed.data
         moduli = self._moduli[head.parms_id]
+        weights = self._fc1[:, np.asarray(features)]
         # x^2 then fc1, exact mod q, one prime at a time: the same integers as all primes at once,
         # but the squares of one prime (50 MB) instead of all six (300 MB) exist at any moment.
-        hidden = np.empty((self._fc1.shape[0], 3) + feats.shape[2:], dtype=np.uint64)
+        hidden = np.empty((weights.shape[0], 3) + feats.shape[2:], dtype=np.uint64)
         for level in range(len(moduli)):
             one = slice(level, level + 1)
-            hidden[:, :, one] = rns.lincomb(self._fc1, rns.square(feats[:, :, one], moduli[one]), moduli[one])
-        del feats
+            hidden[:, :, one] = rns.lincomb(weights, rns.square(feats[:, :, one], moduli[one]), moduli[one])
+        return hidden, head
+
+    def moduli_of(self, head: Head) -> np.ndarray:
+        """uint64 [L, 1]: the primes of the head's level, shaped to broadcast over [.., L, N]."""
+        return self._moduli[head.parms_id].astype(np.uint64)[:, None]
+
+    def add_partials(self, a: np.ndarray, b: np.ndarray, head: Head) -> np.ndarray:
+        """(a + b) mod q, in place in ``a``: two fc1 partials [H, 3, L, N] of disjoint features."""
+        np.add(a, b, out=a)
+        np.remainder(a, self.moduli_of(head), out=a)
+        return a
+
+    def head_partial(self, hidden: np.ndarray, units: np.ndarray, head: Head) -> list:
+        """fc1's bias, x^2 and fc2 for fc1 units ``units`` [H_k]: hidden holds their rows
+        [H_k, 3, L, N] (every feature summed). Returns one ciphertext per class, the sum over
+        these units of fc2's weight times the unit's activation (no bias, not rescaled)."""
+        model = self.model
+        moduli = self._moduli[head.parms_id]
         scale = head.scale * head.scale * self.weight_scale
-        rns.add_constant(hidden, model.fc1_bias, scale, moduli)
+        rns.add_constant(hidden, model.fc1_bias[units], scale, moduli)
+        plain = sa.Plaintext()
         acts = []
         for h in hidden:
             ct = self._to_seal(rns.RnsCiphertext(h, head.parms_id, scale, head.correction_factor, head.version))
@@ -287,17 +380,32 @@ class CKKSServer:
             self._eval.relinearize_inplace(ct, self._relin)
             self._eval.rescale_to_next_inplace(ct)
             acts.append(ct)
-        parts = []
+        del hidden
+        logits = []
         term = sa.Ciphertext()
         for cls in range(model.fc2_weight.shape[0]):
             terms = []
-            for o, act in enumerate(acts):
-                self._encoder.encode(float(model.fc2_weight[cls, o]), act.parms_id(), self.weight_scale, plain)
+            for unit, act in zip(units, acts):
+                self._encoder.encode(float(model.fc2_weight[cls, int(unit)]), act.parms_id(), self.weight_scale, plain)
                 self._eval.multiply_plain(act, plain, term)
                 terms.append(term)
                 term = sa.Ciphertext()
             logit = sa.Ciphertext()
             self._eval.add_many(terms, logit)
+            logits.append(logit)
+        return logits
+
+    def finish(self, session: Session, count: int, partials: list[list], head: Head) -> bytes:
+        """The result message from every share's partial logits (:meth:`head_partial`): their sum
+        per class, fc2's bias, the last rescale. Modular sums are exact, so any split gives the
+        same bytes as one process."""
+        model = self.model
+        plain = sa.Plaintext()
+        parts = []
+        for cls in range(model.fc2_weight.shape[0]):
+            logit = partials[0][cls]
+            for other in partials[1:]:
+                self._eval.add_inplace(logit, other[cls])
             self._encoder.encode(float(model.fc2_bias[cls]), logit.parms_id(), logit.scale, plain)
             self._eval.add_plain_inplace(logit, plain)
             self._eval.rescale_to_next_inplace(logit)
@@ -305,3 +413,10 @@ class CKKSServer:
         message = wire.pack("result", self.context_id, parts, session=session.session, count=int(count))
         trim_heap()  # an evaluation frees ~200 MB of numpy temporaries
         return message
+
+    def load_ciphertext(self, blob: bytes) -> sa.Ciphertext:
+        """A ciphertext another server process of this context saved (its partial logits)."""
+        return self._scratch.load(sa.Ciphertext(), self._seal, blob)
+
+    def save_ciphertext(self, ct: sa.Ciphertext) -> bytes:
+        return self._scratch.save(ct)
