@@ -204,12 +204,20 @@ def test_the_readme_quotes_the_ckks_benchmark_before_and_after():
                 f"+ server setup {s['server_setup_seconds_per_image']:.1f} + {s['evaluations_per_fingerprint']:.2f} "
                 f"evaluations × {s['server_eval_seconds_per_evaluation']:.2f}")
 
-    after, before = CKKS["speed"], CKKS["speed_before"]
+    after, before, split = CKKS["speed"], CKKS["speed_before"], CKKS["speed_split"]
     assert stage(before) + f" ({before['images']} images; max {before['seconds_per_fingerprint_max']:.1f})" in README
     assert "**" + stage(after).replace(" s = ", " s** = ", 1) + f" ({after['images']} images;" in README
+    assert "**" + stage(split).replace(" s = ", " s** = ", 1) + f" ({split['images']} images;" in README
+    assert split["processes"] == 2 and "split (`--ckks-processes 2`)" in README
     _one(rf"\| upload per image, batched \| {before['upload_bytes_per_image'] / 1e6:.1f} MB \| "
-         rf"\*\*{after['upload_bytes_per_image'] / 1e6:.1f} MB\*\* \|")
-    _one(rf"\| {CKKS['peak_rss_mb_before'] / 1e3:.2f} GB \| \*\*{CKKS['peak_rss_mb_after'] / 1e3:.2f} GB\*\* \|")
+         rf"\*\*{after['upload_bytes_per_image'] / 1e6:.1f} MB\*\* \| {split['upload_bytes_per_image'] / 1e6:.1f} MB \|")
+    helpers = CKKS["peak_rss_mb_split_helpers"]
+    _one(rf"\| {CKKS['peak_rss_mb_before'] / 1e3:.2f} GB \| \*\*{CKKS['peak_rss_mb_after'] / 1e3:.2f} GB\*\* \| "
+         rf"\*\*{CKKS['peak_rss_mb_split'] / 1e3:.2f} GB\*\*; helpers {helpers['server'][0] / 1e3:.2f} GB and "
+         rf"{helpers['client'][0] / 1e3:.2f} GB \|")
+    gain = lambda key: after[key] / split[key]  # noqa: E731
+    _one(rf"client {gain('client_encrypt_seconds_per_image'):.2f}×, server setup {gain('server_setup_seconds_per_image'):.2f}×, "
+         rf"evaluation {gain('server_eval_seconds_per_evaluation'):.2f}×, {CKKS['speedup_split_over_after']:.2f}× per fingerprint")
     agreement = CKKS["decision_agreement"]
     _one(rf"\*\*{100 * agreement['agreement']:.3f}%\*\* \({agreement['disagreements']} disagreements\)")
     eps = CKKS["eps_agreement"]
