@@ -235,6 +235,25 @@ def test_squares_and_fc1_one_prime_at_a_time_are_the_same_integers():
                               whole[:, :, one])
 
 
+def test_fc2_in_numpy_rounds_weights_as_seal_encodes_them(batched):
+    """fc2 runs as an exact modular product in numpy: its integer weights must be the constants
+    SEAL's encoder makes of each weight (std::round, half away from zero), so the result bytes are
+    those of SEAL's multiply_plain path, also at exact .5 ties (common for float32 weights)."""
+    import tenseal.sealapi as sa
+    from hesig.oracles.ckks.server import seal_integers
+    _, server = batched
+    plain = sa.Plaintext()
+    q = int(server._moduli[server._first][0])
+    ties = (np.arange(-6, 6) + 0.5) / server.weight_scale  # exactly k + 0.5 once scaled
+    weights = np.concatenate([server.model.fc2_weight.reshape(-1), ties])
+    got = seal_integers(weights, server.weight_scale)
+    for w, want in zip(weights, got):
+        server._encoder.encode(float(w), server.weight_scale, plain)
+        assert int(plain.data(0)) == int(want) % q, w
+    assert not np.array_equal(got[-12:], np.rint(ties * server.weight_scale))  # rint would not do
+    assert np.array_equal(server._fc2, seal_integers(server.model.fc2_weight, server.weight_scale))
+
+
 def test_im2col_layout_matches_tenseal():
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, 8192, coeff_mod_bit_sizes=[31, 26, 26, 26, 26, 26, 26, 31])
     ctx.global_scale = 2 ** 26

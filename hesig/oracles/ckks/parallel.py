@@ -10,8 +10,8 @@ pixel rows those read). Per evaluation:
    (conv1(X + N)_f)^2 mod q  [H, 3, L, N];
 2. the caller collects every helper's rows of the units it does not finish, and sends each helper
    the sum of the other partials for the units it does: unit rows of sum_k P_k, exactly mod q;
-3. each process finishes its units (bias, relinearize, rescale, x^2, fc2's products) into
-   one partial logit per class; the caller adds the helpers' partials, fc2's bias, rescales.
+3. each process finishes its units (bias, relinearize, rescale, x^2) and takes their part of fc2,
+   exactly mod q; the caller adds the helpers' parts, fc2's bias, rescales.
 
 Every sum is exact modular arithmetic, so the result message is byte for byte the one-process
 server's (tests/test_ckks_parallel.py). Helpers hold only what the server holds: the public
@@ -81,8 +81,8 @@ def helper_loop(conn) -> None:
                 theirs = np.frombuffer(conn.recv_bytes(), dtype=np.uint64).reshape(rows.shape)
                 server.add_partials(rows, theirs, head)
                 del theirs
-                logits = server.head_partial(rows, share.units, head)
-                conn.send([server.save_ciphertext(ct) for ct in logits])
+                logits, _ = server.head_partial(rows, share.units, head)
+                conn.send_bytes(logits)
             else:
                 raise InvalidValueError(f"unknown helper command {op!r}")
         except Exception as exc:  # reported to the caller, which raises it there; the helper lives on
@@ -180,12 +180,12 @@ class ParallelServer:
                     del rows
                 for share, conn in zip(helper_shares, self._pool.helpers):
                     conn.send_bytes(np.ascontiguousarray(hidden[share.units]))
-                mine = self._local.head_partial(np.ascontiguousarray(hidden[local_share.units]), local_share.units, head)
+                mine, logit_head = self._local.head_partial(np.ascontiguousarray(hidden[local_share.units]),
+                                                            local_share.units, head)
                 del hidden
                 partials = [mine]
                 for conn in self._pool.helpers:
-                    saved = expect(conn)
-                    partials.append([self._local.load_ciphertext(blob) for blob in saved])
+                    partials.append(np.frombuffer(recv_bytes(conn), dtype=np.uint64).reshape(mine.shape).copy())
             except Exception as exc:
                 # a helper left mid-protocol cannot be resynchronised: stop the pool (the next server
                 # starts a fresh one) and say so in one line
@@ -193,5 +193,5 @@ class ParallelServer:
                 if isinstance(exc, HesigError):
                     raise
                 raise HesigError(f"the split CKKS evaluation failed ({type(exc).__name__}: {exc}); its helpers were stopped") from None
-        return self._local.finish(session, count, partials, head)
+        return self._local.finish(session, count, partials, logit_head)
 

@@ -40,6 +40,14 @@ def weight_scale(first_moduli: list[int]) -> float:
     return float(2 ** round(math.log2(int(first_moduli[-1]))))
 
 
+def seal_integers(values: np.ndarray, scale: float) -> np.ndarray:
+    """int64 round(values * scale), rounded half away from zero as SEAL's CKKSEncoder rounds a
+    scalar (std::round): float32 weights times 2^26 often end in exactly .5, where np.rint would
+    round to even and the numpy product would differ from SEAL's multiply_plain."""
+    scaled = np.asarray(values, dtype=np.float64) * scale
+    return (np.sign(scaled) * np.floor(np.abs(scaled) + 0.5)).astype(np.int64)
+
+
 def result_format(first_moduli: list[int], input_scale: float) -> float:
     """The scale of every logit ciphertext the server returns (public: it follows from the
     parameters and the protocol). first_moduli: the data primes of the first level, in order."""
@@ -147,6 +155,7 @@ class CKKSServer:
                 raise MismatchError("the Galois keys do not belong to this CKKS context") from None
         self.weight_scale = weight_scale([int(q) for q in self._moduli[self._first]])
         self._fc1 = np.rint(model.fc1_weight * self.weight_scale).astype(np.int64)
+        self._fc2 = seal_integers(model.fc2_weight, self.weight_scale)
 
     # -- sessions ---------------------------------------------------------------------------
 
@@ -316,8 +325,8 @@ class CKKSServer:
         shift = self.model.conv_linear(pert)  # [Q, F]: conv1 is affine, so Enc(conv1 X) + W*N = Enc(conv1(X + N))
         everything = np.arange(self.model.num_features)
         hidden, head = self.fc1_partial(session, shift, everything)
-        logits = self.head_partial(hidden, np.arange(self._fc1.shape[0]), head)
-        return self.finish(session, pert.shape[0], [logits], head)
+        logits, logit_head = self.head_partial(hidden, np.arange(self._fc1.shape[0]), head)
+        return self.finish(session, pert.shape[0], [logits], logit_head)
 
     def fc1_partial(self, session: Session, shift: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, Head]:
         """Perturb ``features`` [F_k] of the session and take their part of fc1 (before its bias):
@@ -361,17 +370,18 @@ class CKKSServer:
         np.remainder(a, self.moduli_of(head), out=a)
         return a
 
-    def head_partial(self, hidden: np.ndarray, units: np.ndarray, head: Head) -> list:
+    def head_partial(self, hidden: np.ndarray, units: np.ndarray, head: Head) -> tuple[np.ndarray, Head]:
         """fc1's bias, x^2 and fc2 for fc1 units ``units`` [H_k]: hidden holds their rows
-        [H_k, 3, L, N] (every feature summed). Returns one ciphertext per class, the sum over
-        these units of fc2's weight times the unit's activation (no bias, not rescaled)."""
+        [H_k, 3, L, N] (every feature summed). Returns this share's part of fc2 (no bias, not
+        rescaled), sum_{h in H_k} W2[:, h] act_h, as uint64 [classes, 2, L', N] exactly mod q,
+        and the head of those logits. fc2's weights are integers at the weight scale, so fc2 is one
+        more exact modular product in numpy: 640 plaintext encodings and products fewer in SEAL."""
         model = self.model
         moduli = self._moduli[head.parms_id]
         scale = head.scale * head.scale * self.weight_scale
         rns.add_constant(hidden, model.fc1_bias[units], scale, moduli)
-        plain = sa.Plaintext()
-        acts = []
-        for h in hidden:
+        acts = act = None
+        for i, h in enumerate(hidden):
             ct = self._to_seal(rns.RnsCiphertext(h, head.parms_id, scale, head.correction_factor, head.version))
             self._eval.relinearize_inplace(ct, self._relin)
             self._eval.rescale_to_next_inplace(ct)
@@ -379,44 +389,28 @@ class CKKSServer:
             self._eval.square_inplace(ct)
             self._eval.relinearize_inplace(ct, self._relin)
             self._eval.rescale_to_next_inplace(ct)
-            acts.append(ct)
+            act = self._read(ct)
+            if acts is None:
+                acts = np.empty((len(hidden),) + act.data.shape, dtype=np.uint32)  # every prime is below 2^32
+            acts[i] = act.data
         del hidden
-        logits = []
-        term = sa.Ciphertext()
-        for cls in range(model.fc2_weight.shape[0]):
-            terms = []
-            for unit, act in zip(units, acts):
-                self._encoder.encode(float(model.fc2_weight[cls, int(unit)]), act.parms_id(), self.weight_scale, plain)
-                self._eval.multiply_plain(act, plain, term)
-                terms.append(term)
-                term = sa.Ciphertext()
-            logit = sa.Ciphertext()
-            self._eval.add_many(terms, logit)
-            logits.append(logit)
-        return logits
+        logits = rns.lincomb(self._fc2[:, np.asarray(units)], acts, self._moduli[act.parms_id])
+        return logits, Head(act.parms_id, act.scale * self.weight_scale, act.correction_factor, act.version)
 
-    def finish(self, session: Session, count: int, partials: list[list], head: Head) -> bytes:
-        """The result message from every share's partial logits (:meth:`head_partial`): their sum
-        per class, fc2's bias, the last rescale. Modular sums are exact, so any split gives the
-        same bytes as one process."""
+    def finish(self, session: Session, count: int, partials: list[np.ndarray], head: Head) -> bytes:
+        """The result message from every share's partial logits (:meth:`head_partial`, with its
+        head): their sum mod q per class, fc2's bias, the last rescale. Modular sums are exact, so
+        any split gives the same bytes as one process."""
         model = self.model
-        plain = sa.Plaintext()
+        logits = partials[0]
+        for other in partials[1:]:
+            self.add_partials(logits, other, head)
+        rns.add_constant(logits, model.fc2_bias, head.scale, self._moduli[head.parms_id])
         parts = []
-        for cls in range(model.fc2_weight.shape[0]):
-            logit = partials[0][cls]
-            for other in partials[1:]:
-                self._eval.add_inplace(logit, other[cls])
-            self._encoder.encode(float(model.fc2_bias[cls]), logit.parms_id(), logit.scale, plain)
-            self._eval.add_plain_inplace(logit, plain)
-            self._eval.rescale_to_next_inplace(logit)
-            parts.append(self._scratch.save(logit))
+        for logit in logits:
+            ct = self._to_seal(rns.RnsCiphertext(logit, head.parms_id, head.scale, head.correction_factor, head.version))
+            self._eval.rescale_to_next_inplace(ct)
+            parts.append(self._scratch.save(ct))
         message = wire.pack("result", self.context_id, parts, session=session.session, count=int(count))
         trim_heap()  # an evaluation frees ~200 MB of numpy temporaries
         return message
-
-    def load_ciphertext(self, blob: bytes) -> sa.Ciphertext:
-        """A ciphertext another server process of this context saved (its partial logits)."""
-        return self._scratch.load(sa.Ciphertext(), self._seal, blob)
-
-    def save_ciphertext(self, ct: sa.Ciphertext) -> bytes:
-        return self._scratch.save(ct)
