@@ -430,3 +430,25 @@ def test_the_oracle_with_two_processes_matches_the_plaintext_search():
     assert torch.allclose(plain.eps, ckks.eps, rtol=2e-2)
     with pytest.raises(InvalidValueError, match="CKKS processes"):
         CKKSOracle(model, secrets, in_shape=SHAPE, arch="small", processes=0)
+
+
+def test_helper_replies_are_data_never_pickles():
+    """A helper parses the other party's ciphertexts, so its replies are JSON or raw arrays; anything
+    else is refused in one line, and a helper's error comes back as the same class."""
+    from multiprocessing import Pipe
+    from hesig.oracles.ckks.helpers import expect, recv_array, reply, reply_error
+    import pickle
+    mine, theirs = Pipe()
+    theirs.send_bytes(pickle.dumps(("ok",)))
+    with pytest.raises(HesigError, match="malformed reply"):
+        expect(mine)
+    reply_error(theirs, MismatchError("input is not a SEAL CKKS ciphertext of this context"))
+    with pytest.raises(MismatchError, match="not a SEAL CKKS ciphertext"):
+        recv_array(mine, np.uint64, (2, 3))
+    theirs.send_bytes(b"\0" * 8)
+    with pytest.raises(HesigError, match="malformed reply"):
+        recv_array(mine, np.uint64, (2, 3))
+    theirs.send_bytes(np.arange(6, dtype=np.uint64).tobytes())
+    assert recv_array(mine, np.uint64, (2, 3)).tolist() == [[0, 1, 2], [3, 4, 5]]
+    reply(theirs, {"ok": True})
+    assert expect(mine) == {"ok": True}

@@ -1,6 +1,8 @@
 """Collect `bash results/vicious.sh` runs into TABLE.md, cells.json and figures next to this file.
 
 Usage: python results/vicious/report.py runs/vicious
+       python results/vicious/report.py runs/vicious50 --paper-epochs   (PAPER_EPOCHS.md, paper_epochs.json:
+       the cells of `EPOCHS=50 RUNS=runs/vicious50 bash results/vicious.sh headline`, beside the table's)
 Numbers come only from the runs' metrics.json / detection.json / defenses.json; the paper's
 Table 1 values below are the targets they are set against.
 """
@@ -278,8 +280,29 @@ def main(runs: Path) -> None:
     print("\n".join(md))
 
 
+def paper_epochs(runs: Path) -> None:
+    """The cells trained at the paper's 50 epochs, set against the same cells of the committed table."""
+    cells = collect(runs)
+    if not cells:
+        sys.exit(f"error: no vicious runs under {runs}; nothing written")
+    table_cells = json.loads((HERE / "cells.json").read_text())["cells"]
+    atomic_write_json(HERE / "paper_epochs.json", {"runs": str(runs), "cells": cells})
+    md = ["# Vicious classifiers at the paper's 50 epochs", "",
+          f"Made by `EPOCHS=50 RUNS={runs} bash results/vicious.sh headline` then "
+          f"`python results/vicious/report.py {runs} --paper-epochs` (numbers: paper_epochs.json). The same "
+          "command as TABLE.md's cells but for the number of epochs; seed 0 only, on the CPU (no GPU was "
+          "lent), so each cell is one run, not a mean over seeds.", "", table(cells), "",
+          "The same cells in TABLE.md (3 epochs, mean over seeds):", "",
+          table({k: table_cells[k] for k in cells if k in table_cells}), ""]
+    atomic_write_text(HERE / "PAPER_EPOCHS.md", "\n".join(md))
+    print("\n".join(md))
+
+
 if __name__ == "__main__":
     import argparse
     parser = argparse.ArgumentParser(description="Tables and figures of results/vicious from the runs of results/vicious.sh.")
     parser.add_argument("runs", nargs="?", default="runs/vicious", type=Path, help="the runs folder [runs/vicious]")
-    main(parser.parse_args().runs)
+    parser.add_argument("--paper-epochs", action="store_true",
+                        help="write PAPER_EPOCHS.md and paper_epochs.json from these runs (the 50-epoch cells)")
+    args = parser.parse_args()
+    paper_epochs(args.runs) if args.paper_epochs else main(args.runs)

@@ -26,7 +26,7 @@ from ...core.errors import InvalidValueError, MismatchError, ClientRefusal, Shap
 from ..policies import ClientPolicy, ClientView, parse_client_policy
 from . import rns, wire
 from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes, trim_heap
-from .helpers import HelperPool, check_processes, common_command, expect, reply_error
+from .helpers import HelperPool, check_processes, common_command, expect, recv_bytes, reply, reply_error
 from .params import CKKSParameters
 from .polymodel import POLY_CNN_DEPTH, im2col_slots
 from .server import result_format
@@ -192,7 +192,8 @@ class CKKSClient:
                 conn.send(("encrypt", self.context_id, chunk.tolist()))
             parts = _encrypt_scalars(self._encoder, self._encryptor, self._scratch, chunks[0], self.params.scale, self.encryption)
             for conn in self._pool.helpers:
-                parts.extend(expect(conn))
+                count = expect(conn)["parts"]
+                parts.extend(recv_bytes(conn) for _ in range(int(count)))
         return parts
 
     def set_conv_geometry(self, kernel: int, stride: int) -> None:
@@ -340,13 +341,16 @@ def encrypt_loop(conn) -> None:
                 encryptor = sa.Encryptor(seal, ctx.public_key().data)
                 encryptor.set_secret_key(ctx.secret_key().data)
                 keys[cid] = (sa.CKKSEncoder(seal), encryptor, encryption, scale, ctx)
-                conn.send(("ok",))
+                reply(conn, {"ok": True})
             elif op == "drop":
                 keys.pop(command[1], None)
             elif op == "encrypt":
                 _, cid, values = command
                 encoder, encryptor, encryption, scale, _ = keys[cid]
-                conn.send(_encrypt_scalars(encoder, encryptor, scratch, values, scale, encryption))
+                parts = _encrypt_scalars(encoder, encryptor, scratch, values, scale, encryption)
+                reply(conn, {"parts": len(parts)})
+                for part in parts:
+                    conn.send_bytes(part)
             else:
                 raise InvalidValueError(f"unknown helper command {op!r}")
         except Exception as exc:

@@ -3,8 +3,10 @@
 TenSEAL holds the GIL in every SEAL call, so threads cannot use a second core; processes can.
 A :class:`HelperPool` runs ``processes - 1`` helpers for one party; the calling process is the
 first. Each helper is a fresh interpreter (``python -c``, not multiprocessing's spawn, which
-would re-run the caller's main script) serving one loop function on a socket: commands are
-pickled tuples, big arrays raw bytes. A helper shares nothing with its caller but what is sent.
+would re-run the caller's main script) serving one loop function on a socket. Commands are
+pickled tuples: a helper trusts only its own caller. Replies are JSON or raw bytes, never
+pickles: a helper parses the other party's ciphertexts, so the caller trusts nothing it sends
+beyond data. A helper shares nothing with its caller but what is sent.
 
 The two parties never share a pool: the server's helpers (hesig.oracles.ckks.parallel) run code
 that holds no secret key; the client's (hesig.oracles.ckks.client) hold the client's own key.
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import importlib
+import json
 import os
 import socket
 import subprocess
@@ -46,9 +49,14 @@ def serve(fd: int, loop: str) -> None:
     getattr(importlib.import_module(module), function)(Connection(fd))
 
 
+def reply(conn, value: dict) -> None:
+    """A helper's reply: a JSON object (:func:`expect` reads it)."""
+    conn.send_bytes(json.dumps(value).encode())
+
+
 def reply_error(conn, exc: BaseException) -> None:
     """Report a helper's error to its caller, which raises it there (:func:`expect`)."""
-    conn.send(("error", type(exc).__name__, str(exc)))
+    reply(conn, {"error": type(exc).__name__, "message": str(exc)[:2000]})
 
 
 class HelperPool:
@@ -109,7 +117,7 @@ class HelperPool:
         with self.lock:
             for conn in self._conns:
                 conn.send(("peak",))
-            return [float(expect(conn)) for conn in self._conns]
+            return [float(expect(conn)["peak_mb"]) for conn in self._conns]
 
     def tell(self, command: tuple) -> None:
         """A command with no reply (freeing something); a stopped pool has nothing left to free."""
@@ -141,9 +149,9 @@ atexit.register(lambda: [pool.close() for pool in list(HelperPool._shared.values
 def common_command(conn, command: tuple) -> bool:
     """Answer the commands every helper knows ("ping", "peak"); False for any other."""
     if command[0] == "ping":
-        conn.send(("ok",))
+        reply(conn, {"ok": True})
     elif command[0] == "peak":
-        conn.send(_vm_hwm_mb())
+        reply(conn, {"peak_mb": _vm_hwm_mb()})
     else:
         return False
     return True
@@ -161,15 +169,21 @@ def _vm_hwm_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def expect(conn) -> object:
-    """A helper's reply, its error raised here in one line (a dead helper too)."""
+def expect(conn) -> dict:
+    """A helper's JSON reply, its error raised here in one line (a dead helper too)."""
+    return _parsed(recv_bytes(conn))
+
+
+def _parsed(data: bytes) -> dict:
     try:
-        reply = conn.recv()
-    except (EOFError, OSError):
-        raise HesigError("a CKKS helper process died") from None
-    if isinstance(reply, tuple) and reply and reply[0] == "error":
-        raise _ERRORS.get(reply[1], HesigError)(reply[2])
-    return reply
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise HesigError("a CKKS helper sent a malformed reply") from None
+    if not isinstance(value, dict):
+        raise HesigError("a CKKS helper sent a malformed reply")
+    if "error" in value:
+        raise _ERRORS.get(str(value["error"]), HesigError)(str(value.get("message", "")))
+    return value
 
 
 def recv_bytes(conn) -> bytes:
@@ -177,3 +191,13 @@ def recv_bytes(conn) -> bytes:
         return conn.recv_bytes()
     except (EOFError, OSError):
         raise HesigError("a CKKS helper process died") from None
+
+
+def recv_array(conn, dtype, shape: tuple) -> np.ndarray:
+    """A raw array a helper sent (a writable copy), or the error it sent instead, raised here."""
+    data = recv_bytes(conn)
+    want = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if len(data) != want:
+        _parsed(data)  # raises the helper's error, or says the reply is malformed
+        raise HesigError(f"a CKKS helper sent {len(data)} bytes where {want} were expected")
+    return np.frombuffer(data, dtype=dtype).reshape(shape).copy()

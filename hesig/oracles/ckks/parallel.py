@@ -28,7 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ...core.errors import HesigError, InvalidValueError
-from .helpers import HelperPool, common_command, expect, recv_bytes, reply_error
+from .helpers import HelperPool, common_command, expect, recv_array, reply, reply_error
 from .polymodel import PolyCNN
 from .server import CKKSServer, Session, shares
 
@@ -58,14 +58,14 @@ def helper_loop(conn) -> None:
                 _, cid, message, model, count, index = command
                 server = CKKSServer(message, model)
                 servers[cid] = (server, shares(model, count)[index])
-                conn.send(("ok",))
+                reply(conn, {"ok": True})
             elif op == "drop_context":
                 servers.pop(command[1], None)
             elif op == "open":
                 _, cid, handle, session, parts = command
                 server, share = servers[cid]
                 sessions[handle] = server.open_parts(session, parts, share)
-                conn.send(("ok",))
+                reply(conn, {"ok": True})
             elif op == "close":
                 sessions.pop(command[1], None)
             elif op == "evaluate":
@@ -173,7 +173,7 @@ class ParallelServer:
                 moduli = self._local.moduli_of(head)
                 for share, conn in zip(helper_shares, self._pool.helpers):
                     others = np.setdiff1d(np.arange(units), share.units)
-                    rows = np.frombuffer(recv_bytes(conn), dtype=np.uint64).reshape((len(others),) + hidden.shape[1:])
+                    rows = recv_array(conn, np.uint64, (len(others),) + hidden.shape[1:])
                     for i, unit in enumerate(others):
                         np.add(hidden[unit], rows[i], out=hidden[unit])
                         np.remainder(hidden[unit], moduli, out=hidden[unit])
@@ -185,7 +185,7 @@ class ParallelServer:
                 del hidden
                 partials = [mine]
                 for conn in self._pool.helpers:
-                    partials.append(np.frombuffer(recv_bytes(conn), dtype=np.uint64).reshape(mine.shape).copy())
+                    partials.append(recv_array(conn, np.uint64, mine.shape))
             except Exception as exc:
                 # a helper left mid-protocol cannot be resynchronised: stop the pool (the next server
                 # starts a fresh one) and say so in one line
