@@ -292,3 +292,11 @@ def test_the_readme_quotes_the_finished_frontier_cells():
     _one(rf"on the CPU, {c['cell_seconds'] / 60:.0f} min\)")
     full = json.loads((ROOT / "results" / "mnist_hecnn" / "metrics.json").read_text())["metrics"]["attack"]["ssim_mean"]
     _one(rf"keeps {100 * c['ssim'] / full:.0f}% of the 1,283-query\nresult's interior SSIM \({full:.3f}, table above\)")
+
+
+def test_the_readme_quotes_the_key_recovery_signature_row():
+    s = json.loads((ROOT / "results" / "key_recovery" / "results.json").read_text())["signature"]["strict"]
+    _one(rf"reaches SSIM {s['ssim']:.3f} / class recovery {s['class_recovery']:.3f} on MNIST\s+against the class-mean "
+         rf"baseline's {s['baseline_class_mean_ssim']:.3f} \(interior SSIM; on the full map {s['ssim_full_map']:.3f} against "
+         rf"{s['baseline_class_mean_ssim_full_map']:.3f}")
+    assert "signature SSIM, interior (full map)" in (ROOT / "results" / "key_recovery" / "TABLE.md").read_text()
