@@ -32,7 +32,6 @@ import json
 import math
 import multiprocessing
 import platform
-import resource
 import sys
 import time
 
@@ -44,6 +43,7 @@ from hesig.signature.directions import Directions
 from hesig.models import load_model
 from hesig.oracles import PlaintextOracle
 from hesig.oracles.ckks import CKKSOracle, CKKSParameters, poly_cnn
+from hesig.oracles.ckks.helpers import peak_rss_mb
 from hesig.oracles.ckks.naive import NaiveCKKS
 from hesig.signature.search import BoundarySearch
 
@@ -192,19 +192,6 @@ def eps_agreement(run: dict, rtol: float, search: BoundarySearch) -> dict:
             "pairs_outside_tolerance_by_image": {int(i): int(c) for i, c in zip(*torch.unique(rows[~within], return_counts=True))},
             "fraction_identical": float((diff == 0).float().mean()),
             "max_relative_difference": float((diff / eps_p[both]).max()), "search": search.params()}
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory, MB. Linux: VmHWM, which starts afresh at exec (a
-    spawned child's ru_maxrss would start from its parent's RSS at fork); elsewhere ru_maxrss."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def main(argv=None) -> dict:

@@ -26,7 +26,7 @@ from ...core.errors import InvalidValueError, MismatchError, ClientRefusal, Shap
 from ..policies import ClientPolicy, ClientView, parse_client_policy
 from . import rns, wire
 from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes, trim_heap
-from .helpers import HelperPool, check_processes, common_command, expect, recv_bytes, reply, reply_error
+from .helpers import HelperPool, check_processes, expect, recv_bytes, reply, run_loop
 from .params import CKKSParameters
 from .polymodel import POLY_CNN_DEPTH, im2col_slots
 from .server import result_format
@@ -325,34 +325,27 @@ def encrypt_loop(conn) -> None:
     keys: dict[str, tuple] = {}
     scratch_owner = type("ScratchOwner", (), {})()
     scratch = Scratch(scratch_owner)
-    while True:
-        try:
-            command = conn.recv()
-        except EOFError:
-            return
-        op = command[0]
-        try:
-            if common_command(conn, command):
-                pass
-            elif op == "key":
-                _, cid, secret, encryption, scale = command
-                ctx = ts.context_from(secret)
-                seal = ctx.seal_context().data
-                encryptor = sa.Encryptor(seal, ctx.public_key().data)
-                encryptor.set_secret_key(ctx.secret_key().data)
-                keys[cid] = (sa.CKKSEncoder(seal), encryptor, encryption, scale, ctx)
-                reply(conn, {"ok": True})
-            elif op == "drop":
-                keys.pop(command[1], None)
-            elif op == "encrypt":
-                _, cid, values = command
-                encoder, encryptor, encryption, scale, _ = keys[cid]
-                parts = _encrypt_scalars(encoder, encryptor, scratch, values, scale, encryption)
-                reply(conn, {"parts": len(parts)})
-                for part in parts:
-                    conn.send_bytes(part)
-            else:
-                raise InvalidValueError(f"unknown helper command {op!r}")
-        except Exception as exc:
-            reply_error(conn, exc)
 
+    def handle(command: tuple) -> None:
+        op = command[0]
+        if op == "key":
+            _, cid, secret, encryption, scale = command
+            ctx = ts.context_from(secret)
+            seal = ctx.seal_context().data
+            encryptor = sa.Encryptor(seal, ctx.public_key().data)
+            encryptor.set_secret_key(ctx.secret_key().data)
+            keys[cid] = (sa.CKKSEncoder(seal), encryptor, encryption, scale, ctx)
+            reply(conn, {"ok": True})
+        elif op == "drop":
+            keys.pop(command[1], None)
+        elif op == "encrypt":
+            _, cid, values = command
+            encoder, encryptor, encryption, scale, _ = keys[cid]
+            parts = _encrypt_scalars(encoder, encryptor, scratch, values, scale, encryption)
+            reply(conn, {"parts": len(parts)})
+            for part in parts:
+                conn.send_bytes(part)
+        else:
+            raise InvalidValueError(f"unknown helper command {op!r}")
+
+    run_loop(conn, handle)

@@ -146,18 +146,36 @@ class HelperPool:
 atexit.register(lambda: [pool.close() for pool in list(HelperPool._shared.values())])
 
 
+def run_loop(conn, handle) -> None:
+    """A helper's loop: each command from the caller goes to ``handle(command)`` (which sends its
+    own replies; "ping" and "peak" are answered here), until the caller closes the socket. An
+    error is reported to the caller, which raises it there; the helper lives on."""
+    while True:
+        try:
+            command = conn.recv()
+        except EOFError:
+            return
+        try:
+            if not common_command(conn, command):
+                handle(command)
+        except Exception as exc:
+            reply_error(conn, exc)
+
+
 def common_command(conn, command: tuple) -> bool:
     """Answer the commands every helper knows ("ping", "peak"); False for any other."""
     if command[0] == "ping":
         reply(conn, {"ok": True})
     elif command[0] == "peak":
-        reply(conn, {"peak_mb": _vm_hwm_mb()})
+        reply(conn, {"peak_mb": peak_rss_mb()})
     else:
         return False
     return True
 
 
-def _vm_hwm_mb() -> float:
+def peak_rss_mb() -> float:
+    """This process's peak resident memory, MB. Linux: VmHWM, which starts afresh at exec (a
+    spawned child's ru_maxrss would start from its parent's RSS at fork); elsewhere ru_maxrss."""
     try:
         with open("/proc/self/status") as fh:
             for line in fh:

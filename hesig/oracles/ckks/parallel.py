@@ -28,7 +28,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from ...core.errors import HesigError, InvalidValueError
-from .helpers import HelperPool, common_command, expect, recv_array, reply, reply_error
+from .helpers import HelperPool, expect, recv_array, reply, run_loop
 from .polymodel import PolyCNN
 from .server import CKKSServer, Session, shares
 
@@ -45,48 +45,41 @@ def helper_loop(conn) -> None:
     """A server helper: a share of each image's features and of each evaluation's fc1 units."""
     servers: dict[str, tuple[CKKSServer, object]] = {}
     sessions: dict[int, Session] = {}
-    while True:
-        try:
-            command = conn.recv()
-        except EOFError:
-            return
+
+    def handle(command: tuple) -> None:
         op = command[0]
-        try:
-            if common_command(conn, command):
-                pass
-            elif op == "context":
-                _, cid, message, model, count, index = command
-                server = CKKSServer(message, model)
-                servers[cid] = (server, shares(model, count)[index])
-                reply(conn, {"ok": True})
-            elif op == "drop_context":
-                servers.pop(command[1], None)
-            elif op == "open":
-                _, cid, handle, session, parts = command
-                server, share = servers[cid]
-                sessions[handle] = server.open_parts(session, parts, share)
-                reply(conn, {"ok": True})
-            elif op == "close":
-                sessions.pop(command[1], None)
-            elif op == "evaluate":
-                _, cid, handle, count = command
-                server, share = servers[cid]
-                shift = np.frombuffer(conn.recv_bytes(), dtype=np.float64).reshape(count, len(share.features))
-                hidden, head = server.fc1_partial(sessions[handle], shift, share.features)
-                del shift
-                others = np.setdiff1d(np.arange(hidden.shape[0]), share.units)
-                conn.send_bytes(np.ascontiguousarray(hidden[others]))  # the rows of the units others finish
-                rows = np.ascontiguousarray(hidden[share.units])
-                del hidden
-                theirs = np.frombuffer(conn.recv_bytes(), dtype=np.uint64).reshape(rows.shape)
-                server.add_partials(rows, theirs, head)
-                del theirs
-                logits, _ = server.head_partial(rows, share.units, head)
-                conn.send_bytes(logits)
-            else:
-                raise InvalidValueError(f"unknown helper command {op!r}")
-        except Exception as exc:  # reported to the caller, which raises it there; the helper lives on
-            reply_error(conn, exc)
+        if op == "context":
+            _, cid, message, model, count, index = command
+            servers[cid] = (CKKSServer(message, model), shares(model, count)[index])
+            reply(conn, {"ok": True})
+        elif op == "drop_context":
+            servers.pop(command[1], None)
+        elif op == "open":
+            _, cid, handle_id, session, parts = command
+            server, share = servers[cid]
+            sessions[handle_id] = server.open_parts(session, parts, share)
+            reply(conn, {"ok": True})
+        elif op == "close":
+            sessions.pop(command[1], None)
+        elif op == "evaluate":
+            _, cid, handle_id, count = command
+            server, share = servers[cid]
+            shift = np.frombuffer(conn.recv_bytes(), dtype=np.float64).reshape(count, len(share.features))
+            hidden, head = server.fc1_partial(sessions[handle_id], shift, share.features)
+            del shift
+            others = np.setdiff1d(np.arange(hidden.shape[0]), share.units)
+            conn.send_bytes(np.ascontiguousarray(hidden[others]))  # the rows of the units others finish
+            rows = np.ascontiguousarray(hidden[share.units])
+            del hidden
+            theirs = np.frombuffer(conn.recv_bytes(), dtype=np.uint64).reshape(rows.shape)
+            server.add_partials(rows, theirs, head)
+            del theirs
+            logits, _ = server.head_partial(rows, share.units, head)
+            conn.send_bytes(logits)
+        else:
+            raise InvalidValueError(f"unknown helper command {op!r}")
+
+    run_loop(conn, handle)
 
 
 class ParallelServer:
