@@ -91,8 +91,9 @@ def shares(model: PolyCNN, count: int) -> list[Share]:
 
 
 class Head:
-    """What every server process knows of an evaluation's perturbed features without holding them:
-    their parms id, scale, correction factor and serialization version (all public)."""
+    """The public description of a set of ciphertexts at one level (an evaluation's perturbed
+    features, or its logits before fc2's bias): parms id, scale, correction factor and
+    serialization version; enough to rebuild a SEAL ciphertext from its coefficients."""
 
     def __init__(self, parms_id: bytes, scale: float, correction_factor: int, version: tuple):
         self.parms_id, self.scale, self.correction_factor, self.version = parms_id, scale, correction_factor, version
