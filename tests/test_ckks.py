@@ -388,6 +388,18 @@ def test_server_processes_are_validated(bad):
         check_processes(bad)
 
 
+def test_two_split_servers_of_one_context_do_not_free_each_other(poly, split_client, secret):
+    """Dropping an old server of a context (its finalizer tells the helpers) leaves a newer server
+    of the same context working: helpers name servers by the caller's key, not the context id."""
+    import gc
+    old = make_server(split_client.context_message(), poly, 2)
+    new = make_server(split_client.context_message(), poly, 2)
+    del old
+    gc.collect()
+    session = new.open_session(split_client.encrypt(secret, session=30))
+    assert split_client.decrypt_logits(new.evaluate(session, np.zeros((2,) + SHAPE))).shape == (2, 3)
+
+
 def test_a_dead_helper_is_one_line_and_the_next_server_starts_afresh(poly, split_client, secret):
     server = make_server(split_client.context_message(), poly, 2)
     session = server.open_session(split_client.encrypt(secret, session=20))

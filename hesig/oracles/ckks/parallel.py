@@ -43,27 +43,28 @@ def server_pool(processes: int) -> HelperPool:
 
 def helper_loop(conn) -> None:
     """A server helper: a share of each image's features and of each evaluation's fc1 units."""
-    servers: dict[str, tuple[CKKSServer, object]] = {}
+    servers: dict[int, tuple[CKKSServer, object]] = {}  # by the caller's server key, not the context id:
+    # two servers of one context may overlap (a new one made before the old one's drop arrives)
     sessions: dict[int, Session] = {}
 
     def handle(command: tuple) -> None:
         op = command[0]
         if op == "context":
-            _, cid, message, model, count, index = command
-            servers[cid] = (CKKSServer(message, model), shares(model, count)[index])
+            _, key, message, model, count, index = command
+            servers[key] = (CKKSServer(message, model), shares(model, count)[index])
             reply(conn, {"ok": True})
         elif op == "drop_context":
             servers.pop(command[1], None)
         elif op == "open":
-            _, cid, handle_id, session, parts = command
-            server, share = servers[cid]
+            _, key, handle_id, session, parts = command
+            server, share = servers[key]
             sessions[handle_id] = server.open_parts(session, parts, share)
             reply(conn, {"ok": True})
         elif op == "close":
             sessions.pop(command[1], None)
         elif op == "evaluate":
-            _, cid, handle_id, count = command
-            server, share = servers[cid]
+            _, key, handle_id, count = command
+            server, share = servers[key]
             shift = np.frombuffer(conn.recv_bytes(), dtype=np.float64).reshape(count, len(share.features))
             hidden, head = server.fc1_partial(sessions[handle_id], shift, share.features)
             del shift
@@ -94,15 +95,16 @@ class ParallelServer:
         self.context_id, self.layout, self.model = self._local.context_id, self._local.layout, model
         self.slots, self.poly_modulus_degree = self._local.slots, self._local.poly_modulus_degree
         self._pool = pool
+        self._key = next(self._handles)  # this server's name in the helpers
         self._split = self.layout == "batched"
         self._shares = shares(model, pool.processes) if self._split else None
         if self._split:
             with pool.lock:
                 for k, conn in enumerate(pool.helpers, start=1):
-                    conn.send(("context", self.context_id, context_message, model, pool.processes, k))
+                    conn.send(("context", self._key, context_message, model, pool.processes, k))
                 for conn in pool.helpers:
                     expect(conn)
-            weakref.finalize(self, pool.tell, ("drop_context", self.context_id))
+            weakref.finalize(self, pool.tell, ("drop_context", self._key))
 
     @property
     def holds_secret_key(self) -> bool:
@@ -118,7 +120,7 @@ class ParallelServer:
         with self._pool.lock:
             for share, conn in zip(self._shares[1:], self._pool.helpers):
                 pixels = sorted({int(p) for w in share.windows for p in windows[w][0]})
-                conn.send(("open", self.context_id, handle, session, {p: bytes(parts[p]) for p in pixels}))
+                conn.send(("open", self._key, handle, session, {p: bytes(parts[p]) for p in pixels}))
             try:
                 with threadpool_limits(1, "blas"):  # the other cores are the helpers'
                     local = self._local.open_parts(session, parts, self._shares[0], t0)
@@ -156,7 +158,7 @@ class ParallelServer:
         with self._pool.lock, threadpool_limits(1, "blas"):  # the other cores are the helpers'
             try:
                 for share, conn in zip(helper_shares, self._pool.helpers):
-                    conn.send(("evaluate", self.context_id, session.handle, count))
+                    conn.send(("evaluate", self._key, session.handle, count))
                     conn.send_bytes(np.ascontiguousarray(shift[:, share.features]))
                 hidden, head = self._local.fc1_partial(session, shift, local_share.features)
                 del shift
