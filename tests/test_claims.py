@@ -300,3 +300,14 @@ def test_the_readme_quotes_the_key_recovery_signature_row():
          rf"baseline's {s['baseline_class_mean_ssim']:.3f} \(interior SSIM; on the full map {s['ssim_full_map']:.3f} against "
          rf"{s['baseline_class_mean_ssim_full_map']:.3f}")
     assert "signature SSIM, interior (full map)" in (ROOT / "results" / "key_recovery" / "TABLE.md").read_text()
+
+
+def test_the_readme_quotes_the_50_epoch_vicious_cells():
+    cells = json.loads((ROOT / "results" / "vicious" / "paper_epochs.json").read_text())["cells"]
+    names = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+    for c in cells.values():
+        p = c["paper"]
+        assert c["epochs"] == 50 and c["seeds"] == [0]
+        assert (f"{names[c['dataset']]} {c['release']} {c['beta']}: accuracy {100 * c['acc_mean']:.2f} % ({p['acc']:g}), "
+                f"PSNR {c['psnr_dataset_mean']:.2f} dB ({p['psnr']:g}), SSIM {c['ssim_mean']:.3f} ({p['ssim']:g}), "
+                f"R {c['R_mean']:.3f} ({p['R']:g}), best epoch {c['best_epoch'][0]}, target met: {c['meets_target']}") in README
