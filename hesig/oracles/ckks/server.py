@@ -71,8 +71,8 @@ class Share:
     ``windows`` (a range, in row order) and so the features ``features`` [F_k] it builds and keeps
     per session, and the fc1 units ``units`` [H_k] it finishes in each evaluation."""
 
-    def __init__(self, index: int, windows: range, features: np.ndarray, units: np.ndarray):
-        self.index, self.windows, self.features, self.units = index, windows, features, units
+    def __init__(self, windows: range, features: np.ndarray, units: np.ndarray):
+        self.windows, self.features, self.units = windows, features, units
 
 
 def shares(model: PolyCNN, count: int) -> list[Share]:
@@ -82,11 +82,11 @@ def shares(model: PolyCNN, count: int) -> list[Share]:
     if not 1 <= count <= min(len(windows), model.fc1_weight.shape[0]):
         raise InvalidValueError(f"hecnn's server work splits 1..{min(len(windows), model.fc1_weight.shape[0])} ways, got {count}")
     out = []
-    for k, (run, units) in enumerate(zip(np.array_split(np.arange(len(windows)), count),
-                                         np.array_split(np.arange(model.fc1_weight.shape[0]), count))):
+    for run, units in zip(np.array_split(np.arange(len(windows)), count),
+                          np.array_split(np.arange(model.fc1_weight.shape[0]), count)):
         span = range(int(run[0]), int(run[-1]) + 1)
         features = np.sort(np.concatenate([windows[w][1] for w in span]))
-        out.append(Share(k, span, features, units))
+        out.append(Share(span, features, units))
     return out
 
 
