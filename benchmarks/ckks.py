@@ -15,8 +15,8 @@ All numbers come from one run on one machine:
 5. evaluations, queries, slot utilisation; 6. peak memory and bytes each way.
 
 Before and after (issue 22), each path in its own process so its peak memory is its own:
-``after`` is today's path (seeded symmetric encryption, seeded keys, the server reading SEAL's
-buffers in place); ``before`` is the old one (public-key encryption, TenSEAL's full-size keys,
+``after`` is today's path (seeded symmetric encryption sent in hesig's packed form,
+seeded keys, the server reading SEAL's buffers in place); ``before`` is the old one (public-key encryption, TenSEAL's full-size keys,
 every SEAL-to-numpy crossing through SEAL's zstd serialization), on the first
 ``--baseline-images`` of the same images. The compact layout is timed both ways too.
 ``split`` is the after path with the client's encryption and the server's work each split over
@@ -31,6 +31,7 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
 import platform
 import sys
 import time
@@ -114,7 +115,7 @@ def floors(params: CKKSParameters, pixels: int, features: int, repeats: int = 20
     import statistics
     import tenseal as ts
     import tenseal.sealapi as sa
-    from hesig.oracles.ckks import _seal, rns
+    from hesig.oracles.ckks import _seal, rns, seeded
 
     ctx = ts.context(ts.SCHEME_TYPE.CKKS, params.poly_modulus_degree, coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
     seal = ctx.seal_context().data
@@ -134,7 +135,7 @@ def floors(params: CKKSParameters, pixels: int, features: int, repeats: int = 20
 
     plain, ct = sa.Plaintext(), sa.Ciphertext()
     encoder.encode(0.5, params.scale, plain)
-    seeded = scratch.save(encryptor.encrypt_symmetric(plain))
+    seeded_zstd = scratch.save(encryptor.encrypt_symmetric(plain))
     encryptor.encrypt(plain, ct)
     full = scratch.save(ct)
     one_step = _seal.galois_elements([1], params.poly_modulus_degree)
@@ -142,13 +143,21 @@ def floors(params: CKKSParameters, pixels: int, features: int, repeats: int = 20
     keygen.create_galois_keys(one_step, galois)
     relin = sa.RelinKeys()
     keygen.create_relin_keys(relin)
-    sizes = {"ciphertext_seeded": len(seeded), "ciphertext_full": len(full),
+    sizes = {"ciphertext_seeded_zstd": len(seeded_zstd), "ciphertext_full": len(full),
              "ciphertext_c0_information_floor": params.poly_modulus_degree * sum(params.coeff_mod_bit_sizes[:-1]) // 8,
              "relin_keys_seeded": len(scratch.save(keygen.create_relin_keys())), "relin_keys_full": len(scratch.save(relin)),
              "one_galois_key_seeded": len(scratch.save(keygen.create_galois_keys(one_step))),
              "one_galois_key_full": len(scratch.save(galois))}
 
-    def seeded_encrypt():
+    shape = seeded.SeededShape.of(seal, ctx.public_key().data, scratch)
+    packed = seeded.pack(encryptor.encrypt_symmetric(plain), shape, plain.scale)
+    sizes["ciphertext_seeded_packed"] = len(packed)
+
+    def seeded_encrypt():  # today's client: hesig's packed form (seeded.py)
+        encoder.encode(0.5, params.scale, plain)
+        seeded.pack(encryptor.encrypt_symmetric(plain), shape, plain.scale)
+
+    def seeded_encrypt_zstd():  # the previous client: SEAL's zstd serialization
         encoder.encode(0.5, params.scale, plain)
         scratch.save(encryptor.encrypt_symmetric(plain))
 
@@ -158,25 +167,31 @@ def floors(params: CKKSParameters, pixels: int, features: int, repeats: int = 20
         scratch.save(ct)
 
     def seeded_load():
-        _seal.ciphertext_data(scratch.load(sa.Ciphertext(), seal, seeded))
+        _seal.ciphertext_data(scratch.load(sa.Ciphertext(), seal, seeded.to_seal(packed)))
+
+    def seeded_load_zstd():
+        _seal.ciphertext_data(scratch.load(sa.Ciphertext(), seal, seeded_zstd))
 
     rotated = sa.Ciphertext()
-    seconds = {"encrypt_seeded": median_seconds(seeded_encrypt), "encrypt_public_key": median_seconds(public_encrypt),
-               "server_load_seeded": median_seconds(seeded_load), "server_parse_full": median_seconds(lambda: rns.parse(full)),
+    seconds = {"encrypt_seeded": median_seconds(seeded_encrypt), "encrypt_seeded_zstd": median_seconds(seeded_encrypt_zstd),
+               "encrypt_public_key": median_seconds(public_encrypt),
+               "server_load_seeded": median_seconds(seeded_load), "server_load_seeded_zstd": median_seconds(seeded_load_zstd),
+               "server_parse_full": median_seconds(lambda: rns.parse(full)),
                "rotation": median_seconds(lambda: evaluator.rotate_vector(ct, 1, galois, rotated))}
     rotation_steps = params.slots.bit_length() - 1
-    compact_keys = sizes["ciphertext_seeded"] + rotation_steps * sizes["one_galois_key_seeded"] + sizes["relin_keys_seeded"]
+    compact_keys = sizes["ciphertext_seeded_packed"] + rotation_steps * sizes["one_galois_key_seeded"] + sizes["relin_keys_seeded"]
     return {"repeats": repeats, "bytes": sizes, "seconds": seconds,
-            "batched": {"upload_bytes_per_image_seeded": pixels * sizes["ciphertext_seeded"],
+            "batched": {"upload_bytes_per_image_seeded": pixels * sizes["ciphertext_seeded_packed"],
+                        "upload_bytes_per_image_seeded_zstd": pixels * sizes["ciphertext_seeded_zstd"],
                         "upload_bytes_per_image_information_floor": pixels * sizes["ciphertext_c0_information_floor"],
                         "client_encrypt_seconds_one_core": pixels * seconds["encrypt_seeded"],
                         "server_input_seconds_one_core": pixels * seconds["server_load_seeded"]},
             "compact": {"rotations_per_image": features * rotation_steps,
                         "rotation_seconds_per_image_one_core": features * rotation_steps * seconds["rotation"],
-                        "key_bytes_per_key_pair_seeded": compact_keys - sizes["ciphertext_seeded"],
-                        "upload_bytes_per_image_seeded": sizes["ciphertext_seeded"],
-                        "images_per_key_pair_for_10_mb": math.ceil((compact_keys - sizes["ciphertext_seeded"])
-                                                                   / (10e6 - sizes["ciphertext_seeded"]))}}
+                        "key_bytes_per_key_pair_seeded": compact_keys - sizes["ciphertext_seeded_packed"],
+                        "upload_bytes_per_image_seeded": sizes["ciphertext_seeded_packed"],
+                        "images_per_key_pair_for_10_mb": math.ceil((compact_keys - sizes["ciphertext_seeded_packed"])
+                                                                   / (10e6 - sizes["ciphertext_seeded_packed"]))}}
 
 
 def eps_agreement(run: dict, rtol: float, search: BoundarySearch) -> dict:
@@ -217,7 +232,8 @@ def main(argv=None) -> dict:
     data = load_dataset("mnist", "test", args.data_root)
     params = CKKSParameters()
     slots = params.slots
-    out: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": torch.get_num_threads()},
+    out: dict = {"machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                             "torch_threads": torch.get_num_threads()},
                  "ckks": params.describe(5), "model_hash": target.hash, "directions_hash": dirs.hash,
                  "directions": dirs.count}
     rng = np.random.default_rng(args.seed)

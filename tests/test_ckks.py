@@ -21,7 +21,7 @@ from hesig.core.errors import HesigError, InvalidValueError, MismatchError, Quer
 from hesig.models.architectures import Square, lenet5
 from hesig.oracles import PlaintextOracle
 from hesig.oracles.ckks import CKKSClient, CKKSOracle, CKKSParameters, CKKSServer, poly_cnn
-from hesig.oracles.ckks import rns, wire
+from hesig.oracles.ckks import rns, seeded, wire
 from hesig.oracles.ckks.channel import make_server
 from hesig.oracles.ckks.helpers import check_processes
 from hesig.oracles.ckks.parallel import ParallelServer, server_pool
@@ -287,8 +287,8 @@ def test_zero_copy_read_equals_seal_serialization(batched, secrets, monkeypatch)
     import tenseal.sealapi as sa
 
     client, server = batched
-    ct = server._scratch.load(sa.Ciphertext(), server._seal, wire.unpack(
-        client.encrypt(secrets[1].numpy(), session=7), "input", client.context_id)[1][0])
+    ct = server._scratch.load(sa.Ciphertext(), server._seal, seeded.to_seal(wire.unpack(
+        client.encrypt(secrets[1].numpy(), session=7), "input", client.context_id)[1][0]))
     client.forget(7)
     fast = _seal.ciphertext_data(ct)
     assert fast is not None and fast.dtype == np.uint64
@@ -464,3 +464,51 @@ def test_helper_replies_are_data_never_pickles():
     assert recv_array(mine, np.uint64, (2, 3)).tolist() == [[0, 1, 2], [3, 4, 5]]
     reply(theirs, {"ok": True})
     assert expect(mine) == {"ok": True}
+
+
+def test_packed_seeded_ciphertexts_are_seals_own_and_smaller(batched, monkeypatch):
+    """The packed wire form (seeded.py) carries the same ciphertext as SEAL's zstd serialization:
+    SEAL loads both to the same coefficients (c0 and the expanded c1), and it is smaller."""
+    from hesig.oracles.ckks import _seal
+    from hesig.oracles.ckks.client import _encrypt
+    import tenseal.sealapi as sa
+
+    client, server = batched
+    plain = sa.Plaintext()
+    client._encoder.encode(0.3712, client.params.scale, plain)
+    serializable = client._encryptor.encrypt_symmetric(plain)
+    packed = seeded.pack(serializable, client._seeded_shape, plain.scale)
+    own = client._scratch.save(serializable)  # SEAL's zstd form of the same object
+    assert packed is not None and seeded.is_packed(packed) and not seeded.is_packed(own)
+    assert len(packed) < len(own)
+    a = server._scratch.load(sa.Ciphertext(), server._seal, seeded.to_seal(packed))
+    b = server._scratch.load(sa.Ciphertext(), server._seal, own)
+    assert np.array_equal(_seal.ciphertext_data(a), _seal.ciphertext_data(b))
+    # a shape that does not match the object is refused, and the caller falls back to SEAL's form
+    wrong = seeded.SeededShape(client._seeded_shape.parms_id, client._seeded_shape.n, client._seeded_shape.levels - 1,
+                               client._seeded_shape.version)
+    assert seeded.pack(serializable, wrong, plain.scale) is None
+    assert seeded.pack(serializable, client._seeded_shape, plain.scale * 2) is None
+    monkeypatch.setattr(_seal, "PACKED_SEEDS", False)  # the benchmark's previous path
+    assert not seeded.is_packed(_encrypt(client._encryptor, client._scratch, plain, "seeded", client._seeded_shape))
+
+
+@pytest.mark.parametrize("tamper, error", [
+    (lambda b: b[:60], "packed seeded form: truncated header"),
+    (lambda b: b[:-1], "packed seeded form: 229541 bytes, the header says 229542"),
+    (lambda b: b + b"x", "the header says"),
+    (lambda b: b[:4] + b"\x04\x03\x01\x00" + b[8:], "packed seeded form: bad header"),
+    (lambda b: b[:48] + (1 << 40).to_bytes(8, "little") + b[56:], "packed seeded form: out-of-range sizes"),
+    (lambda b: b[:101] + b"\xff\xff\xff\xff" + b[105:], "input is not a SEAL CKKS ciphertext of this context"),  # c0[0] >= q
+    (lambda b: b[:-81] + b"\x00" * 81, "input is not a SEAL CKKS ciphertext of this context"),  # no seed record
+])
+def test_malformed_packed_inputs_are_refused_in_one_line(batched, secrets, tamper, error):
+    client, server = batched
+    message = client.encrypt(secrets[0].numpy(), session=40)
+    client.forget(40)
+    header, parts = wire.unpack(message, "input", client.context_id)
+    assert all(seeded.is_packed(p) and len(p) == 229542 for p in parts)
+    parts[5] = tamper(bytes(parts[5]))
+    bad = wire.pack("input", client.context_id, parts, **{k: v for k, v in header.items() if k not in ("kind", "context_id", "parts")})
+    with pytest.raises(MismatchError, match=error):
+        server.open_session(bad)

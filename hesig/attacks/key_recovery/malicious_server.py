@@ -22,7 +22,7 @@ import tenseal as ts
 import tenseal.sealapi as sa
 
 from ...core.errors import InvalidValueError, MismatchError
-from ...oracles.ckks import rns, wire
+from ...oracles.ckks import rns, seeded, wire
 from ...oracles.ckks._seal import Scratch, moduli_by_parms, pid_bytes
 
 
@@ -89,13 +89,15 @@ class MaliciousServer:
         return data.reshape(-1, self.poly_modulus_degree)
 
     def input_ciphertext(self, blob) -> rns.RnsCiphertext:
-        """One of the victim's input ciphertexts as RNS data, whether it was sent in full or in
-        SEAL's seeded form (SEAL's loader expands the public seed)."""
+        """One of the victim's input ciphertexts as RNS data, whether it was sent in full, in
+        SEAL's seeded form or in hesig's packed seeded form (SEAL's loader expands the public seed)."""
         try:
             return rns.parse(blob)
         except MismatchError:
             try:
-                ct = self._scratch.load(sa.Ciphertext(), self._seal, blob)
+                ct = self._scratch.load(sa.Ciphertext(), self._seal, seeded.to_seal(blob) if seeded.is_packed(blob) else blob)
+            except MismatchError:
+                raise
             except Exception:  # SEAL's own validation
                 raise MismatchError("not a SEAL CKKS ciphertext of the victim's context") from None
             return rns.parse(self._scratch.save(ct))

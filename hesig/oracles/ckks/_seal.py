@@ -82,6 +82,9 @@ class Scratch:
 #: False makes :func:`ciphertext_data` always take SEAL's serialization (the old, slower path,
 #: kept so benchmarks/ckks.py can measure before and after in one run).
 ZERO_COPY = True
+#: False makes the client save seeded ciphertexts through SEAL's zstd serialization instead of the
+#: packed form (seeded.py): the previous client path, kept as a benchmark baseline.
+PACKED_SEEDS = True
 # The in-place read is tried only where its layout assumptions were checked: TenSEAL 0.3 (SEAL 4)
 # on a 64-bit, non-debug CPython (whose PyObject header is 16 bytes). Elsewhere: serialization.
 _LAYOUT_OK: bool | None = (None if ts_version.startswith("0.3.") and sys.implementation.name == "cpython"
@@ -90,12 +93,17 @@ _LAYOUT_OK: bool | None = (None if ts_version.startswith("0.3.") and sys.impleme
 # seal::Ciphertext as TenSEAL 0.3 (SEAL 4) lays it out, in 8-byte words: parms_id [0:4],
 # is_ntt_form [4], size [5], poly_modulus_degree [6], coeff_modulus_size [7], scale [8],
 # correction_factor [9], data_ = DynArray {pool [10:12], capacity [12], size [13], pointer [14]}.
-_WORDS = 15
+_LAYOUT_WORDS = 15
 
 
-def _object_address(obj) -> int:
+def object_address(obj) -> int:
     # pybind11's simple instance layout: PyObject_HEAD (16 bytes), then the C++ object's pointer
     return ctypes.c_void_p.from_address(id(obj) + 16).value or 0
+
+
+def layout_readable() -> bool:
+    """Whether in-place reads may be tried (see ciphertext_data)."""
+    return ZERO_COPY and _LAYOUT_OK is not False
 
 
 def ciphertext_data(ct) -> np.ndarray | None:
@@ -113,10 +121,10 @@ def ciphertext_data(ct) -> np.ndarray | None:
     if not ZERO_COPY or _LAYOUT_OK is False:
         return None
     try:
-        address = _object_address(ct)
+        address = object_address(ct)
         if not address:
             raise ValueError
-        words = (ctypes.c_uint64 * _WORDS).from_address(address)
+        words = (ctypes.c_uint64 * _LAYOUT_WORDS).from_address(address)
         size, n, levels = ct.size(), ct.poly_modulus_degree(), ct.coeff_modulus_size()
         count = size * n * levels
         scale = struct.unpack("<d", struct.pack("<Q", words[8]))[0]

@@ -24,7 +24,7 @@ import weakref
 from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_LAYOUTS as LAYOUTS, CKKS_PROCESSES
 from ...core.errors import InvalidValueError, MismatchError, ClientRefusal, ShapeError
 from ..policies import ClientPolicy, ClientView, parse_client_policy
-from . import rns, wire
+from . import rns, seeded, wire
 from ._seal import Scratch, galois_elements, moduli_by_parms, pid_bytes, trim_heap
 from .helpers import HelperPool, check_processes, expect, recv_bytes, reply, run_loop
 from .params import CKKSParameters
@@ -73,8 +73,8 @@ class CKKSClient:
         ctx = ts.context(ts.SCHEME_TYPE.CKKS, params.poly_modulus_degree,
                          coeff_mod_bit_sizes=list(params.coeff_mod_bit_sizes))
         ctx.global_scale = params.scale
-        seeded = encryption == "seeded"
-        if not seeded:
+        is_seeded = encryption == "seeded"
+        if not is_seeded:
             ctx.generate_relin_keys()
         self._ctx = ctx
         self._scratch = Scratch(self)
@@ -84,15 +84,16 @@ class CKKSClient:
         self._encryptor = sa.Encryptor(seal_ctx, ctx.public_key().data)
         self._encryptor.set_secret_key(ctx.secret_key().data)
         self._decryptor = sa.Decryptor(seal_ctx, ctx.secret_key().data)
-        public = ctx.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=not seeded)
+        self._seeded_shape = seeded.SeededShape.of(seal_ctx, ctx.public_key().data, self._scratch) if is_seeded else None
+        public = ctx.serialize(save_public_key=True, save_secret_key=False, save_galois_keys=False, save_relin_keys=not is_seeded)
         self.context_id = wire.context_id(public)
         keygen = sa.KeyGenerator(seal_ctx, ctx.secret_key().data)
         parts = [public]
-        if seeded:  # create_* without a destination returns SEAL's seeded Serializable form
+        if is_seeded:  # create_* without a destination returns SEAL's seeded Serializable form
             parts.append(self._scratch.save(keygen.create_relin_keys()))
         if layout == "compact":
             elements = galois_elements([1 << i for i in range(params.slots.bit_length() - 1)], params.poly_modulus_degree)
-            if seeded:
+            if is_seeded:
                 parts.append(self._scratch.save(keygen.create_galois_keys(elements)))
             else:
                 keys = sa.GaloisKeys()
@@ -169,12 +170,13 @@ class CKKSClient:
 
     def _encrypt(self, plain) -> bytes:
         """One serialized ciphertext of ``plain`` (seeded symmetric, or public-key: see the class)."""
-        return _encrypt(self._encryptor, self._scratch, plain, self.encryption)
+        return _encrypt(self._encryptor, self._scratch, plain, self.encryption, self._seeded_shape)
 
     def _encrypt_values(self, values: np.ndarray) -> list[bytes]:
         """One ciphertext per value, the value in every slot; split over the client's helpers."""
         if self.processes == 1:
-            return _encrypt_scalars(self._encoder, self._encryptor, self._scratch, values, self.params.scale, self.encryption)
+            return _encrypt_scalars(self._encoder, self._encryptor, self._scratch, values, self.params.scale, self.encryption,
+                                    self._seeded_shape)
         chunks = np.array_split(np.asarray(values, dtype=np.float64), self.processes)
         if self._pool is None or not self._pool.alive():
             self._pool = HelperPool.shared(ENCRYPT_LOOP, self.processes)
@@ -190,7 +192,8 @@ class CKKSClient:
         with self._pool.lock:
             for chunk, conn in zip(chunks[1:], self._pool.helpers):
                 conn.send(("encrypt", self.context_id, chunk.tolist()))
-            parts = _encrypt_scalars(self._encoder, self._encryptor, self._scratch, chunks[0], self.params.scale, self.encryption)
+            parts = _encrypt_scalars(self._encoder, self._encryptor, self._scratch, chunks[0], self.params.scale, self.encryption,
+                                     self._seeded_shape)
             for conn in self._pool.helpers:
                 count = expect(conn)["parts"]
                 parts.extend(recv_bytes(conn) for _ in range(int(count)))
@@ -302,20 +305,22 @@ __all__ = ["CKKSClient", "LAYOUTS"]
 ENCRYPT_LOOP = "hesig.oracles.ckks.client:encrypt_loop"
 
 
-def _encrypt(encryptor, scratch: Scratch, plain, encryption: str) -> bytes:
+def _encrypt(encryptor, scratch: Scratch, plain, encryption: str, shape: seeded.SeededShape | None) -> bytes:
     if encryption == "seeded":
-        return scratch.save(encryptor.encrypt_symmetric(plain))
+        ct = encryptor.encrypt_symmetric(plain)  # SEAL's Serializable: c0 and c1's seed
+        return seeded.pack(ct, shape, plain.scale) or scratch.save(ct)
     ct = sa.Ciphertext()
     encryptor.encrypt(plain, ct)
     return scratch.save(ct)
 
 
-def _encrypt_scalars(encoder, encryptor, scratch: Scratch, values, scale: float, encryption: str) -> list[bytes]:
+def _encrypt_scalars(encoder, encryptor, scratch: Scratch, values, scale: float, encryption: str,
+                     shape: seeded.SeededShape | None) -> list[bytes]:
     plain = sa.Plaintext()
     parts = []
     for value in values:
         encoder.encode(float(value), scale, plain)  # a scalar fills every slot
-        parts.append(_encrypt(encryptor, scratch, plain, encryption))
+        parts.append(_encrypt(encryptor, scratch, plain, encryption, shape))
     return parts
 
 
@@ -334,14 +339,15 @@ def encrypt_loop(conn) -> None:
             seal = ctx.seal_context().data
             encryptor = sa.Encryptor(seal, ctx.public_key().data)
             encryptor.set_secret_key(ctx.secret_key().data)
-            keys[cid] = (sa.CKKSEncoder(seal), encryptor, encryption, scale, ctx)
+            shape = seeded.SeededShape.of(seal, ctx.public_key().data, scratch) if encryption == "seeded" else None
+            keys[cid] = (sa.CKKSEncoder(seal), encryptor, encryption, scale, shape, ctx)
             reply(conn, {"ok": True})
         elif op == "drop":
             keys.pop(command[1], None)
         elif op == "encrypt":
             _, cid, values = command
-            encoder, encryptor, encryption, scale, _ = keys[cid]
-            parts = _encrypt_scalars(encoder, encryptor, scratch, values, scale, encryption)
+            encoder, encryptor, encryption, scale, shape, _ = keys[cid]
+            parts = _encrypt_scalars(encoder, encryptor, scratch, values, scale, encryption, shape)
             reply(conn, {"parts": len(parts)})
             for part in parts:
                 conn.send_bytes(part)
