@@ -28,6 +28,7 @@ from hesig.oracles.ckks.parallel import ParallelServer, server_pool
 from hesig.oracles.ckks.server import shares
 from hesig.oracles.ckks.wire import unpack_bits
 from hesig.oracles.ckks.polymodel import im2col_slots
+from hesig.oracles.ckks._seal import pid_bytes
 from hesig.signature.search import BoundarySearch
 
 SHAPE = (1, 10, 10)
@@ -214,25 +215,34 @@ def test_exact_modular_linear_combination():
     x = np.stack([rng.integers(0, int(q), size=(300, 2, 16), dtype=np.uint64) for q in moduli], axis=2)
     w = rng.integers(-(1 << 30), 1 << 30, size=(5, 300))
     got = rns.lincomb(w, x, moduli)
+    assert np.array_equal(rns.lincomb(w, [row.astype(np.uint32) for row in x], moduli), got)  # a list, no stacked copy
     for lvl, q in enumerate(int(m) for m in moduli):
         for o in range(5):
             want = [sum(int(w[o, f]) * int(x[f, s, lvl, i]) for f in range(300)) % q for s in range(2) for i in range(16)]
             assert got[o, :, lvl, :].reshape(-1).tolist() == want
 
 
-def test_squares_and_fc1_one_prime_at_a_time_are_the_same_integers():
-    """The server squares the features and sums fc1 one prime at a time, from uint32 coefficients
-    (memory): the same integers as all primes at once from uint64."""
-    rng = np.random.default_rng(6)
-    moduli = np.array([2147352577, 67043329, 67239937], dtype=np.uint64)
-    feats = np.stack([rng.integers(0, int(q), size=(18, 2, 16), dtype=np.uint64) for q in moduli], axis=2)
-    weights = rng.integers(-(1 << 30), 1 << 30, size=(8, 18))
-    whole = rns.lincomb(weights, rns.square(feats, moduli), moduli)
-    small = feats.astype(np.uint32)
-    for level in range(len(moduli)):
-        one = slice(level, level + 1)
-        assert np.array_equal(rns.lincomb(weights, rns.square(small[:, :, one], moduli[one]), moduli[one]),
-                              whole[:, :, one])
+def test_seal_square_is_the_tensor_square_and_fc1_reads_uint32(batched, secrets):
+    """The server squares each perturbed feature in SEAL and sums fc1 in numpy from uint32
+    coefficients (memory): SEAL's square is the tensor square (c0^2, 2 c0 c1, c1^2) mod q, and
+    lincomb gives the same integers from uint32 as from uint64."""
+    import tenseal.sealapi as sa
+    from hesig.oracles.ckks import _seal
+
+    client, server = batched
+    session = server.open_session(client.encrypt(secrets[0].numpy(), session=60))
+    client.forget(60)
+    ct = session.features[3]
+    before = _seal.ciphertext_data(ct)
+    squared = sa.Ciphertext()
+    server._eval.square(ct, squared)
+    after = _seal.ciphertext_data(squared)
+    q = server._moduli[pid_bytes(ct.parms_id())][:, None]
+    c0, c1 = before[0], before[1]
+    assert np.array_equal(after, np.stack([c0 * c0 % q, c0 * c1 % q * np.uint64(2) % q, c1 * c1 % q]))
+    weights = np.random.default_rng(6).integers(-(1 << 30), 1 << 30, size=(4, 2))
+    stack = np.stack([after, after[::-1]])
+    assert np.array_equal(rns.lincomb(weights, stack.astype(np.uint32), q[:, 0]), rns.lincomb(weights, stack, q[:, 0]))
 
 
 def test_fc2_in_numpy_rounds_weights_as_seal_encodes_them(batched):

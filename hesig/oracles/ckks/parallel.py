@@ -10,11 +10,12 @@ pixel rows those read). Per evaluation:
    (conv1(X + N)_f)^2 mod q  [H, 3, L, N];
 2. the caller collects every helper's rows of the units it does not finish, and sends each helper
    the sum of the other partials for the units it does: unit rows of sum_k P_k, exactly mod q;
-3. each process finishes its units (bias, relinearize, rescale, x^2) and takes their part of fc2,
-   exactly mod q; the caller adds the helpers' parts, fc2's bias, rescales.
+3. each process finishes its units (bias, rescale, relinearize, rescale, x^2) and takes their part
+   of fc2, exactly mod q; the caller adds the helpers' parts and fc2's bias, relinearizes the
+   logits and rescales them.
 
 Every sum is exact modular arithmetic, so the result message is byte for byte the one-process
-server's (tests/test_ckks_parallel.py). Helpers hold only what the server holds: the public
+server's (tests/test_ckks.py). Helpers hold only what the server holds: the public
 context, the model and the input ciphertexts. Only the batched layout splits; the compact layout
 runs in the calling process.
 """

@@ -103,18 +103,21 @@ def check_reduced(data: np.ndarray, moduli: np.ndarray) -> bool:
     return bool((data < moduli[:, None]).all())
 
 
-def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray) -> np.ndarray:
+def lincomb(weights: np.ndarray, x, moduli: np.ndarray) -> np.ndarray:
     """Exact ``sum_f weights[o, f] * x[f]`` modulo each prime.
 
     weights: int64 [O, F] (signed: plaintext weights already multiplied by their scale and rounded).
-    x: uint64 (or uint32) [F, S, L, N], coefficients below ``moduli`` [L].
+    x: uint64 (or uint32) [F, S, L, N], or a list of F such [S, L, N] arrays (no stacked copy),
+    coefficients below ``moduli`` [L].
     Returns uint64 [O, S, L, N].
 
     Per prime q: weights mod q are split into c-bit chunks with bits(q) + c + log2(F) <= 52, so
     each float64 product-sum is an exact integer; the chunks are recombined modulo q.
     """
     o_count, f_count = weights.shape
-    _, size, levels, n = x.shape
+    size, levels, n = x[0].shape
+    if len(x) != f_count:
+        raise ValueError(f"{f_count} weights per output for {len(x)} inputs")
     out = np.empty((o_count, size, levels, n), dtype=np.uint64)
     log_f = max(1, math.ceil(math.log2(max(f_count, 2))))
     for level in range(levels):
@@ -124,7 +127,12 @@ def lincomb(weights: np.ndarray, x: np.ndarray, moduli: np.ndarray) -> np.ndarra
         if chunk < 1:
             raise ValueError(f"{f_count} terms of a {qbits}-bit prime cannot be summed exactly in float64")
         w = np.mod(weights, q).astype(np.int64)
-        xl = x[:, :, level, :].reshape(f_count, size * n).astype(np.float64)
+        if isinstance(x, np.ndarray):
+            xl = x[:, :, level, :].reshape(f_count, size * n).astype(np.float64)
+        else:
+            xl = np.empty((f_count, size * n))
+            for f, one in enumerate(x):
+                xl[f].reshape(size, n)[...] = one[:, level, :]
         acc = np.zeros((o_count, size * n), dtype=np.uint64)
         shift = 0
         while shift < qbits:
@@ -151,17 +159,3 @@ def add_constant(data: np.ndarray, values: np.ndarray, scale: float, moduli: np.
         k = int(round(float(value) * scale))
         for level, q in enumerate(moduli):
             data[o, 0, level, :] = (data[o, 0, level, :] + np.uint64(k % int(q))) % q
-
-
-def square(data: np.ndarray, moduli: np.ndarray) -> np.ndarray:
-    """Tensor square of size-2 ciphertexts [B, 2, L, N] (uint64 or uint32) -> size-3 uint64 [B, 3, L, N] (not relinearized).
-
-    (c0, c1)^2 = (c0^2, 2 c0 c1, c1^2), coefficient-wise in NTT form; primes < 2^32 keep products in uint64.
-    """
-    q = moduli[None, :, None]
-    c0, c1 = data[:, 0].astype(np.uint64), data[:, 1].astype(np.uint64)  # data may be uint32
-    out = np.empty((data.shape[0], 3) + data.shape[2:], dtype=np.uint64)
-    out[:, 0] = c0 * c0 % q
-    out[:, 1] = c0 * c1 % q * np.uint64(2) % q
-    out[:, 2] = c1 * c1 % q
-    return out
