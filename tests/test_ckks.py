@@ -216,6 +216,8 @@ def test_exact_modular_linear_combination():
     w = rng.integers(-(1 << 30), 1 << 30, size=(5, 300))
     got = rns.lincomb(w, x, moduli)
     assert np.array_equal(rns.lincomb(w, [row.astype(np.uint32) for row in x], moduli), got)  # a list, no stacked copy
+    halves = rns.lincomb(w[:, 150:], x[150:], moduli, into=rns.lincomb(w[:, :150], x[:150], moduli))
+    assert np.array_equal(halves, got)  # blocks summed into one output mod q (the evaluation's fc1 blocks)
     for lvl, q in enumerate(int(m) for m in moduli):
         for o in range(5):
             want = [sum(int(w[o, f]) * int(x[f, s, lvl, i]) for f in range(300)) % q for s in range(2) for i in range(16)]

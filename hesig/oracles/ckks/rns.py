@@ -103,13 +103,14 @@ def check_reduced(data: np.ndarray, moduli: np.ndarray) -> bool:
     return bool((data < moduli[:, None]).all())
 
 
-def lincomb(weights: np.ndarray, x, moduli: np.ndarray) -> np.ndarray:
+def lincomb(weights: np.ndarray, x, moduli: np.ndarray, into: np.ndarray | None = None) -> np.ndarray:
     """Exact ``sum_f weights[o, f] * x[f]`` modulo each prime.
 
     weights: int64 [O, F] (signed: plaintext weights already multiplied by their scale and rounded).
     x: uint64 (or uint32) [F, S, L, N], or a list of F such [S, L, N] arrays (no stacked copy),
     coefficients below ``moduli`` [L].
-    Returns uint64 [O, S, L, N].
+    Returns uint64 [O, S, L, N]; with ``into`` (uint64 [O, S, L, N], reduced), adds the result
+    to it modulo each prime, in place, and returns it.
 
     Per prime q: weights mod q are split into c-bit chunks with bits(q) + c + log2(F) <= 52, so
     each float64 product-sum is an exact integer; the chunks are recombined modulo q.
@@ -118,7 +119,9 @@ def lincomb(weights: np.ndarray, x, moduli: np.ndarray) -> np.ndarray:
     size, levels, n = x[0].shape
     if len(x) != f_count:
         raise ValueError(f"{f_count} weights per output for {len(x)} inputs")
-    out = np.empty((o_count, size, levels, n), dtype=np.uint64)
+    out = np.empty((o_count, size, levels, n), dtype=np.uint64) if into is None else into
+    if into is not None and (into.shape != (o_count, size, levels, n) or into.dtype != np.uint64):
+        raise ValueError(f"into has shape {into.shape} ({into.dtype}), expected {(o_count, size, levels, n)} (uint64)")
     log_f = max(1, math.ceil(math.log2(max(f_count, 2))))
     for level in range(levels):
         q = int(moduli[level])
@@ -145,6 +148,9 @@ def lincomb(weights: np.ndarray, x, moduli: np.ndarray) -> np.ndarray:
                 np.remainder(acc, np.uint64(q), out=acc)
                 del prod
             shift += chunk
+        if into is not None:
+            np.add(acc, into[:, :, level, :].reshape(o_count, size * n), out=acc)
+            np.remainder(acc, np.uint64(q), out=acc)
         out[:, :, level, :] = acc.reshape(o_count, size, n)
     return out
 

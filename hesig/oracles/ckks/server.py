@@ -32,6 +32,10 @@ from . import rns, seeded, wire
 from ._seal import Scratch, ciphertext_data, moduli_by_parms, pid_bytes, trim_heap
 from .polymodel import PolyCNN
 
+#: features per block of fc1 in an evaluation (memory: see fc1_partial)
+FC1_BLOCK = 128
+
+
 def weight_scale(first_moduli: list[int]) -> float:
     """The scale the server encodes plaintext weights at: the power of two nearest the rescaling
     primes (2^26 for the default [31, 26 x 6, 31]). Each multiply-then-rescale then leaves the
@@ -354,25 +358,30 @@ class CKKSServer:
         Partials of disjoint feature sets add up (mod q) to the whole, in any order."""
         count = shift.shape[0]
         columns = shift if shift.shape[1] == len(features) else shift[:, features]
+        features = np.asarray(features)
         plain, tmp = sa.Plaintext(), sa.Ciphertext()
         vec = np.zeros(self.slots)
-        squares = head = None
-        for i, f in enumerate(features):
-            ct = session.features[int(f)]
-            vec[:count] = columns[:, i]
-            self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
-            self._eval.add_plain(ct, plain, tmp)
-            # x^2 in SEAL (its tensor square: the same residues as numpy's, ~3x faster), left
-            # size-3: relinearizing 64 fc1 outputs costs less than relinearizing 256 squares
-            self._eval.square_inplace(tmp)
-            parsed = self._read(tmp)
-            if squares is None:  # uint32: every prime is below 2^32 (checked in __init__)
-                squares = np.empty((len(features),) + parsed.data.shape, dtype=np.uint32)
-                head = Head(parsed.parms_id, ct.scale, parsed.correction_factor, parsed.version)  # the features' scale
-            squares[i] = parsed.data
-        moduli = self._moduli[head.parms_id]
-        weights = self._fc1[:, np.asarray(features)]
-        hidden = rns.lincomb(weights, squares, moduli)
+        squares = hidden = head = moduli = None
+        # fc1 over blocks of FC1_BLOCK features, summed mod q: the squares of one block (75 MB as
+        # uint32) instead of all 256 (151 MB) exist at any moment, for one more modular sum per block
+        for start in range(0, len(features), FC1_BLOCK):
+            block = slice(start, min(start + FC1_BLOCK, len(features)))
+            for i, f in enumerate(features[block]):
+                ct = session.features[int(f)]
+                vec[:count] = columns[:, block.start + i]
+                self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
+                self._eval.add_plain(ct, plain, tmp)
+                # x^2 in SEAL (its tensor square: the same residues as numpy's, ~3x faster), left
+                # size-3: relinearizing 64 fc1 outputs costs less than relinearizing 256 squares
+                self._eval.square_inplace(tmp)
+                parsed = self._read(tmp)
+                if squares is None:  # uint32: every prime is below 2^32 (checked in __init__)
+                    squares = np.empty((min(FC1_BLOCK, len(features)),) + parsed.data.shape, dtype=np.uint32)
+                    head = Head(parsed.parms_id, ct.scale, parsed.correction_factor, parsed.version)  # the features' scale
+                    moduli = self._moduli[head.parms_id]
+                squares[i] = parsed.data
+            width = block.stop - block.start
+            hidden = rns.lincomb(self._fc1[:, features[block]], squares[:width], moduli, into=hidden)
         return hidden, head
 
     def moduli_of(self, head: Head) -> np.ndarray:
