@@ -15,6 +15,8 @@ result of an input and never reset by the server; a budget caps the replies per 
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import tenseal as ts
 import tenseal.sealapi as sa
@@ -125,9 +127,20 @@ class CKKSClient:
         second input under the same key.
         """
         fields, parts = self.encrypt_parts(image, session)
-        message = wire.pack("input", self.context_id, parts, **fields)
-        del parts
-        trim_heap()  # the 784 serialized parts (~186 MB) were just copied into the message
+        # Joined part by part, each part released once copied: b"".join would hold the 784 parts
+        # and the message (2 x 180 MB) at once. BytesIO grows one buffer in place and hands it over
+        # as the message without a copy (CPython), so the peak is about one message.
+        buffer = io.BytesIO()
+        for i, piece in enumerate(wire.pack_stream("input", self.context_id, parts, **fields)):
+            buffer.write(piece)
+            if i:
+                parts[i - 1] = None
+            if i % 64 == 0:
+                trim_heap()  # give the released parts' pages back as we go
+        del parts, piece
+        message = buffer.getvalue()
+        del buffer
+        trim_heap()
         return message
 
     def encrypt_parts(self, image: np.ndarray, session: int | None = None) -> tuple[dict, list[bytes]]:
