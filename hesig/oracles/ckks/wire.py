@@ -2,8 +2,8 @@
 
 A message is ``b"HSG1"`` + a 4-byte header length + a JSON header + binary parts. The header
 names the message kind, the context it belongs to (``context_id``: SHA-256 of the serialized
-public context) and the length of each part. A part is SEAL-serialized (ciphertexts, keys) or
-a TenSEAL-serialized context. A message of another context or kind is refused with one line.
+public context) and the length of each part. A part is SEAL-serialized (ciphertexts, keys), a
+seeded input ciphertext in hesig's packed form (seeded.py), or a TenSEAL-serialized context. A message of another context or kind is refused with one line.
 
 Kinds: ``context`` (the client's public context: public key, relinearization keys, Galois keys
 for the compact layout), ``input`` (one encrypted image; header: session, layout, shape),
