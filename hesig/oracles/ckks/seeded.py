@@ -1,8 +1,8 @@
 """Seeded symmetric ciphertexts on the wire without zstd: c0 as uint32 words, c1 as SEAL's seed.
 
 Why: a seeded CKKS ciphertext (SEAL's ``encrypt_symmetric``) is c0 plus the 81-byte seed of its
-uniform c1. sealapi saves it only through SEAL's zstd serialization, which took 4.8 ms of a 10.5 ms
-encryption at N 8192 (measured: benchmarks/ckks.json, floors), and zstd gains nothing on
+uniform c1. sealapi saves it only through SEAL's zstd serialization: an encryption took 5.7 ms with
+it and 3.3 ms with this form at N 8192 (benchmarks/ckks.json, floors), and zstd gains little on
 coefficients that are uniform modulo primes below 2^32: it keeps about 4.1 bytes of each 8-byte
 word. This format stores each coefficient in 4 bytes (every prime is below 2^32), so it is smaller
 than SEAL's zstd form and costs a copy.
@@ -28,8 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ...core.errors import MismatchError
-from . import rns
-from . import _seal
+from . import _seal, rns
 from ._seal import _LAYOUT_WORDS, object_address
 
 MAGIC = b"HSC1"
