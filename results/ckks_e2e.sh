@@ -5,7 +5,9 @@
 # the same 100 images fingerprinted through the plaintext oracle with the same search settings.
 # The CKKS path is issue 22's: seeded symmetric encryption (the client's default) and a geometric
 # coarse grid of 40 points, which closes every pair at rtol 1e-2 in two evaluations.
-# Writes results/mnist_hecnn_ckks/{summary.json,figure.png}. About 30 minutes on 2 CPU cores.
+# Writes results/mnist_hecnn_ckks/{summary.json,figure.png}. About 25 minutes on 2 CPU cores.
+# Resumes: hesig fingerprint reuses the finished chunks it finds in runs/mnist-hecnn-ckks (and their
+# recorded times), so delete that folder first to measure the current code from scratch.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run=runs/mnist-hecnn
