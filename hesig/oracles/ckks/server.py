@@ -371,7 +371,7 @@ class CKKSServer:
                 vec[:count] = columns[:, block.start + i]
                 self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
                 self._eval.add_plain(ct, plain, tmp)
-                # x^2 in SEAL (its tensor square: the same residues as numpy's, ~3x faster), left
+                # x^2 in SEAL (its tensor square: the same residues as numpy's, in C++), left
                 # size-3: relinearizing 64 fc1 outputs costs less than relinearizing 256 squares
                 self._eval.square_inplace(tmp)
                 parsed = self._read(tmp)
@@ -402,7 +402,8 @@ class CKKSServer:
         scale, so fc2 is one more exact modular product in numpy.
 
         Order, chosen by cost (SEAL at N 8192): a unit at scale s^2 w (~2^78) is rescaled once
-        while size 3, relinearized at 5 primes (10 ms against 14 ms at 6), rescaled, squared, and
+        while size 3, relinearized at 5 primes instead of 6 (a key switch costs about the square of
+        the number of primes), rescaled, squared, and
         left size 3: the 10 logits are relinearized after fc2 instead of the 64 squares before it.
         Every key switch and size-3 rescale happens at a scale >= 2^52, where its noise (~2^12)
         is below 2^-40 of the signal."""
