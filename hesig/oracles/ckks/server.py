@@ -403,8 +403,8 @@ class CKKSServer:
 
         Order, chosen by cost (SEAL at N 8192): a unit at scale s^2 w (~2^78) is rescaled once
         while size 3, relinearized at 5 primes instead of 6 (a key switch costs about the square of
-        the number of primes), rescaled, squared, and
-        left size 3: the 10 logits are relinearized after fc2 instead of the 64 squares before it.
+        the number of primes), rescaled, squared, and left size 3: the 10 logits are relinearized
+        after fc2 instead of the 64 squares before it.
         Every key switch and size-3 rescale happens at a scale >= 2^52, where its noise (~2^12)
         is below 2^-40 of the signal."""
         model = self.model
