@@ -174,6 +174,15 @@ def test_the_readme_quotes_the_shadow_recheck():
     a = cells["same"]["metrics"]["attack"]
     assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
     assert {c["model_hash"] for c in cells.values()} == {"1287de45719ef94c"} and all(c["n"] == 1000 for c in cells.values())
+    disjoint = {s: json.loads((ROOT / "results" / "collab_inference" / f"recheck_shadow_disjoint_{s}_conv1.json").read_text())
+                for s in ("different", "same")}
+    m = _one(r"the Table 5 net reaches \*\*([\d.]+) dB / SSIM ([\d.]+) full map \(([\d.]+) interior\)\*\*")
+    a = disjoint["different"]["metrics"]["attack"]
+    assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
+    m = _one(r"and the same net ([\d.]+) / ([\d.]+)\s+full map \(([\d.]+) interior\)")
+    a = disjoint["same"]["metrics"]["attack"]
+    assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
+    assert all(c["model_hash"] == "1287de45719ef94c" and c["shadow_data"] == "disjoint" for c in disjoint.values())
 
 
 def test_the_readme_results_quote_the_demo_runs_in_both_ssim_conventions():
