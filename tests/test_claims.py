@@ -165,24 +165,18 @@ def test_the_readme_quotes_the_search_rounds_benchmark():
 
 
 def test_the_readme_quotes_the_shadow_recheck():
-    cells = {s: json.loads((ROOT / "results" / "collab_inference" / f"recheck_shadow_same_{s}_conv1.json").read_text())
-             for s in ("different", "same")}
-    m = _one(r"conv1 reaches \*\*([\d.]+) dB / SSIM ([\d.]+) full map \(([\d.]+) interior\)\*\*")
-    a = cells["different"]["metrics"]["attack"]
-    assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
-    m = _one(r"the same-net cell on the same target reaches ([\d.]+) / ([\d.]+)\s+full map \(([\d.]+) interior\)")
-    a = cells["same"]["metrics"]["attack"]
-    assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
-    assert {c["model_hash"] for c in cells.values()} == {"1287de45719ef94c"} and all(c["n"] == 1000 for c in cells.values())
-    disjoint = {s: json.loads((ROOT / "results" / "collab_inference" / f"recheck_shadow_disjoint_{s}_conv1.json").read_text())
-                for s in ("different", "same")}
-    m = _one(r"the Table 5 net reaches \*\*([\d.]+) dB / SSIM ([\d.]+) full map \(([\d.]+) interior\)\*\*")
-    a = disjoint["different"]["metrics"]["attack"]
-    assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
-    m = _one(r"and the same net ([\d.]+) / ([\d.]+)\s+full map \(([\d.]+) interior\)")
-    a = disjoint["same"]["metrics"]["attack"]
-    assert [float(v) for v in m.groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3), round(a["ssim_mean"], 3)]
-    assert all(c["model_hash"] == "1287de45719ef94c" and c["shadow_data"] == "disjoint" for c in disjoint.values())
+    quotes = {  # (shadow data, structure): the README sentence that quotes the cell
+        ("same", "different"): r"conv1 reaches \*\*([\d.]+) dB / SSIM ([\d.]+) full map \(([\d.]+) interior\)\*\*",
+        ("same", "same"): r"the same-net cell on the same target reaches ([\d.]+) / ([\d.]+)\s+full map \(([\d.]+) interior\)",
+        ("disjoint", "different"): r"the Table 5 net reaches \*\*([\d.]+) dB / SSIM ([\d.]+) full map \(([\d.]+) interior\)\*\*",
+        ("disjoint", "same"): r"and the same net ([\d.]+) / ([\d.]+)\s+full map \(([\d.]+) interior\)",
+    }
+    for (data, structure), quote in quotes.items():
+        cell = json.loads((ROOT / "results" / "collab_inference" / f"recheck_shadow_{data}_{structure}_conv1.json").read_text())
+        a = cell["metrics"]["attack"]
+        assert [float(v) for v in _one(quote).groups()] == [round(a["psnr_mean"], 2), round(a["ssim_full_map_mean"], 3),
+                                                            round(a["ssim_mean"], 3)]
+        assert cell["model_hash"] == "1287de45719ef94c" and cell["n"] == 1000 and cell["shadow_data"] == data
 
 
 def test_the_readme_results_quote_the_demo_runs_in_both_ssim_conventions():
