@@ -22,7 +22,10 @@ every SEAL-to-numpy crossing through SEAL's zstd serialization), on the first
 ``split`` is the after path with the client's encryption and the server's work each split over
 ``--processes`` processes (``--ckks-processes``): same results, on the first ``--split-images``;
 its helpers are started and answering before the clock starts, and their peak memory is reported
-beside the path's own.
+beside the path's own. ``pipelines`` runs ``--pipelines`` after-path pipelines at once, each in
+its own process on its share of the first ``--pipeline-images`` (every core on its own image, as
+``hesig fingerprint --executor ray --workers 2`` computes chunks): seconds per fingerprint there
+is wall clock / images, a throughput; the other paths' are one image's latency.
 """
 
 from __future__ import annotations
@@ -53,11 +56,14 @@ from hesig.signature.search import BoundarySearch
 AFTER = {"name": "after", "layout": "batched", "encryption": "seeded", "zero_copy": True}
 BEFORE = {"name": "before", "layout": "batched", "encryption": "public-key", "zero_copy": False}
 SPLIT = {**AFTER, "name": "split"}  # + "processes", from --processes
+PIPELINES = {**AFTER, "name": "pipelines"}  # + "pipelines", from --pipelines
 
 
-def fingerprints(args, path: dict, n: int, search: BoundarySearch) -> dict:
-    """Fingerprint the first ``n`` test images through CKKS along ``path`` (and in plaintext):
-    per-stage seconds, bytes each way, this process's peak memory. Runs in a child process."""
+def fingerprints(args, path: dict, images: list[int], search: BoundarySearch, barrier=None) -> dict:
+    """Fingerprint the test images ``images`` through CKKS along ``path`` (and in plaintext, first,
+    off the clock): per-stage seconds, bytes each way, this process's peak memory, and the
+    monotonic clock at the start and end of the CKKS work (after ``barrier``, if given, so that
+    concurrent pipelines start together). Runs in a child process."""
     from hesig.oracles.ckks import _seal
 
     torch.set_num_threads(1)
@@ -75,10 +81,14 @@ def fingerprints(args, path: dict, n: int, search: BoundarySearch) -> dict:
         pools = [server_pool(processes), HelperPool.shared(ENCRYPT_LOOP, processes)]
         for pool in pools:
             pool.ready()
+    n = len(images)
     eps_p, cen_p, eps_c, cen_c, secs, costs, queries = [], [], [], [], [], [], []
-    for i in range(n):
+    plain = [search.run(PlaintextOracle(target.model, data.images[i:i + 1], device="cpu"), dirs.vectors) for i in images]
+    if barrier is not None:
+        barrier.wait()
+    clock_start = time.monotonic()
+    for i, res_p in zip(images, plain):
         img = data.images[i:i + 1]
-        res_p = search.run(PlaintextOracle(target.model, img, device="cpu"), dirs.vectors)
         t0 = time.perf_counter()
         ck = CKKSOracle(target.model, img, in_shape=target.in_shape, arch=target.arch, params=params, layout=path["layout"],
                         encryption=path["encryption"], client_policy="strict", processes=processes)  # answers every evaluation
@@ -90,6 +100,7 @@ def fingerprints(args, path: dict, n: int, search: BoundarySearch) -> dict:
         del ck
         print(json.dumps({"path": path["name"], "layout": path["layout"], "image": i, "seconds": round(secs[-1], 1),
                           "queries": queries[-1]}), file=sys.stderr)
+    clock_end = time.monotonic()
     total = {key: sum(c[key] for c in costs) for key in costs[0] if isinstance(costs[0][key], (int, float))}
     speed = {**path, "images": n, "rtol": args.rtol, "seconds_per_fingerprint_mean": float(np.mean(secs)),
              "seconds_per_fingerprint_max": float(np.max(secs)),
@@ -106,7 +117,51 @@ def fingerprints(args, path: dict, n: int, search: BoundarySearch) -> dict:
              "reply_bytes_per_fingerprint": total["reply_bytes"] / n}
     helpers = {"server": pools[0].peak_rss_mb(), "client": pools[1].peak_rss_mb()} if pools else None
     return {"speed": speed, "peak_rss_mb": round(peak_rss_mb(), 1), "peak_rss_mb_helpers": helpers, "total": total, "queries": queries,
-            "eps_p": eps_p, "cen_p": cen_p, "eps_c": eps_c, "cen_c": cen_c}
+            "eps_p": eps_p, "cen_p": cen_p, "eps_c": eps_c, "cen_c": cen_c, "images": list(images),
+            "clock": (clock_start, clock_end)}
+
+
+def _pipeline(args, path, images, search, barrier, results) -> None:
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, "blas"):  # one core per pipeline: the others are the other pipelines'
+        run = fingerprints(args, path, images, search, barrier)
+    for key in ("eps_p", "cen_p", "eps_c", "cen_c"):  # numpy: torch would share them through this process's files
+        run[key] = [t.numpy() for t in run[key]]
+    results.put(run)
+
+
+def pipelines(args, count: int, n: int, search: BoundarySearch) -> dict:
+    """``count`` after-path pipelines at once, each its own process (client and server) on every
+    count-th of the first ``n`` test images: what a machine fingerprints per second when each core
+    works on its own image (``hesig fingerprint --executor ray --workers 2`` does this per chunk).
+    Seconds per fingerprint = the wall clock from the moment every pipeline is ready to the last
+    one's end, divided by ``n``; peak memory per process and summed."""
+    spawn = multiprocessing.get_context("spawn")
+    barrier, results = spawn.Barrier(count), spawn.Queue()
+    procs = [spawn.Process(target=_pipeline, args=(args, PIPELINES, list(range(k, n, count)), search, barrier, results))
+             for k in range(count)]
+    for proc in procs:
+        proc.start()
+    runs = [results.get() for _ in procs]
+    for proc in procs:
+        proc.join()
+    wall = max(r["clock"][1] for r in runs) - min(r["clock"][0] for r in runs)
+    merged = {key: [] for key in ("eps_p", "cen_p", "eps_c", "cen_c", "queries")}
+    by_image = {i: (r, j) for r in runs for j, i in enumerate(r["images"])}
+    for i in range(n):
+        r, j = by_image[i]
+        for key in merged:
+            merged[key].append(torch.from_numpy(r[key][j]) if key != "queries" else r[key][j])
+    speeds = [r["speed"] for r in runs]
+    speed = {**PIPELINES, "pipelines": count, "images": n, "rtol": args.rtol, "wall_seconds": wall,
+             "seconds_per_fingerprint": wall / n,
+             "seconds_per_fingerprint_in_each_pipeline_mean": float(np.mean([s["seconds_per_fingerprint_mean"] for s in speeds])),
+             "evaluations_per_fingerprint": sum(s["evaluations_per_fingerprint"] * s["images"] for s in speeds) / n,
+             "upload_bytes_per_image": sum(s["upload_bytes_per_image"] * s["images"] for s in speeds) / n}
+    peaks = [r["peak_rss_mb"] for r in runs]
+    return {**merged, "speed": speed, "peak_rss_mb": max(peaks), "peak_rss_mb_each": peaks,
+            "peak_rss_mb_sum": round(sum(peaks), 1)}
 
 
 def floors(params: CKKSParameters, pixels: int, features: int, repeats: int = 20) -> dict:
@@ -220,6 +275,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--compact-images", type=int, default=1, help="images fingerprinted with the compact layout too (both paths)")
     ap.add_argument("--split-images", type=int, default=None, help="images fingerprinted with the split path (default: --images)")
     ap.add_argument("--processes", type=int, default=2, help="processes per party on the split path")
+    ap.add_argument("--pipelines", type=int, default=2, help="concurrent after-path pipelines (0: skip that path)")
+    ap.add_argument("--pipeline-images", type=int, default=None, help="images for the pipelines path (default: --images)")
     ap.add_argument("--rtol", type=float, default=1e-3)
     ap.add_argument("--eps-max", type=float, default=60.0)
     ap.add_argument("--seed", type=int, default=0)
@@ -275,12 +332,14 @@ def main(argv=None) -> dict:
 
     def in_child(path: dict, count: int) -> dict:
         with spawn.Pool(1) as pool:
-            return pool.apply(fingerprints, (args, path, count, search))
+            return pool.apply(fingerprints, (args, path, list(range(count)), search))
 
     after = in_child(AFTER, n)
     before = in_child(BEFORE, min(args.baseline_images, n)) if args.baseline_images else None
     n_split = n if args.split_images is None else min(args.split_images, n)
     split = in_child({**SPLIT, "processes": args.processes}, n_split) if n_split and args.processes > 1 else None
+    n_pipe = n if args.pipeline_images is None else min(args.pipeline_images, n)
+    piped = pipelines(args, args.pipelines, n_pipe, search) if n_pipe and args.pipelines > 1 else None
     out["eps_agreement"] = eps_agreement(after, args.rtol, search)
     with torch.no_grad():  # near-tied images (a small top-2 margin) are where CKKS noise moves eps
         top2 = target.model(data.images[:n]).topk(2, dim=1).values
@@ -295,6 +354,12 @@ def main(argv=None) -> dict:
         out["peak_rss_mb_split"] = split["peak_rss_mb"]
         out["peak_rss_mb_split_helpers"] = split["peak_rss_mb_helpers"]
         out["speedup_split_over_after"] = after["speed"]["seconds_per_fingerprint_mean"] / split["speed"]["seconds_per_fingerprint_mean"]
+    if piped is not None:
+        out["eps_agreement_pipelines"] = eps_agreement(piped, args.rtol, search)
+        out["speed_pipelines"] = piped["speed"]
+        out["peak_rss_mb_pipelines_each"] = piped["peak_rss_mb_each"]
+        out["peak_rss_mb_pipelines_sum"] = piped["peak_rss_mb_sum"]
+        out["speedup_pipelines_over_after"] = after["speed"]["seconds_per_fingerprint_mean"] / piped["speed"]["seconds_per_fingerprint"]
     if before is not None:
         out["speed_before"] = before["speed"]
         out["peak_rss_mb_before"] = before["peak_rss_mb"]

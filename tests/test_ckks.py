@@ -222,6 +222,34 @@ def test_exact_modular_linear_combination():
         for o in range(5):
             want = [sum(int(w[o, f]) * int(x[f, s, lvl, i]) for f in range(300)) % q for s in range(2) for i in range(16)]
             assert got[o, :, lvl, :].reshape(-1).tolist() == want
+    # extremes: every coefficient q - 1 and weights at +-q/2, q - 1, -(q - 1), 2^62, where the float
+    # reduction's rounded quotient is off by one and the sums are at their largest
+    top = np.broadcast_to((moduli - np.uint64(1))[None, None, :, None], (300, 2, 2, 16)).copy()
+    edge = np.array([[int(moduli[0]) // 2, -(int(moduli[0]) // 2), int(moduli[0]) - 1, 1 - int(moduli[0]), 1 << 62, -(1 << 62)]])
+    w_edge = np.resize(edge, (3, 300))
+    got = rns.lincomb(w_edge, top, moduli)
+    for lvl, q in enumerate(int(m) for m in moduli):
+        for o in range(3):
+            assert set(got[o, :, lvl, :].reshape(-1).tolist()) == {sum(int(w_edge[o, f]) * (q - 1) for f in range(300)) % q}
+
+
+def test_float_reduction_is_exact_next_to_multiples_of_q():
+    """lincomb reduces float64 integers by p - floor(p / q) q; next to a multiple of q the rounded
+    quotient can be one too small, and the correction must bring the result into [0, q)."""
+    rng = np.random.default_rng(2)
+    for q in (67043329, 2147352577):
+        k = rng.integers(1, (1 << 52) // q, 20000)
+        offsets = np.array([-3, -2, -1, 0, 1, 2, 3, q - 1, 1 - q])
+        exact = [int(a) * q + int(b) for a in k for b in offsets]
+        values = np.array(exact, dtype=np.float64)
+        assert all(int(v) == e for v, e in zip(values, exact))  # every test value is exact in float64
+        rns._reduce(values, float(q), np.empty_like(values), np.empty(values.shape, dtype=bool))
+        assert values.astype(np.int64).tolist() == [e % q for e in exact]
+    # where the rounded quotient is one too small (found by search; any modulus below 2^31 will do)
+    for q, value in ((412879442, 3241911624767994), (1462522645, -2980511461311625)):
+        values = np.array([float(value)])
+        rns._reduce(values, float(q), np.empty_like(values), np.empty(1, dtype=bool))
+        assert int(values[0]) == value % q
 
 
 def test_seal_square_is_the_tensor_square_and_fc1_reads_uint32(batched, secrets):

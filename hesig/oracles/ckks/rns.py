@@ -112,8 +112,14 @@ def lincomb(weights: np.ndarray, x, moduli: np.ndarray, into: np.ndarray | None 
     Returns uint64 [O, S, L, N]; with ``into`` (uint64 [O, S, L, N], reduced), adds the result
     to it modulo each prime, in place, and returns it.
 
-    Per prime q: weights mod q are split into c-bit chunks with bits(q) + c + log2(F) <= 52, so
-    each float64 product-sum is an exact integer; the chunks are recombined modulo q.
+    Per prime q (bits(q) = b), in float64, where every integer below 2^53 is exact:
+    the weights are taken mod q and centred, |w| <= q/2, and written in base 2^c,
+    w = sum_k d_k 2^{kc} with c = 52 - b - ceil(log2 F) (low digits in [0, 2^c), the top one
+    signed), so each product-sum P_k = d_k @ x is an exact integer, |P_k| < 2^52. Horner's rule
+    from the top digit, acc = (acc 2^c + P_k) mod q, stays below 2^53 since acc < q. The
+    reduction is p - floor(p / q) q, off by at most one q (the quotient's rounding error is below
+    2^-23), corrected by one comparison each way. Everything runs in place on two reused
+    buffers: about twice as fast as reducing each digit's product as uint64.
     """
     o_count, f_count = weights.shape
     size, levels, n = x[0].shape
@@ -123,36 +129,54 @@ def lincomb(weights: np.ndarray, x, moduli: np.ndarray, into: np.ndarray | None 
     if into is not None and (into.shape != (o_count, size, levels, n) or into.dtype != np.uint64):
         raise ValueError(f"into has shape {into.shape} ({into.dtype}), expected {(o_count, size, levels, n)} (uint64)")
     log_f = max(1, math.ceil(math.log2(max(f_count, 2))))
+    xl = np.empty((f_count, size * n))
+    quotient = np.empty((o_count, size * n))
+    below = np.empty((o_count, size * n), dtype=bool)
     for level in range(levels):
         q = int(moduli[level])
-        qbits = q.bit_length()
-        chunk = 52 - qbits - log_f
+        qf = float(q)
+        chunk = 52 - q.bit_length() - log_f
         if chunk < 1:
-            raise ValueError(f"{f_count} terms of a {qbits}-bit prime cannot be summed exactly in float64")
-        w = np.mod(weights, q).astype(np.int64)
+            raise ValueError(f"{f_count} terms of a {q.bit_length()}-bit prime cannot be summed exactly in float64")
         if isinstance(x, np.ndarray):
-            xl = x[:, :, level, :].reshape(f_count, size * n).astype(np.float64)
+            xl.reshape(f_count, size, n)[...] = x[:, :, level, :]
         else:
-            xl = np.empty((f_count, size * n))
             for f, one in enumerate(x):
                 xl[f].reshape(size, n)[...] = one[:, level, :]
-        acc = np.zeros((o_count, size * n), dtype=np.uint64)
-        shift = 0
-        while shift < qbits:
-            part = ((w >> shift) & ((1 << chunk) - 1)).astype(np.float64)
-            if part.any():
-                prod = (part @ xl).astype(np.uint64)  # exact integers below 2^52
-                np.remainder(prod, np.uint64(q), out=prod)
-                np.multiply(prod, np.uint64(pow(2, shift, q)), out=prod)  # < 2^62 for primes below 2^31
-                np.add(acc, prod, out=acc)
-                np.remainder(acc, np.uint64(q), out=acc)
-                del prod
-            shift += chunk
+        rest = np.mod(weights, q).astype(np.int64)
+        rest[rest > q // 2] -= q
+        digits = []
+        while rest.min() < -(1 << chunk) or rest.max() >= 1 << chunk:
+            low = rest & ((1 << chunk) - 1)
+            digits.append(low)
+            rest = (rest - low) >> chunk
+        digits.append(rest)
+        acc = None
+        for digit in reversed(digits):
+            prod = digit.astype(np.float64) @ xl
+            if acc is not None:
+                np.multiply(acc, float(1 << chunk), out=acc)
+                np.add(prod, acc, out=prod)
+            _reduce(prod, qf, quotient, below)
+            acc = prod
         if into is not None:
             np.add(acc, into[:, :, level, :].reshape(o_count, size * n), out=acc)
-            np.remainder(acc, np.uint64(q), out=acc)
+            np.greater_equal(acc, qf, out=below)
+            np.subtract(acc, qf, out=acc, where=below)
         out[:, :, level, :] = acc.reshape(o_count, size, n)
     return out
+
+
+def _reduce(p: np.ndarray, q: float, quotient: np.ndarray, flags: np.ndarray) -> None:
+    """In place: p mod q for float64 integers |p| < 2^53 - q (result in [0, q))."""
+    np.multiply(p, 1.0 / q, out=quotient)
+    np.floor(quotient, out=quotient)
+    np.multiply(quotient, q, out=quotient)
+    np.subtract(p, quotient, out=p)  # in [-q, 2q): the rounded quotient is off by at most one
+    np.less(p, 0.0, out=flags)
+    np.add(p, q, out=p, where=flags)
+    np.greater_equal(p, q, out=flags)
+    np.subtract(p, q, out=p, where=flags)
 
 
 def add_constant(data: np.ndarray, values: np.ndarray, scale: float, moduli: np.ndarray) -> None:
