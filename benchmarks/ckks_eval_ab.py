@@ -10,7 +10,8 @@ commit is checked out into a temporary git worktree, and each side runs in its o
 alternating (baseline, current, baseline, current, ...) so that a slow spell of the machine
 hits both. Each process encrypts one test image, opens a session and times ``--evaluations``
 evaluations of the same 4,095 random perturbations; it reports seconds and the decrypted logits'
-largest distance from the plaintext model's.
+largest distance from the plaintext model's. ``--processes 2`` times the split path
+(``--ckks-processes 2``) instead, its helpers started before the clock.
 """
 
 from __future__ import annotations
@@ -33,14 +34,24 @@ torch.set_num_threads(1)
 from hesig.data import load_dataset
 from hesig.models import load_model
 from hesig.oracles.ckks import CKKSClient, CKKSParameters, CKKSServer, poly_cnn
-model_path, data_root, evaluations, seed = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4])
+model_path, data_root, evaluations, seed, processes = sys.argv[1], sys.argv[2] or None, int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 target = load_model(model_path)
 poly = poly_cnn(target.model, target.in_shape, target.arch)
 image = load_dataset("mnist", "test", data_root).images[0].double().numpy()
 params = CKKSParameters()
 pert = np.random.default_rng(seed).normal(0, 0.05, (params.slots - 1,) + tuple(target.in_shape))
-client = CKKSClient(params, num_outputs=poly.fc2_weight.shape[0], policy="strict")
-server = CKKSServer(client.context_message(), poly)
+if processes == 1:
+    client = CKKSClient(params, num_outputs=poly.fc2_weight.shape[0], policy="strict")
+    server = CKKSServer(client.context_message(), poly)
+else:  # the split path (--ckks-processes): both parties' helpers started and answering first
+    from hesig.oracles.ckks.client import ENCRYPT_LOOP
+    from hesig.oracles.ckks.helpers import HelperPool
+    from hesig.oracles.ckks.parallel import ParallelServer, server_pool
+    pool = server_pool(processes)
+    for p in (pool, HelperPool.shared(ENCRYPT_LOOP, processes)):
+        p.ready()
+    client = CKKSClient(params, num_outputs=poly.fc2_weight.shape[0], policy="strict", processes=processes)
+    server = ParallelServer(client.context_message(), poly, pool)
 t0 = time.perf_counter(); message = client.encrypt(image, session=0); t1 = time.perf_counter()
 session = server.open_session(message); t2 = time.perf_counter()
 seconds, result = [], None
@@ -56,7 +67,8 @@ print(json.dumps({"encrypt_seconds": t1 - t0, "setup_seconds": t2 - t1, "evaluat
 def run_side(tree: Path, args) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", CHILD, str(Path(args.model).resolve()), args.data_root or "",
-                          str(args.evaluations), str(args.seed)], env=env, cwd=tree, capture_output=True, text=True)
+                          str(args.evaluations), str(args.seed), str(args.processes)], env=env, cwd=tree,
+                         capture_output=True, text=True)
     if out.returncode != 0:
         raise SystemExit(f"the {tree} side failed: {out.stderr.strip().splitlines()[-1] if out.stderr.strip() else out.returncode}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -69,6 +81,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--rounds", type=int, default=3, help="alternations: each side runs this many processes")
     ap.add_argument("--evaluations", type=int, default=3, help="evaluations timed per process")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--processes", type=int, default=1, help="processes per party (2+: the split path, --ckks-processes)")
     ap.add_argument("--data-root", default=os.environ.get("HESIG_DATA"))
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
@@ -101,7 +114,7 @@ def main(argv=None) -> dict:
                 "max_abs_logit_error": max(run["max_abs_logit_error"] for run in side)}
 
     out = {"baseline_commit": commit, "current_commit": head, "current_tree_dirty": dirty,
-           "cpus": os.cpu_count(), "rounds": args.rounds, "evaluations_per_round": args.evaluations,
+           "cpus": os.cpu_count(), "processes": args.processes, "rounds": args.rounds, "evaluations_per_round": args.evaluations,
            "baseline": summary(runs["baseline"]), "current": summary(runs["current"])}
     for stage in ("evaluation", "encrypt", "setup"):
         out[f"{stage}_speedup"] = out["baseline"][f"{stage}_seconds_median"] / out["current"][f"{stage}_seconds_median"]

@@ -239,6 +239,25 @@ def test_the_readme_quotes_the_ckks_benchmark_before_and_after():
          rf"{floors['compact']['rotation_seconds_per_image_one_core']:.1f} s per image")
 
 
+def test_the_readme_quotes_the_ckks_pipelines_and_this_rounds_comparison():
+    after, split, piped = CKKS["speed"], CKKS["speed_split"], CKKS["speed_pipelines"]
+    assert piped["pipelines"] == 2 and piped["images"] == after["images"]
+    _one(rf"They took\s+{piped['wall_seconds']:.1f} s of wall clock: \*\*{piped['seconds_per_fingerprint']:.1f} s per fingerprint\*\*, "
+         rf"{CKKS['speedup_pipelines_over_after']:.2f}× the one-process path's")
+    each = CKKS["peak_rss_mb_pipelines_each"]
+    _one(rf"Peak memory {each[0] / 1e3:.2f} GB and {each[1] / 1e3:.2f} GB, {CKKS['peak_rss_mb_pipelines_sum'] / 1e3:.2f} GB together")
+    assert piped["seconds_per_fingerprint"] <= 10 and max(each) <= 1500  # the rate and the per-process peak the README claims
+    _one(rf"\| ≤ 10 s per fingerprint \| \*\*{piped['seconds_per_fingerprint']:.1f} s\*\* with each core on its own image \(the pipelines path\); "
+         rf"one image alone: {after['seconds_per_fingerprint_mean']:.1f} s in one process, {split['seconds_per_fingerprint_mean']:.1f} s split")
+    for name, key in (("ckks_eval_ab", "evaluation"), ("ckks_eval_ab_split", "evaluation")):
+        ab = json.loads((ROOT / "benchmarks" / f"{name}.json").read_text())
+        assert ab["baseline_commit"].startswith("544da90") and ab["current_commit"].startswith("59bc274")
+        b, c = ab["baseline"][f"{key}_seconds_median"], ab["current"][f"{key}_seconds_median"]
+        text = (f"| {b:.2f} s | {c:.2f} s | {ab[f'{key}_speedup']:.2f}× |" if ab["processes"] == 1
+                else f"{b:.2f} → {c:.2f} s ({ab[f'{key}_speedup']:.2f}×) |")
+        assert text in README
+
+
 def test_the_readme_quotes_the_openfhe_bake_off():
     summary = json.loads((ROOT / "benchmarks" / "openfhe_primitives.json").read_text())["summary"]
     seal, small, big, big2 = (summary[k] for k in ("seal", "openfhe_hybrid_omp1", "openfhe_hybrid128_omp1", "openfhe_hybrid128_omp2"))
