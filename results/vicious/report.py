@@ -294,6 +294,33 @@ def paper_epochs(runs: Path) -> None:
           "lent), so each cell is one run, not a mean over seeds.", "", table(cells), "",
           "The same cells in TABLE.md (3 epochs, mean over seeds):", "",
           table({k: table_cells[k] for k in cells if k in table_cells}), ""]
+    defenses = {}
+    for name in ("mnist_logits", "mnist_softmax"):  # `EPOCHS=50 RUNS=... bash results/vicious.sh defenses`
+        src = runs / f"defenses_{name}"
+        if (src / "defenses.json").exists():
+            shutil.copyfile(src / "defenses.json", HERE / f"paper_epochs_defenses_{name}.json")
+            shutil.copyfile(src / "defenses.png", HERE / f"paper_epochs_defenses_{name}.png")
+            defenses[name] = json.loads((src / "defenses.json").read_text())
+    if defenses:
+        md += ["## Output defenses on the 50-epoch models (Appendix I)", "",
+               f"`RUNS={runs} bash results/vicious.sh defenses` (the same defenses and settings as TABLE.md's, on "
+               "the 50-epoch seed-0 models; first 2,000 test images; the adaptive G gets one more epoch on "
+               "defended training outputs). Files: paper_epochs_defenses_*.json / .png. The 3-epoch rows: "
+               "TABLE.md.", "",
+               "| model | defense | ACC % | SSIM interior (full map), fixed G | SSIM interior (full map), adaptive G | "
+               "PSNR theirs fixed | PSNR theirs adaptive |",
+               "|---|---|---|---|---|---|---|"]
+
+        def ssim(m):
+            return "—" if m is None else f"{m['ssim_mean']:.3f} ({m['ssim_full_map_mean']:.3f})"
+
+        for name, d in defenses.items():
+            for r in d["rows"]:
+                a = r.get("adaptive")
+                a_psnr = "—" if a is None else f"{a['psnr_dataset']:.2f}"
+                md.append(f"| {name} | {r['defense']} | {r['accuracy'] * 100:.2f} | {ssim(r['fixed'])} | {ssim(a)} | "
+                          f"{r['fixed']['psnr_dataset']:.2f} | {a_psnr} |")
+        md.append("")
     atomic_write_text(HERE / "PAPER_EPOCHS.md", "\n".join(md))
     print("\n".join(md))
 
