@@ -36,6 +36,7 @@ import math
 import multiprocessing
 import os
 import platform
+import queue
 import sys
 import time
 
@@ -143,7 +144,16 @@ def pipelines(args, count: int, n: int, search: BoundarySearch) -> dict:
              for k in range(count)]
     for proc in procs:
         proc.start()
-    runs = [results.get() for _ in procs]
+    runs = []
+    while len(runs) < count:  # a pipeline that dies would leave the others waiting at the barrier
+        try:
+            runs.append(results.get(timeout=5))
+        except queue.Empty:
+            failed = [proc.exitcode for proc in procs if proc.exitcode not in (None, 0)]
+            if failed:
+                for proc in procs:
+                    proc.terminate()
+                raise SystemExit(f"a pipeline process failed (exit code {failed[0]}); see its output above") from None
     for proc in procs:
         proc.join()
     wall = max(r["clock"][1] for r in runs) - min(r["clock"][0] for r in runs)
