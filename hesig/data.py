@@ -8,8 +8,9 @@ Datasets (:data:`DATASETS`), each with a ``"train"`` and a ``"test"`` split:
     ``train_test_split(arange(1797), test_size=0.25, random_state=0, stratify=y)``, giving 1,347
     train and 450 test images, in the (shuffled) order ``train_test_split`` returns them.
 ``mnist`` / ``fashion-mnist``
-    torchvision's ``MNIST`` / ``FashionMNIST``, shape ``[N, 1, 28, 28]``, 60,000 train / 10,000
-    test, in the canonical file order. Looked up under the data root as::
+    The canonical releases in torchvision's ``MNIST`` / ``FashionMNIST`` layout, read with numpy
+    (torchvision is imported only to download or to check MD5s), shape ``[N, 1, 28, 28]``, 60,000
+    train / 10,000 test, in the canonical file order. Looked up under the data root as::
 
         <root>/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
         <root>/FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]
@@ -298,10 +299,37 @@ def _load_digits(split: str) -> Dataset:
 # MNIST / Fashion-MNIST ------------------------------------------------------------------------------
 
 
+#: Folder and class names of the MNIST-style releases, as torchvision names them
+#: (tests/test_data.py checks them against torchvision). hesig reads the idx files itself, with
+#: numpy, so that loading MNIST does not import torchvision: the import alone adds about 170 MB of
+#: resident memory to every process that fingerprints (benchmarks/ckks_memory_stages.py).
+#: torchvision is imported only to download or to check a copy against its MD5s.
+_MNIST_LIKE = {
+    "mnist": ("MNIST", ("0 - zero", "1 - one", "2 - two", "3 - three", "4 - four", "5 - five", "6 - six",
+                        "7 - seven", "8 - eight", "9 - nine")),
+    "fashion-mnist": ("FashionMNIST", ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
+                                       "Sneaker", "Bag", "Ankle boot")),
+}
+
+
 def _mnist_class(name: str):
+    """torchvision's dataset class: its download and its MD5s (``resources``)."""
     from torchvision.datasets import MNIST, FashionMNIST
 
     return MNIST if name == "mnist" else FashionMNIST
+
+
+def _read_idx(path: Path, ndim: int) -> np.ndarray:
+    """An uncompressed idx file of unsigned bytes (magic 0x00 0x00 0x08 ndim, big-endian int32
+    dimensions, then the data) as a uint8 array of those dimensions."""
+    blob = path.read_bytes()
+    if len(blob) < 4 + 4 * ndim or blob[:3] != b"\x00\x00\x08" or blob[3] != ndim:
+        raise ValueError(f"{path.name} is not an idx file of {ndim}-d unsigned bytes")
+    dims = [int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+    body = len(blob) - 4 - 4 * ndim
+    if body != int(np.prod(dims)):
+        raise ValueError(f"{path.name} holds {body} bytes after its header, its dimensions {dims} say {int(np.prod(dims))}")
+    return np.frombuffer(blob, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
 def _idx_file_ok(path: Path) -> bool:
@@ -329,13 +357,15 @@ def _md5(path: Path) -> str:
     return h.hexdigest()
 
 
-def _fill_mirror(name: str, cls: Any, src_raw: Path, dst_raw: Path) -> None:
+def _fill_mirror(name: str, src_raw: Path, dst_raw: Path) -> None:
     """Copy the ``.gz`` files from ``src_raw`` to ``dst_raw``, verify their MD5s, extract atomically."""
+    if all(_idx_file_ok(dst_raw / f) for f in _MNIST_FILES):
+        return  # filled earlier: nothing to check against torchvision's MD5s
     try:
         dst_raw.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise DataError(f"cannot create the data cache {dst_raw}: {_errmsg(exc)}") from None
-    for gz_name, md5 in cls.resources:
+    for gz_name, md5 in _mnist_class(name).resources:
         out = dst_raw / gz_name[: -len(".gz")]
         if _idx_file_ok(out):
             continue
@@ -366,50 +396,50 @@ def _fill_mirror(name: str, cls: Any, src_raw: Path, dst_raw: Path) -> None:
             raise DataError(f"cannot prepare {name} from {src} in {dst_raw}: {_errmsg(exc)}") from None
 
 
-def _read_mnist_like(name: str, cls: Any, root: Path, split: str, download: bool = False) -> Dataset:
+def _read_mnist_like(name: str, root: Path, split: str, download: bool = False) -> Dataset:
+    folder, classes = _MNIST_LIKE[name]
+    raw = root / folder / "raw"
+    prefix = "train" if split == "train" else "t10k"
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            ds = cls(str(root), train=(split == "train"), download=download)
-        data, targets = ds.data, ds.targets
-        if not isinstance(data, torch.Tensor) or data.ndim != 3 or data.dtype != torch.uint8:
-            raise ValueError(f"unexpected image array {getattr(data, 'shape', None)}")
-        labels = torch.as_tensor(targets).to(torch.int64).reshape(-1)
-        if labels.shape[0] != data.shape[0]:
-            raise ValueError(f"{data.shape[0]} images but {labels.shape[0]} labels")
-        classes = tuple(ds.classes)
+        if download:  # torchvision fetches and extracts into raw/; hesig reads what it wrote
+            with contextlib.redirect_stdout(io.StringIO()):
+                _mnist_class(name)(str(root), train=(split == "train"), download=True)
+        data = _read_idx(raw / f"{prefix}-images-idx3-ubyte", 3)
+        targets = _read_idx(raw / f"{prefix}-labels-idx1-ubyte", 1)
+        if targets.shape[0] != data.shape[0]:
+            raise ValueError(f"{data.shape[0]} images but {targets.shape[0]} labels")
     except DataError:
         raise
     except _READ_ERRORS as exc:
-        folder = root / cls.__name__ / "raw"
         what = "download or read" if download else "read"
-        raise DataError(f"cannot {what} {name} {split} from {folder}: {_errmsg(exc)}") from None
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= len(classes)):
-        raise DataError(f"{name} {split} labels under {root / cls.__name__ / 'raw'} are out of range (corrupt file?)")
-    images = data.unsqueeze(1).to(torch.float32).div_(255.0)
+        raise DataError(f"cannot {what} {name} {split} from {raw}: {_errmsg(exc)}") from None
+    labels = torch.from_numpy(targets.astype(np.int64))
+    if labels.numel() and int(labels.max()) >= len(classes):
+        raise DataError(f"{name} {split} labels under {raw} are out of range (corrupt file?)")
+    images = torch.from_numpy(data.copy()).unsqueeze(1).to(torch.float32).div_(255.0)
     return Dataset(name, split, images, labels, classes)
 
 
 def _load_mnist_like(name: str, split: str, root: Path, download: bool, use_cache: bool = True) -> Dataset:
-    cls = _mnist_class(name)
-    folder = cls.__name__
+    folder = _MNIST_LIKE[name][0]
     raw = root / folder / "raw"
     mirror = _mirror_root()
     mirror_raw = mirror / folder / "raw"
 
     # (1) extracted files in the root: read in place.
     if all((raw / f).is_file() for f in _MNIST_FILES):
-        return _read_mnist_like(name, cls, root, split)
+        return _read_mnist_like(name, root, split)
     # (2) .gz files in the root: copy + extract into the writable mirror, read from there.
-    if all((raw / gz).is_file() for gz, _ in cls.resources):
-        _fill_mirror(name, cls, raw, mirror_raw)
-        return _read_mnist_like(name, cls, mirror, split)
+    if all((raw / f"{f}.gz").is_file() for f in _MNIST_FILES):
+        _fill_mirror(name, raw, mirror_raw)
+        return _read_mnist_like(name, mirror, split)
     # (3) a mirror filled earlier (from another root or by a download), when no root was named.
     if use_cache and all(_idx_file_ok(mirror_raw / f) for f in _MNIST_FILES):
-        return _read_mnist_like(name, cls, mirror, split)
+        return _read_mnist_like(name, mirror, split)
     # (4) download, only when asked.
     if download:
         target = root if _is_writable(root) else mirror
-        return _read_mnist_like(name, cls, target, split, download=True)
+        return _read_mnist_like(name, target, split, download=True)
     raise _not_found(name, root, f"{folder}/raw/*-ubyte.gz")
 
 

@@ -262,7 +262,7 @@ def test_seal_square_is_the_tensor_square_and_fc1_reads_uint32(batched, secrets)
     client, server = batched
     session = server.open_session(client.encrypt(secrets[0].numpy(), session=60))
     client.forget(60)
-    ct = session.features[3]
+    ct = server._feature(session, 3)
     before = _seal.ciphertext_data(ct)
     squared = sa.Ciphertext()
     server._eval.square(ct, squared)
@@ -335,6 +335,30 @@ def test_zero_copy_read_equals_seal_serialization(batched, secrets, monkeypatch)
     assert np.array_equal(fast, rns.parse(server._scratch.save(ct)).data)
     monkeypatch.setattr(_seal, "ZERO_COPY", False)
     assert _seal.ciphertext_data(ct) is None  # the benchmark's baseline: SEAL's serialization
+
+
+def test_a_session_keeps_its_features_as_uint32_and_evaluates_as_if_they_were_seals(batched, secrets, monkeypatch):
+    """Features are kept as uint32 coefficients (half of SEAL's buffer, outside its memory pool) and
+    written into one scratch ciphertext per use; the result bytes equal those of a session that
+    keeps SEAL ciphertexts (the path taken where buffers cannot be read in place)."""
+    from hesig.oracles.ckks import _seal
+
+    client, server = batched
+    message = client.encrypt(secrets[1].numpy(), session=61)
+    kept = server.open_session(message)
+    assert all(f.dtype == np.uint32 and f.shape == kept.features[0].shape for f in kept.features)
+    written = server._feature(kept, 5)
+    assert written is kept.scratch and np.array_equal(_seal.ciphertext_data(written), kept.features[5])
+    assert not _seal.write_ciphertext_data(written, kept.features[5][:1])  # another shape: refused, untouched
+    assert np.array_equal(_seal.ciphertext_data(written), kept.features[5])
+    pert = np.random.default_rng(9).normal(scale=0.3, size=(40,) + tuple(server.model.in_shape))
+    fast = server.evaluate(kept, pert)
+    monkeypatch.setattr(_seal, "ZERO_COPY", False)
+    sealed = server.open_session(message)
+    assert all(not isinstance(f, np.ndarray) for f in sealed.features)
+    slow = server.evaluate(sealed, pert)
+    client.forget(61)
+    assert wire.unpack(fast, "result", client.context_id)[1] == wire.unpack(slow, "result", client.context_id)[1]
 
 
 @pytest.mark.parametrize("change, error", [

@@ -215,6 +215,9 @@ def test_mnist_split_hash_stable_and_subset(mnist_pair):
     _, test = mnist_pair
     again = load_dataset("mnist", "test", data_root=SHARED)  # second load goes through the filled mirror
     assert again.split_hash == test.split_hash and len(test.split_hash) == 16
+    # the hash every committed MNIST result records (results/*/summary.json): the numpy idx reader
+    # gives the same bytes as torchvision's reader did
+    assert test.split_hash == "10bff9b63105200d"
     sub = test.subset(torch.arange(100, 110))
     assert sub.indices.tolist() == list(range(100, 110))
     assert sub.split_hash != test.split_hash
@@ -234,6 +237,33 @@ def test_extracted_files_in_root_are_read_in_place(mnist_pair, session_cache, tm
     ds = load_dataset("mnist", "test", data_root=tmp_path / "root")
     assert ds.split_hash == test.split_hash
     assert not empty_cache.exists()  # nothing copied into the (empty) user cache
+
+
+def test_mnist_like_names_are_torchvisions():
+    from torchvision.datasets import MNIST, FashionMNIST
+
+    from hesig.data import _MNIST_FILES, _MNIST_LIKE
+    for name, cls in (("mnist", MNIST), ("fashion-mnist", FashionMNIST)):
+        folder, classes = _MNIST_LIKE[name]
+        assert folder == cls.__name__ and classes == tuple(cls.classes)
+        assert [gz for gz, _ in cls.resources] == [f"{f}.gz" for f in _MNIST_FILES]
+
+
+@pytest.mark.parametrize("damage", ["truncate", "magic"])
+def test_a_damaged_extracted_idx_file_is_one_line(mnist_pair, session_cache, tmp_path, empty_cache, damage):
+    src = session_cache / "hesig" / "torchvision" / "MNIST" / "raw"
+    raw = tmp_path / "root" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for gz in MNIST_GZ:
+        name = gz[: -len(".gz")]
+        shutil.copyfile(src / name, raw / name)
+    victim = raw / "t10k-images-idx3-ubyte"
+    blob = victim.read_bytes()
+    victim.write_bytes(blob[:-100] if damage == "truncate" else b"\x00\x00\x09" + blob[3:])
+    with pytest.raises(DataError, match=r"cannot read mnist test from .*t10k-images-idx3-ubyte") as info:
+        load_dataset("mnist", "test", data_root=tmp_path / "root")
+    assert "\n" not in str(info.value)
+    assert victim.read_bytes() != blob  # the input is left as it was
 
 
 def test_fashion_mnist_test():

@@ -106,17 +106,10 @@ def layout_readable() -> bool:
     return ZERO_COPY and _LAYOUT_OK is not False
 
 
-def ciphertext_data(ct) -> np.ndarray | None:
-    """A copy of SEAL's coefficient buffer of ``ct``: uint64 [size, L, N], or None.
-
-    Why: sealapi exposes a ciphertext's coefficients only through ``save``, which always
-    zstd-compresses (about 4 ms per ciphertext at N = 8192, most of the server's evaluation
-    time). This reads the buffer in place instead. The layout is an assumption about the
-    compiled library, so every call first checks the object's header words against sealapi's
-    own accessors (size, degree, primes, buffer length, scale) and, after copying, three
-    coefficients against ``data(0)``, ``data(1)`` and the buffer's last element; on any mismatch
-    it returns None and the caller serializes as before (and the fast path stays off).
-    """
+def _buffer(ct) -> np.ndarray | None:
+    """SEAL's coefficient buffer of ``ct`` as a numpy view, uint64 [size, L, N], after checking the
+    object's header words against sealapi's own accessors (size, degree, primes, buffer length,
+    scale); None (and the fast path off for good) on any mismatch or where it is not tried."""
     global _LAYOUT_OK
     if not ZERO_COPY or _LAYOUT_OK is False:
         return None
@@ -130,15 +123,59 @@ def ciphertext_data(ct) -> np.ndarray | None:
         scale = struct.unpack("<d", struct.pack("<Q", words[8]))[0]
         if (words[5], words[6], words[7], words[13]) != (size, n, levels, count) or scale != ct.scale or not words[14]:
             raise ValueError
-        data = np.ctypeslib.as_array((ctypes.c_uint64 * count).from_address(words[14])).reshape(size, levels, n).copy()
-        if data[0, 0, 0] != ct.data(0) or (size > 1 and data[1, 0, 0] != ct.data(1)) \
-                or data[-1, -1, -1] != ct.dyn_array().at(count - 1):
-            raise ValueError
+        return np.ctypeslib.as_array((ctypes.c_uint64 * count).from_address(words[14])).reshape(size, levels, n)
     except (ValueError, OverflowError, TypeError, IndexError):
+        _LAYOUT_OK = False
+        return None
+
+
+def _agrees(ct, data: np.ndarray) -> bool:
+    """Three coefficients of ``data`` [size, L, N] against sealapi's accessors of ``ct``."""
+    count = data.size
+    return bool(data[0, 0, 0] == ct.data(0) and (data.shape[0] < 2 or data[1, 0, 0] == ct.data(1))
+                and data[-1, -1, -1] == ct.dyn_array().at(count - 1))
+
+
+def ciphertext_data(ct) -> np.ndarray | None:
+    """A copy of SEAL's coefficient buffer of ``ct``: uint64 [size, L, N], or None.
+
+    Why: sealapi exposes a ciphertext's coefficients only through ``save``, which always
+    zstd-compresses (about 4 ms per ciphertext at N = 8192, most of the server's evaluation
+    time). This reads the buffer in place instead. The layout is an assumption about the
+    compiled library, so every call first checks the object's header words against sealapi's
+    own accessors (:func:`_buffer`) and, after copying, three coefficients against ``data(0)``,
+    ``data(1)`` and the buffer's last element; on any mismatch it returns None and the caller
+    serializes as before (and the fast path stays off).
+    """
+    global _LAYOUT_OK
+    view = _buffer(ct)
+    if view is None:
+        return None
+    data = view.copy()
+    if not _agrees(ct, data):
         _LAYOUT_OK = False
         return None
     _LAYOUT_OK = True
     return data
+
+
+def write_ciphertext_data(ct, data: np.ndarray) -> bool:
+    """Overwrite the coefficients of ``ct`` in place with ``data`` (uint64 or uint32 [size, L, N]
+    of ``ct``'s shape; the caller keeps parms id, scale and NTT form, which it must match).
+    False, with ``ct`` untouched, where the in-place layout is not confirmed (:func:`ciphertext_data`
+    has not succeeded yet, or the header check fails) or the shapes differ; the caller then
+    loads the ciphertext through SEAL's serialization instead."""
+    global _LAYOUT_OK
+    if _LAYOUT_OK is not True:  # write only into a layout a read has confirmed
+        return False
+    view = _buffer(ct)
+    if view is None or view.shape != data.shape:
+        return False
+    np.copyto(view, data, casting="safe")
+    if not _agrees(ct, view):
+        _LAYOUT_OK = False
+        return False
+    return True
 
 
 def moduli_by_parms(context) -> dict[bytes, np.ndarray]:

@@ -29,7 +29,7 @@ import tenseal.sealapi as sa
 from ...core.defaults import CKKS_ENCRYPTIONS, CKKS_LAYOUTS
 from ...core.errors import InvalidValueError, MismatchError, ShapeError
 from . import rns, seeded, wire
-from ._seal import Scratch, ciphertext_data, moduli_by_parms, pid_bytes, trim_heap
+from ._seal import Scratch, ciphertext_data, moduli_by_parms, pid_bytes, trim_heap, write_ciphertext_data
 from .polymodel import PolyCNN
 
 #: features per block of fc1 in an evaluation (memory: see fc1_partial)
@@ -64,10 +64,16 @@ def result_format(first_moduli: list[int], input_scale: float) -> float:
 
 class Session:
     """One encrypted secret image on the server: its conv1-feature ciphertexts (None where another
-    server process of a :class:`hesig.oracles.ckks.parallel.ParallelServer` holds the feature)."""
+    server process of a :class:`hesig.oracles.ckks.parallel.ParallelServer` holds the feature).
 
-    def __init__(self, session: int, features: list, setup_seconds: float):
-        self.session, self.features, self.setup_seconds = session, features, setup_seconds
+    A feature is kept as its coefficients, uint32 [2, L, N] (every prime is below 2^32), where
+    SEAL's buffers can be read in place (:func:`hesig.oracles.ckks._seal.ciphertext_data`): half
+    the bytes of SEAL's uint64 buffer, and outside SEAL's memory pool, which keeps every buffer it
+    ever handed out. Each evaluation writes them, one at a time, into ``scratch``, a SEAL
+    ciphertext at the features' level and scale. Elsewhere a feature is the SEAL ciphertext."""
+
+    def __init__(self, session: int, features: list, setup_seconds: float, scratch=None):
+        self.session, self.features, self.setup_seconds, self.scratch = session, features, setup_seconds, scratch
 
 
 class Share:
@@ -195,13 +201,32 @@ class CKKSServer:
         window reads (they are still checked)."""
         t0 = time.perf_counter() if t0 is None else t0
         if self.layout == "batched":
-            features = self._features_batched(parts, share)
+            features, scratch = self._features_batched(parts, share)
         elif share is None:
-            features = self._features_compact(parts)
+            features, scratch = self._features_compact(parts)
         else:
             raise InvalidValueError("only the batched layout splits over server processes")
         trim_heap()
-        return Session(session, features, time.perf_counter() - t0)
+        return Session(session, features, time.perf_counter() - t0, scratch)
+
+    @staticmethod
+    def _keep(ct: sa.Ciphertext):
+        """A feature as a session keeps it (:class:`Session`): uint32 coefficients, or the SEAL
+        ciphertext where its buffer cannot be read in place."""
+        data = ciphertext_data(ct)
+        return ct if data is None else data.astype(np.uint32)
+
+    def _feature(self, session: Session, f: int) -> sa.Ciphertext:
+        """Feature ``f`` of ``session`` as a SEAL ciphertext (written into ``session.scratch`` when
+        kept as coefficients: valid until the next call)."""
+        kept = session.features[f]
+        if not isinstance(kept, np.ndarray):
+            return kept
+        scratch = session.scratch
+        if write_ciphertext_data(scratch, kept):
+            return scratch
+        return self._to_seal(rns.RnsCiphertext(kept.astype(np.uint64), pid_bytes(scratch.parms_id()), scratch.scale, 1,
+                                               self._version))
 
     def _parse_input(self, blob: bytes) -> rns.RnsCiphertext:
         if self.encryption == "seeded":
@@ -234,7 +259,7 @@ class CKKSServer:
     def _to_seal(self, ct: rns.RnsCiphertext) -> sa.Ciphertext:
         return self._scratch.load(sa.Ciphertext(), self._seal, rns.serialize(ct))
 
-    def _features_batched(self, parts, share: Share | None = None) -> list:
+    def _features_batched(self, parts, share: Share | None = None) -> tuple[list, sa.Ciphertext]:
         """The 256 conv1-feature ciphertexts from the 784 pixel ciphertexts (or ``share``'s), one
         row of output positions (windows) at a time. All windows of a row go to numpy as one
         exact product, features [8 windows x 4 channels] x pixels [the row's 7 x 28]: a pixel is
@@ -242,7 +267,9 @@ class CKKSServer:
         product has 32 output rows instead of 4. A pixel is parsed when its first row needs it and
         dropped after its last: ten pixel rows at most are held at once (~130 MB as uint32, every
         prime is below 2^32, checked in __init__) instead of all 784 (360 MB), and each row's
-        features go to SEAL at once instead of waiting in a 256-feature array (235 MB)."""
+        features go to SEAL at once instead of waiting in a 256-feature array (235 MB), to be
+        rescaled and kept as the session keeps them (:class:`Session`). Returns the features [256]
+        (None outside ``share``) and the last feature's SEAL ciphertext (the session's scratch)."""
         model = self.model
         all_windows = model.windows()
         span = range(len(all_windows)) if share is None else share.windows
@@ -261,7 +288,7 @@ class CKKSServer:
         moduli = self._moduli[self._first]
         kernel = np.rint(all_windows[0][2] * self.weight_scale).astype(np.int64)  # [O, C*k*k], the same for every window
         held: dict[int, np.ndarray] = {}
-        first = None
+        first = scratch = None
         features: list = [None] * model.num_features
         for g, group in enumerate(groups):
             pixels = sorted({int(p) for w in group for p in all_windows[w][0]})
@@ -282,14 +309,14 @@ class CKKSServer:
             for row, f in enumerate(feats):
                 ct = self._to_seal(rns.RnsCiphertext(acc[row], self._first, scale, first.correction_factor, first.version))
                 self._eval.rescale_to_next_inplace(ct)
-                features[int(f)] = ct
+                features[int(f)], scratch = self._keep(ct), ct
             del acc
             for p in pixels:
                 if last_use[p] == g:
                     del held[p]
-        return features
+        return features, scratch
 
-    def _features_compact(self, parts: list[bytes]) -> list:
+    def _features_compact(self, parts: list[bytes]) -> tuple[list, sa.Ciphertext]:
         model = self.model
         if len(parts) != 1:
             raise ShapeError(f"the compact layout sends one ciphertext, got {len(parts)}")
@@ -319,8 +346,8 @@ class CKKSServer:
                 self._eval.rescale_to_next_inplace(prod)
                 self._encoder.encode(float(model.conv_bias[ch]), prod.parms_id(), prod.scale, plain)
                 self._eval.add_plain_inplace(prod, plain)
-                out.append(prod)
-        return out
+                out.append(self._keep(prod))
+        return out, prod
 
     # -- evaluation -------------------------------------------------------------------------
 
@@ -367,7 +394,7 @@ class CKKSServer:
         for start in range(0, len(features), FC1_BLOCK):
             block = slice(start, min(start + FC1_BLOCK, len(features)))
             for i, f in enumerate(features[block]):
-                ct = session.features[int(f)]
+                ct = self._feature(session, int(f))
                 vec[:count] = columns[:, block.start + i]
                 self._encoder.encode(vec.tolist(), ct.parms_id(), ct.scale, plain)
                 self._eval.add_plain(ct, plain, tmp)
