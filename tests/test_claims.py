@@ -249,9 +249,16 @@ def test_the_readme_quotes_the_ckks_pipelines_and_this_rounds_comparison():
          rf"{CKKS['speedup_pipelines_over_after']:.2f}× the one-process path's")
     each = CKKS["peak_rss_mb_pipelines_each"]
     _one(rf"Peak memory {each[0] / 1e3:.2f} GB and {each[1] / 1e3:.2f} GB, {CKKS['peak_rss_mb_pipelines_sum'] / 1e3:.2f} GB together")
-    assert piped["seconds_per_fingerprint"] <= 10 and max(each) <= 1500  # the rate and the per-process peak the README claims
-    _one(rf"\| ≤ 10 s per fingerprint \| \*\*{piped['seconds_per_fingerprint']:.1f} s\*\* with each core on its own image \(the pipelines path\); "
-         rf"one image alone: {after['seconds_per_fingerprint_mean']:.1f} s in one process, {split['seconds_per_fingerprint_mean']:.1f} s split")
+    # what the targets table claims: 10 s as one image's latency (split) and as a rate (pipelines); every process under 1.5 GB
+    assert piped["seconds_per_fingerprint"] <= 10 and split["seconds_per_fingerprint_mean"] <= 10
+    assert max(each) <= 1500 and CKKS["peak_rss_mb_after"] <= 1500 and CKKS["peak_rss_mb_split"] <= 1500
+    _one(rf"\| ≤ 10 s per fingerprint \| \*\*{split['seconds_per_fingerprint_mean']:.1f} s\*\* for one image alone, split over 2 "
+         rf"processes per party \(max {split['seconds_per_fingerprint_max']:.1f} s, .*?\); \*\*{piped['seconds_per_fingerprint']:.1f} s\*\* "
+         rf"with each core on its own image \(the pipelines path\); {after['seconds_per_fingerprint_mean']:.1f} s in one process")
+    helpers = CKKS["peak_rss_mb_split_helpers"]
+    split_sum = CKKS["peak_rss_mb_split"] + helpers["server"][0] + helpers["client"][0]
+    _one(rf"{split_sum / 1e3:.2f} GB for the\s+{split['seconds_per_fingerprint_mean']:.1f} s latency, "
+         rf"{CKKS['peak_rss_mb_pipelines_sum'] / 1e3:.2f} GB for the {piped['seconds_per_fingerprint']:.1f} s rate")
     for name, key in (("ckks_eval_ab", "evaluation"), ("ckks_eval_ab_split", "evaluation")):
         ab = json.loads((ROOT / "benchmarks" / f"{name}.json").read_text())
         assert ab["baseline_commit"].startswith("544da90") and ab["current_commit"].startswith("59bc274")
