@@ -352,7 +352,12 @@ def test_a_session_keeps_its_features_as_uint32_and_evaluates_as_if_they_were_se
     assert not _seal.write_ciphertext_data(written, kept.features[5][:1])  # another shape: refused, untouched
     assert np.array_equal(_seal.ciphertext_data(written), kept.features[5])
     pert = np.random.default_rng(9).normal(scale=0.3, size=(40,) + tuple(server.model.in_shape))
+    loads = []
+    monkeypatch.setattr(server, "_to_seal", lambda ct, load=server._to_seal: loads.append(1) or load(ct))
     fast = server.evaluate(kept, pert)
+    # one load through SEAL's serialization for the fc1 units and one for the logits; every other
+    # ciphertext of the server's own is written in place into those (CKKSServer._stage)
+    assert len(loads) == 2 < server._fc1.shape[0]
     monkeypatch.setattr(_seal, "ZERO_COPY", False)
     sealed = server.open_session(message)
     assert all(not isinstance(f, np.ndarray) for f in sealed.features)

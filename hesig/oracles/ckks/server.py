@@ -259,6 +259,18 @@ class CKKSServer:
     def _to_seal(self, ct: rns.RnsCiphertext) -> sa.Ciphertext:
         return self._scratch.load(sa.Ciphertext(), self._seal, rns.serialize(ct))
 
+    def _stage(self, ct: rns.RnsCiphertext, staged: dict) -> sa.Ciphertext:
+        """``ct`` (the server's own numpy result) in a SEAL ciphertext that the next call with the
+        same ``staged`` dict overwrites: use it only as an operation's input. The first call for a
+        level, size and scale loads it through SEAL's serialization; later calls write the
+        coefficients into that object in place (:func:`~hesig.oracles.ckks._seal.write_ciphertext_data`),
+        skipping a serialization, a file and a load per ciphertext."""
+        key = (ct.parms_id, ct.data.shape[0], ct.scale, ct.correction_factor, ct.version)
+        seal_ct = staged.get(key)
+        if seal_ct is None or not write_ciphertext_data(seal_ct, ct.data):
+            seal_ct = staged[key] = self._to_seal(ct)
+        return seal_ct
+
     def _features_batched(self, parts, share: Share | None = None) -> tuple[list, sa.Ciphertext]:
         """The 256 conv1-feature ciphertexts from the 784 pixel ciphertexts (or ``share``'s), one
         row of output positions (windows) at a time. All windows of a row go to numpy as one
@@ -288,6 +300,7 @@ class CKKSServer:
         moduli = self._moduli[self._first]
         kernel = np.rint(all_windows[0][2] * self.weight_scale).astype(np.int64)  # [O, C*k*k], the same for every window
         held: dict[int, np.ndarray] = {}
+        staged: dict = {}
         first = scratch = None
         features: list = [None] * model.num_features
         for g, group in enumerate(groups):
@@ -307,8 +320,9 @@ class CKKSServer:
             scale = first.scale * self.weight_scale
             rns.add_constant(acc, np.tile(model.conv_bias, len(group)), scale, moduli)  # row i*O + o: window i, channel o
             for row, f in enumerate(feats):
-                ct = self._to_seal(rns.RnsCiphertext(acc[row], self._first, scale, first.correction_factor, first.version))
-                self._eval.rescale_to_next_inplace(ct)
+                ct = sa.Ciphertext()
+                self._eval.rescale_to_next(self._stage(rns.RnsCiphertext(acc[row], self._first, scale, first.correction_factor,
+                                                                         first.version), staged), ct)
                 features[int(f)], scratch = self._keep(ct), ct
             del acc
             for p in pixels:
@@ -439,9 +453,11 @@ class CKKSServer:
         scale = head.scale * head.scale * self.weight_scale
         rns.add_constant(hidden, model.fc1_bias[units], scale, moduli)
         acts = act = None
+        staged: dict = {}
         for i, h in enumerate(hidden):
-            ct = self._to_seal(rns.RnsCiphertext(h, head.parms_id, scale, head.correction_factor, head.version))
-            self._eval.rescale_to_next_inplace(ct)
+            ct = sa.Ciphertext()
+            self._eval.rescale_to_next(self._stage(rns.RnsCiphertext(h, head.parms_id, scale, head.correction_factor,
+                                                                     head.version), staged), ct)
             self._eval.relinearize_inplace(ct, self._relin)
             self._eval.rescale_to_next_inplace(ct)
             self._eval.square_inplace(ct)
@@ -463,9 +479,11 @@ class CKKSServer:
             self.add_partials(logits, other, head)
         rns.add_constant(logits, model.fc2_bias, head.scale, self._moduli[head.parms_id])
         parts = []
+        staged: dict = {}
         for logit in logits:
-            ct = self._to_seal(rns.RnsCiphertext(logit, head.parms_id, head.scale, head.correction_factor, head.version))
-            self._eval.relinearize_inplace(ct, self._relin)
+            ct = sa.Ciphertext()
+            self._eval.relinearize(self._stage(rns.RnsCiphertext(logit, head.parms_id, head.scale, head.correction_factor,
+                                                                 head.version), staged), self._relin, ct)
             self._eval.rescale_to_next_inplace(ct)
             self._eval.rescale_to_next_inplace(ct)
             parts.append(self._scratch.save(ct))
