@@ -298,6 +298,10 @@ def test_the_readme_quotes_the_ckks_end_to_end_run():
     _one(rf"\| class-mean baseline \| {base['psnr_mean']:.2f} \| {base['ssim_mean']:.4f} \({base['ssim_full_map_mean']:.4f}\) \|")
     _one(rf"\({s['eps_agreement']['pairs_both_uncensored']:,}\s+pairs; max relative difference "
          rf"{100 * s['eps_agreement']['max_relative_difference']:.2f}%\)")
+    c, n = s["ckks_costs"], s["images"]
+    _one(rf"{s['seconds_per_fingerprint']['ckks']:.1f} s per image,\s+client encryption {c['client_encrypt_seconds'] / n:.1f} s "
+         rf"\+ server setup {c['server_setup_seconds'] / n:.1f} s \+ {evaluations:.0f} evaluations × "
+         rf"{c['server_eval_seconds'] / c['evaluations']:.1f} s")
 
 
 def test_the_readme_quotes_the_compact_upload_benchmark():
