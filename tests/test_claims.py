@@ -268,6 +268,21 @@ def test_the_readme_quotes_the_ckks_pipelines_and_this_rounds_comparison():
         assert text in README
 
 
+def test_the_readme_quotes_this_rounds_staging_comparison():
+    one, split = (json.loads((ROOT / "benchmarks" / f"ckks_eval_ab_stage{x}.json").read_text()) for x in ("", "_split"))
+    for ab in (one, split):
+        assert ab["baseline_commit"].startswith("0517f61") and ab["current_commit"].startswith("ec27491")
+        assert not ab["current_tree_dirty"] and ab["rounds"] == 5
+    assert one["processes"] == 1 and split["processes"] == 2
+
+    def change(ab, key):
+        return re.escape(f"{ab['baseline'][f'{key}_seconds_median']:.2f} → {ab['current'][f'{key}_seconds_median']:.2f} s "
+                         f"({ab[f'{key}_speedup']:.2f}×)")
+    _one(rf"one evaluation {change(one, 'evaluation')} in one process and {change(split, 'evaluation')} split; the\s+"
+         rf"setup {one['setup_speedup']:.2f}× and {split['setup_speedup']:.2f}×\. The client's encryption, whose code did not "
+         rf"change, read {one['encrypt_speedup']:.2f}× and {split['encrypt_speedup']:.2f}×")
+
+
 def test_the_readme_quotes_the_openfhe_bake_off():
     summary = json.loads((ROOT / "benchmarks" / "openfhe_primitives.json").read_text())["summary"]
     seal, small, big, big2 = (summary[k] for k in ("seal", "openfhe_hybrid_omp1", "openfhe_hybrid128_omp1", "openfhe_hybrid128_omp2"))
