@@ -365,3 +365,15 @@ def test_the_readme_quotes_the_50_epoch_vicious_cells():
         assert (f"{names[c['dataset']]} {c['release']} {c['beta']}: accuracy {100 * c['acc_mean']:.2f} % ({p['acc']:g}), "
                 f"PSNR {c['psnr_dataset_mean']:.2f} dB ({p['psnr']:g}), SSIM {c['ssim_mean']:.3f} ({p['ssim']:g}), "
                 f"R {c['R_mean']:.3f} ({p['R']:g}), best epoch {c['best_epoch'][0]}, target met: {c['meets_target']}") in README
+
+
+def test_the_readme_quotes_the_relu2_own_range_recheck():
+    s = json.loads((ROOT / "results" / "collab_inference" / "recheck_relu2_own_range.json").read_text())
+    same, other = s["same"], s["disjoint"]
+    assert same["n"] == other["n"] == 1000 and same["model_hash"] == other["model_hash"]
+    assert same["ssim_own_range_mean"] > same["paper_ssim"] and other["ssim_own_range_mean"] > other["paper_ssim"]
+    _one(rf"hash {same['model_hash']}\)\. Shadow on the same half:\s+\*\*{same['psnr_mean']:.2f} dB\*\*, SSIM "
+         rf"{same['ssim_interior_mean']:.3f} interior, {same['ssim_full_map_mean']:.3f} full map, \*\*{same['ssim_own_range_mean']:.3f} "
+         rf"in He et al.'s own convention\*\*")
+    _one(rf"Shadow on the other half: \*\*{other['psnr_mean']:.2f} dB\*\*, {other['ssim_interior_mean']:.3f} interior, "
+         rf"{other['ssim_full_map_mean']:.3f} full map,\s+\*\*{other['ssim_own_range_mean']:.3f} own convention\*\*")
