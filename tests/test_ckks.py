@@ -346,11 +346,13 @@ def test_a_session_keeps_its_features_as_uint32_and_evaluates_as_if_they_were_se
     client, server = batched
     message = client.encrypt(secrets[1].numpy(), session=61)
     kept = server.open_session(message)
-    assert all(f.dtype == np.uint32 and f.shape == kept.features[0].shape for f in kept.features)
+    assert all(f.data.dtype == np.uint32 and f.data.shape == kept.features[0].data.shape for f in kept.features)
     written = server._feature(kept, 5)
-    assert written is kept.scratch and np.array_equal(_seal.ciphertext_data(written), kept.features[5])
-    assert not _seal.write_ciphertext_data(written, kept.features[5][:1])  # another shape: refused, untouched
-    assert np.array_equal(_seal.ciphertext_data(written), kept.features[5])
+    assert written is server._feature(kept, 6)  # one staged SEAL ciphertext, rewritten per feature
+    written = server._feature(kept, 5)
+    assert written in kept.staged.values() and np.array_equal(_seal.ciphertext_data(written), kept.features[5].data)
+    assert not _seal.write_ciphertext_data(written, kept.features[5].data[:1])  # another shape: refused, untouched
+    assert np.array_equal(_seal.ciphertext_data(written), kept.features[5].data)
     pert = np.random.default_rng(9).normal(scale=0.3, size=(40,) + tuple(server.model.in_shape))
     loads = []
     monkeypatch.setattr(server, "_to_seal", lambda ct, load=server._to_seal: loads.append(1) or load(ct))
@@ -360,7 +362,7 @@ def test_a_session_keeps_its_features_as_uint32_and_evaluates_as_if_they_were_se
     assert len(loads) == 2 < server._fc1.shape[0]
     monkeypatch.setattr(_seal, "ZERO_COPY", False)
     sealed = server.open_session(message)
-    assert all(not isinstance(f, np.ndarray) for f in sealed.features)
+    assert all(not isinstance(f, rns.RnsCiphertext) for f in sealed.features)
     slow = server.evaluate(sealed, pert)
     client.forget(61)
     assert wire.unpack(fast, "result", client.context_id)[1] == wire.unpack(slow, "result", client.context_id)[1]

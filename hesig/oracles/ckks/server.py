@@ -66,14 +66,16 @@ class Session:
     """One encrypted secret image on the server: its conv1-feature ciphertexts (None where another
     server process of a :class:`hesig.oracles.ckks.parallel.ParallelServer` holds the feature).
 
-    A feature is kept as its coefficients, uint32 [2, L, N] (every prime is below 2^32), where
-    SEAL's buffers can be read in place (:func:`hesig.oracles.ckks._seal.ciphertext_data`): half
-    the bytes of SEAL's uint64 buffer, and outside SEAL's memory pool, which keeps every buffer it
-    ever handed out. Each evaluation writes them, one at a time, into ``scratch``, a SEAL
-    ciphertext at the features' level and scale. Elsewhere a feature is the SEAL ciphertext."""
+    A feature is kept as an :class:`~hesig.oracles.ckks.rns.RnsCiphertext` of uint32 coefficients
+    [2, L, N] (every prime is below 2^32) where SEAL's buffers can be read in place
+    (:func:`hesig.oracles.ckks._seal.ciphertext_data`): half the bytes of SEAL's uint64 buffer, and
+    outside SEAL's memory pool, which keeps every buffer it ever handed out. An evaluation stages
+    them into SEAL one at a time (:meth:`CKKSServer._stage`, through ``staged``). Elsewhere a
+    feature is the SEAL ciphertext."""
 
-    def __init__(self, session: int, features: list, setup_seconds: float, scratch=None):
-        self.session, self.features, self.setup_seconds, self.scratch = session, features, setup_seconds, scratch
+    def __init__(self, session: int, features: list, setup_seconds: float):
+        self.session, self.features, self.setup_seconds = session, features, setup_seconds
+        self.staged: dict = {}
 
 
 class Share:
@@ -201,32 +203,26 @@ class CKKSServer:
         window reads (they are still checked)."""
         t0 = time.perf_counter() if t0 is None else t0
         if self.layout == "batched":
-            features, scratch = self._features_batched(parts, share)
+            features = self._features_batched(parts, share)
         elif share is None:
-            features, scratch = self._features_compact(parts)
+            features = self._features_compact(parts)
         else:
             raise InvalidValueError("only the batched layout splits over server processes")
         trim_heap()
-        return Session(session, features, time.perf_counter() - t0, scratch)
+        return Session(session, features, time.perf_counter() - t0)
 
-    @staticmethod
-    def _keep(ct: sa.Ciphertext):
-        """A feature as a session keeps it (:class:`Session`): uint32 coefficients, or the SEAL
+    def _keep(self, ct: sa.Ciphertext):
+        """A feature as a session keeps it (:class:`Session`): its uint32 coefficients, or the SEAL
         ciphertext where its buffer cannot be read in place."""
         data = ciphertext_data(ct)
-        return ct if data is None else data.astype(np.uint32)
+        return ct if data is None else rns.RnsCiphertext(data.astype(np.uint32), pid_bytes(ct.parms_id()), ct.scale, 1,
+                                                         self._version)
 
     def _feature(self, session: Session, f: int) -> sa.Ciphertext:
-        """Feature ``f`` of ``session`` as a SEAL ciphertext (written into ``session.scratch`` when
-        kept as coefficients: valid until the next call)."""
+        """Feature ``f`` of ``session`` as a SEAL ciphertext (a staged one when kept as
+        coefficients: valid until the session's next staging)."""
         kept = session.features[f]
-        if not isinstance(kept, np.ndarray):
-            return kept
-        scratch = session.scratch
-        if write_ciphertext_data(scratch, kept):
-            return scratch
-        return self._to_seal(rns.RnsCiphertext(kept.astype(np.uint64), pid_bytes(scratch.parms_id()), scratch.scale, 1,
-                                               self._version))
+        return self._stage(kept, session.staged) if isinstance(kept, rns.RnsCiphertext) else kept
 
     def _parse_input(self, blob: bytes) -> rns.RnsCiphertext:
         if self.encryption == "seeded":
@@ -271,7 +267,7 @@ class CKKSServer:
             seal_ct = staged[key] = self._to_seal(ct)
         return seal_ct
 
-    def _features_batched(self, parts, share: Share | None = None) -> tuple[list, sa.Ciphertext]:
+    def _features_batched(self, parts, share: Share | None = None) -> list:
         """The 256 conv1-feature ciphertexts from the 784 pixel ciphertexts (or ``share``'s), one
         row of output positions (windows) at a time. All windows of a row go to numpy as one
         exact product, features [8 windows x 4 channels] x pixels [the row's 7 x 28]: a pixel is
@@ -280,8 +276,7 @@ class CKKSServer:
         dropped after its last: ten pixel rows at most are held at once (~130 MB as uint32, every
         prime is below 2^32, checked in __init__) instead of all 784 (360 MB), and each row's
         features go to SEAL at once instead of waiting in a 256-feature array (235 MB), to be
-        rescaled and kept as the session keeps them (:class:`Session`). Returns the features [256]
-        (None outside ``share``) and the last feature's SEAL ciphertext (the session's scratch)."""
+        rescaled and kept as the session keeps them (:class:`Session`); None outside ``share``."""
         model = self.model
         all_windows = model.windows()
         span = range(len(all_windows)) if share is None else share.windows
@@ -301,7 +296,7 @@ class CKKSServer:
         kernel = np.rint(all_windows[0][2] * self.weight_scale).astype(np.int64)  # [O, C*k*k], the same for every window
         held: dict[int, np.ndarray] = {}
         staged: dict = {}
-        first = scratch = None
+        first = None
         features: list = [None] * model.num_features
         for g, group in enumerate(groups):
             pixels = sorted({int(p) for w in group for p in all_windows[w][0]})
@@ -323,14 +318,14 @@ class CKKSServer:
                 ct = sa.Ciphertext()
                 self._eval.rescale_to_next(self._stage(rns.RnsCiphertext(acc[row], self._first, scale, first.correction_factor,
                                                                          first.version), staged), ct)
-                features[int(f)], scratch = self._keep(ct), ct
+                features[int(f)] = self._keep(ct)
             del acc
             for p in pixels:
                 if last_use[p] == g:
                     del held[p]
-        return features, scratch
+        return features
 
-    def _features_compact(self, parts: list[bytes]) -> tuple[list, sa.Ciphertext]:
+    def _features_compact(self, parts: list[bytes]) -> list:
         model = self.model
         if len(parts) != 1:
             raise ShapeError(f"the compact layout sends one ciphertext, got {len(parts)}")
@@ -361,7 +356,7 @@ class CKKSServer:
                 self._encoder.encode(float(model.conv_bias[ch]), prod.parms_id(), prod.scale, plain)
                 self._eval.add_plain_inplace(prod, plain)
                 out.append(self._keep(prod))
-        return out, prod
+        return out
 
     # -- evaluation -------------------------------------------------------------------------
 
