@@ -9,6 +9,13 @@
 # results/reproduce.sh and results/defenses/run.sh under runs/ and HESIG_DATA set.
 # Usage: OUT=<folder> [BUDGET=520] [VICIOUS_SEEDS=0] [VICIOUS_JOBS=7] [FRONTIER_JOBS=6]
 #        [FRONTIER_PARTS="mnist fashion wide"] [MPS=0] bash results/gpu_run.sh
+# The lease of 2026-11-27 (H200): the device image has torch but not hesig's platformdirs, and no
+# `hesig` or `python` on its PATH, so the command carried a folder .gpu/ (git-ignored) holding the
+# platformdirs wheel, the MNIST / Fashion-MNIST .gz files, the trained models under runs/ and two
+# shims (.gpu/bin/hesig: `exec python3 -m hesig "$@"`; .gpu/bin/python: `exec python3 "$@"`):
+#   python3 -m pip install -q --no-index --no-deps --target /tmp/site .gpu/whl/*.whl &&
+#   export PYTHONPATH=$PWD:/tmp/site PATH=$PWD/.gpu/bin:$PATH HESIG_DATA=$PWD/.gpu/data &&
+#   cp -r .gpu/runs/. runs/ && BUDGET=500 VICIOUS_JOBS=7 FRONTIER_JOBS=3 FRONTIER_PARTS=mnist bash results/gpu_run.sh
 # (A rehearsal on a CPU at toy scale: DEVICE=cpu SEARCH_ARGS="--device cpu --rows 50 --job-rows 100
 #  --seconds 0.3 --repeats 1" VICIOUS_EPOCHS=1 TRAIN_LIMIT=300 N_TRAIN=300 N_TEST=50.)
 set -uo pipefail
@@ -32,7 +39,7 @@ EOF
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv >> "$OUT/gpu_run.log" 2>&1
 
 log "search benchmark (alone on the GPU)"
-timeout 150 python3 benchmarks/search.py --model runs/mnist-lenet5/model ${SEARCH_ARGS:---device cuda --seconds 3 --repeats 3} \
+timeout 150 python3 benchmarks/search.py --model runs/mnist-lenet5/model ${SEARCH_ARGS:---device cuda --seconds 2 --repeats 3} \
   --profile "$OUT/search_cuda_profile.txt" > "$OUT/search_cuda.json" 2> "$OUT/search_cuda.err"
 log "search benchmark exit $?"
 
@@ -53,23 +60,29 @@ log "MPS: $mps"
 nvidia-smi dmon -s u -d 10 > "$OUT/gpu_utilisation.log" 2>&1 &
 monitor=$!
 log "vicious Table 1 (50 epochs) and frontier studies, side by side"
-EPOCHS=${VICIOUS_EPOCHS:-50} JOBS=${VICIOUS_JOBS:-7} SEEDS=${VICIOUS_SEEDS:-0} RUNS=runs/vicious50 setsid bash results/vicious.sh table \
+PROGRESS=1 TQDM_MININTERVAL=20 EPOCHS=${VICIOUS_EPOCHS:-50} JOBS=${VICIOUS_JOBS:-7} SEEDS=${VICIOUS_SEEDS:-0} RUNS=runs/vicious50 setsid bash results/vicious.sh table \
   > "$OUT/vicious.log" 2>&1 &
 vicious=$!
 DEVICE=${DEVICE:-cuda} JOBS=${FRONTIER_JOBS:-6} PARTS=${FRONTIER_PARTS:-mnist fashion wide} setsid bash results/frontier/run.sh > "$OUT/frontier.log" 2>&1 &
 frontier=$!
+last=$SECONDS
 while (( SECONDS - start < BUDGET )) && { kill -0 $vicious 2>/dev/null || kill -0 $frontier 2>/dev/null; }; do
   sleep 5
+  if (( SECONDS - last >= 60 )); then  # progress, for a lease that ends before its parts do
+    last=$SECONDS
+    log "finished: vicious $(ls runs/vicious50/*/*/seed*/metrics.json 2>/dev/null | wc -l), frontier cells $(ls runs/frontier/*/steps/cell-*.json 2>/dev/null | wc -l)"
+  fi
 done
 for group in $vicious $frontier; do kill -0 $group 2>/dev/null && { log "stopping group $group at the budget"; kill -TERM -- -$group; }; done
 sleep 3
 kill $monitor 2>/dev/null
 (( mps )) && echo quit | nvidia-cuda-mps-control
 log "packing"
-# what came back: cell records, logs and sample reconstructions (no fingerprint files); the vicious
+# what came back: cell records and logs (no fingerprint or reconstruction files: 10,000 test images
+# make 31 MB per cell, and a lease returns at most 16 MiB per file); the vicious
 # runs whole (F and G: detection and output defenses run on them elsewhere), one archive per dataset
 python3 results/frontier/report.py runs/frontier/*/ > "$OUT/frontier_table.md" 2>> "$OUT/gpu_run.log"
-tar czf "$OUT/frontier.tgz" --exclude='fp_*' --exclude='*.chunks' runs/frontier results/frontier 2>> "$OUT/gpu_run.log"
+tar czf "$OUT/frontier.tgz" --exclude='fp_*' --exclude='recon_*' --exclude='*.chunks' runs/frontier results/frontier 2>> "$OUT/gpu_run.log"
 for ds in mnist fashion-mnist; do
   [ -d runs/vicious50/$ds ] && tar czf "$OUT/vicious50_$ds.tgz" runs/vicious50/$ds 2>> "$OUT/gpu_run.log"
 done
