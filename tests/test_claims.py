@@ -338,14 +338,28 @@ def test_the_readme_quotes_the_ckks_memory_stages():
 
 def test_the_readme_quotes_the_finished_frontier_cells():
     cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
-    c = next(c for c in cells if c["arch"] == "hecnn" and c["count"] == 25 and c["coarse_points"] == 1)
-    base = c["baselines"]["baseline_class_mean"]
-    _one(rf"\*\*{c['queries_per_fingerprint']:.0f} queries\*\* per fingerprint: SSIM {c['ssim']:.3f} interior "
-         rf"\({c['ssim_full_map']:.3f} full map\), PSNR\n{c['psnr']:.2f} dB, class recovery {100 * c['class_recovery']:.1f}%, "
-         rf"against {base['ssim_mean']:.3f} \({base['ssim_full_map_mean']:.3f}\) and {base['psnr_mean']:.2f} dB")
-    _one(rf"on the CPU, {c['cell_seconds'] / 60:.0f} min\)")
-    full = json.loads((ROOT / "results" / "mnist_hecnn" / "metrics.json").read_text())["metrics"]["attack"]["ssim_mean"]
-    _one(rf"keeps {100 * c['ssim'] / full:.0f}% of the 1,283-query\nresult's interior SSIM \({full:.3f}, table above\)")
+    cell = {(c["arch"], c["count"], f"{c['coarse_points']}:{c['rtol']:g}"): c for c in cells
+            if c["dataset"] == "mnist" and c["decoder"]["ngf"] == 32 and c["decoder"]["epochs"] == 20}
+
+    def quoted(c):
+        return (f"{c['ssim']:.3f} ({c['ssim_full_map']:.3f}), {c['psnr']:.2f} dB, {100 * c['class_recovery']:.1f} %")
+
+    for count, prec in ((25, "1:0.3"), (50, "1:0.3"), (50, "2:0.1"), (100, "1:0.3"), (100, "2:0.1"), (100, "8:0.01")):
+        h, l = cell["hecnn", count, prec], cell["lenet5", count, prec]
+        q = f"{h['queries_per_fingerprint']:,.0f}; {l['queries_per_fingerprint']:,.0f}"
+        row = f"| {q} | {count}, {prec} | {quoted(h)} | {quoted(l)} |"
+        assert row in README or row.replace("| ", "| **", 1) in README or (
+            f"| **{q}** | **{count}, {prec}** | **{quoted(h)}** | **{quoted(l)}** |" in README), row
+        assert h["ran_on"]["gpu"] == "NVIDIA H200" and h["n_train"] == 60000 and h["n_test"] == 10000
+    base = cell["hecnn", 100, "1:0.3"]["baselines"]
+    for name, key in (("class-mean", "baseline_class_mean"), ("mean-image", "baseline_mean_image")):
+        b = base[key]
+        _one(rf"\| 0 \| {name} baseline \| {b['ssim_mean']:.3f} \({b['ssim_full_map_mean']:.3f}\), {b['psnr_mean']:.2f} dB, "
+             rf"{100 * b['class_recovery']:.1f} %")
+    h100, h1283 = cell["hecnn", 100, "1:0.3"], cell["hecnn", 100, "8:0.01"]
+    l100, l1269 = cell["lenet5", 100, "1:0.3"], cell["lenet5", 100, "8:0.01"]
+    _one(rf"and adds {h1283['ssim'] - h100['ssim']:.3f} interior SSIM \(hecnn; lenet5\s+{l1269['ssim'] - l100['ssim']:.3f}\)")
+    _one(rf"keeps {100 * h100['ssim'] / h1283['ssim']:.1f} % of the\s+1,283-query cell's interior SSIM")
 
 
 def test_the_readme_quotes_the_key_recovery_signature_row():
@@ -362,9 +376,18 @@ def test_the_readme_quotes_the_50_epoch_vicious_cells():
     for c in cells.values():
         p = c["paper"]
         assert c["epochs"] == 50 and c["seeds"] == [0]
-        assert (f"{names[c['dataset']]} {c['release']} {c['beta']}: accuracy {100 * c['acc_mean']:.2f} % ({p['acc']:g}), "
-                f"PSNR {c['psnr_dataset_mean']:.2f} dB ({p['psnr']:g}), SSIM {c['ssim_mean']:.3f} ({p['ssim']:g}), "
-                f"R {c['R_mean']:.3f} ({p['R']:g}), best epoch {c['best_epoch'][0]}, target met: {c['meets_target']}") in README
+        recon = ("" if c["beta"] == "0/1" else  # an honest model has no decoder to score
+                 f"PSNR {c['psnr_dataset_mean']:.2f} dB ({p['psnr']:g}), SSIM {c['ssim_mean']:.3f} ({p['ssim']:g}), "
+                 f"R {c['R_mean']:.3f} ({p['R']:g}), ")
+        assert (f"- {names[c['dataset']]} {c['release']} {c['beta']}: accuracy {100 * c['acc_mean']:.2f} % ({p['acc']:g}), "
+                f"{recon}best epoch {c['best_epoch'][0]}, target met: {c['meets_target']}\n") in README
+    headline = {"mnist/logits/1/1", "mnist/logits/3/1", "mnist/softmax/5/1", "fashion-mnist/logits/3/1"}
+    assert headline <= set(cells), "the four headline cells of the fidelity issue"
+    cpu = json.loads((ROOT / "results" / "vicious" / "paper_epochs_cpu.json").read_text())["cells"]
+    for key, c in cpu.items():
+        assert c["device"] == "cpu" and c["epochs"] == 50
+        assert f"{100 * c['acc_mean']:.2f} %,\n{c['psnr_dataset_mean']:.2f} dB, SSIM {c['ssim_mean']:.3f}" in README or \
+            f"{100 * c['acc_mean']:.2f} %, {c['psnr_dataset_mean']:.2f} dB, SSIM {c['ssim_mean']:.3f}" in README, key
 
 
 def test_the_readme_quotes_the_relu2_own_range_recheck():

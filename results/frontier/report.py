@@ -39,15 +39,20 @@ def table(cells: list[dict]) -> str:
     for key in sorted({group(c) for c in cells}):
         mine = sorted((c for c in cells if group(c) == key), key=lambda c: c["queries_per_fingerprint"])
         base = mine[0]["baselines"]["baseline_class_mean"]
+        where = sorted({(c["ran_on"]["gpu"] or "CPU") + ", torch " + c["ran_on"]["torch"] for c in mine if c.get("ran_on")})
+        models = sorted({(c["hashes"]["model"], c["hashes"]["evaluator"]) for c in mine})
         lines += [f"## {label(key)} ({mine[0]['n_train']} training fingerprints, {mine[0]['n_test']} victims)", "",
+                  "Target model " + ", ".join(f"`{m}` (evaluator `{e}`)" for m, e in models)
+                  + "; ran on " + ("; ".join(where) or "the CPU") + ".", "",
                   "| directions | G:rtol | queries / fingerprint | SSIM | SSIM full map | PSNR dB | class recovery | decoder epochs run |",
                   "|---|---|---|---|---|---|---|---|"]
         for c in mine:
             lines.append(f"| {c['count']} | {c['coarse_points']}:{c['rtol']:g} | {c['queries_per_fingerprint']:.0f} | "
                          f"{c['ssim']:.3f} | {c['ssim_full_map']:.3f} | {c['psnr']:.2f} | {100 * c['class_recovery']:.1f} % | "
                          f"{c['decoder']['epochs_run']} |")
-        lines.append(f"| *class-mean baseline* | | 0 | {base['ssim_mean']:.3f} | {base['ssim_full_map_mean']:.3f} | "
-                     f"{base['psnr_mean']:.2f} | {100 * base['class_recovery']:.1f} % | |")
+        for name, b in (("class-mean", base), ("mean-image", mine[0]["baselines"]["baseline_mean_image"])):
+            lines.append(f"| *{name} baseline* | | 0 | {b['ssim_mean']:.3f} | {b['ssim_full_map_mean']:.3f} | "
+                         f"{b['psnr_mean']:.2f} | {100 * b['class_recovery']:.1f} % | |")
         lines.append("")
     return "\n".join(lines)
 

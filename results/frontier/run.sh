@@ -9,6 +9,8 @@
 #           (runs/mnist-*/model, runs/mnist-*/evaluator)
 #   fashion hecnn on Fashion-MNIST at 100 directions, the two precisions under 400 queries
 #           (models of results/defenses/run.sh, trained here if missing)
+#   coarse  the directions-for-precision trade at ~400 queries: 140 random directions searched at 1:0.6
+#           (2.8 queries per direction where 1:0.3 takes 4.1), against the 100 at 1:0.3 of `mnist`
 #   wide    the capacity lever: hecnn MNIST, 100 directions, the two cheap precisions, a decoder of
 #           twice the width (ngf 64) trained twice as long (40 epochs)
 # Usage: [PARTS="mnist fashion wide"] [JOBS=1] [DEVICE=auto] bash results/frontier/run.sh
@@ -40,10 +42,13 @@ studies() {
     fashion) for prec in 1:0.3 2:0.1; do
              echo "fashion-mnist hecnn $prec $RUNS/fashion-mnist-hecnn-g${prec/:/-r} runs/fashion-mnist-hecnn/model runs/fashion-mnist-evaluator --counts 100 --decoder-ngf 32 --decoder-epochs 20"
            done;;
+    coarse) for arch in ${ARCHS:-hecnn lenet5}; do  # more directions at a coarser precision, the same ~400 queries
+             echo "mnist $arch 1:0.6 $RUNS/coarse-mnist-$arch-g1-r0.6 runs/mnist-$arch/model runs/mnist-$arch/evaluator --counts 140 --decoder-ngf 32 --decoder-epochs 20"
+           done;;
     wide) for prec in 1:0.3 2:0.1; do
              echo "mnist hecnn $prec $RUNS/wide-mnist-hecnn-g${prec/:/-r} runs/mnist-hecnn/model runs/mnist-hecnn/evaluator --counts 100 --decoder-ngf 64 --decoder-epochs 40"
            done;;
-    *) echo "unknown part '$part' (mnist, fashion, wide)" >&2; exit 2;;
+    *) echo "unknown part '$part' (mnist, fashion, wide, coarse)" >&2; exit 2;;
   esac; done
 }
 

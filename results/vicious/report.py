@@ -70,7 +70,8 @@ def collect(runs: Path) -> dict:
                     "epochs": ms[0]["settings"]["epochs"], "n_test": t[0]["n"], "queries_per_run": ms[0]["queries"],
                     "acc": [x["accuracy"] for x in t], "train_seconds": [m["train_seconds"] for m in ms],
                     "best_epoch": [m["best_epoch"] for m in ms], "model_hashes": [m["model_hash"] for m in ms],
-                    "torch_threads": ms[0]["torch_threads"], "device": ms[0]["device"]}
+                    "torch_threads": ms[0]["torch_threads"], "device": ms[0]["device"],
+                    "ran_on": ms[0].get("ran_on", {"device": ms[0]["device"]})}
             for key, src in (("psnr", "psnr_mean"), ("psnr_dataset", "psnr_dataset"), ("ssim", "ssim_mean"),
                              ("ssim_full_map", "ssim_full_map_mean"), ("R", "risk_R")):
                 if src in t[0]:
@@ -84,10 +85,24 @@ def collect(runs: Path) -> dict:
     return cells
 
 
+def _current_names(cell: dict) -> dict:
+    """A cell in today's names: cells collected before the interior convention kept the full-map SSIM
+    under "ssim" and the interior one under "ssim_interior" (TABLE.md's 3-epoch cells.json)."""
+    if "ssim_interior" not in cell:
+        return cell
+    return {**cell, "ssim": cell["ssim_interior"], "ssim_full_map": cell["ssim"]}
+
+
+def _where(cell: dict) -> str:
+    """'CPU' or the GPU and torch version a cell trained on (cells from before ran_on was recorded: the CPU)."""
+    ran = cell.get("ran_on") or {"device": cell.get("device", "cpu")}
+    return f"{ran['gpu']}, torch {ran['torch']}" if ran.get("gpu") else "CPU"
+
+
 def table(cells: dict) -> str:
     head = ("| outputs | dataset | β^R/β^C | seeds | ACC % (paper) | PSNR dB per image | PSNR dB theirs (paper) | "
-            "SSIM interior (paper) | SSIM full map | R (paper) | CPU train s/run | target met |")
-    lines = [head, "|" + "|".join(["---"] * 12) + "|"]
+            "SSIM interior (paper) | SSIM full map | R (paper) | train s/run | ran on | target met |")
+    lines = [head, "|" + "|".join(["---"] * 13) + "|"]
     for key, c in cells.items():
         p = c["paper"]
         fmt = lambda v: "—" if v is None else f"{v:g}"
@@ -95,7 +110,8 @@ def table(cells: dict) -> str:
             f"| {c['release']} | {DATASETS[c['dataset']]} | {c['beta']} | {len(c['seeds'])} | {_ms(c['acc'], 100, 2)} ({fmt(p['acc'])}) "
             f"| {_ms(c.get('psnr', []), 1, 2)} | {_ms(c.get('psnr_dataset', []), 1, 2)} ({fmt(p['psnr'])}) "
             f"| {_ms(c.get('ssim', []))} ({fmt(p['ssim'])}) | {_ms(c.get('ssim_full_map', []))} "
-            f"| {_ms(c.get('R', []))} ({fmt(p['R'])}) | {statistics.mean(c['train_seconds']):.0f} | {c['meets_target']} |")
+            f"| {_ms(c.get('R', []))} ({fmt(p['R'])}) | {statistics.mean(c['train_seconds']):.0f} | {_where(c)} "
+            f"| {c['meets_target']} |")
     return "\n".join(lines)
 
 
@@ -287,13 +303,21 @@ def paper_epochs(runs: Path) -> None:
         sys.exit(f"error: no vicious runs under {runs}; nothing written")
     table_cells = json.loads((HERE / "cells.json").read_text())["cells"]
     atomic_write_json(HERE / "paper_epochs.json", {"runs": str(runs), "cells": cells})
+    seeds = sorted({s for c in cells.values() for s in c["seeds"]})
     md = ["# Vicious classifiers at the paper's 50 epochs", "",
-          f"Made by `EPOCHS=50 RUNS={runs} bash results/vicious.sh headline` then "
+          f"Made by `EPOCHS=50 RUNS={runs} bash results/vicious.sh table` (on a GPU: `results/gpu_run.sh`; "
+          f"without one, `... headline` runs the four headline cells) then "
           f"`python results/vicious/report.py {runs} --paper-epochs` (numbers: paper_epochs.json). The same "
-          "command as TABLE.md's cells but for the number of epochs; seed 0 only, on the CPU (no GPU was "
-          "lent), so each cell is one run, not a mean over seeds.", "", table(cells), "",
-          "The same cells in TABLE.md (3 epochs, mean over seeds):", "",
-          table({k: table_cells[k] for k in cells if k in table_cells}), ""]
+          f"command as TABLE.md's cells but for the number of epochs; seeds {', '.join(map(str, seeds))}, so a "
+          "cell with one seed is one run, not a mean over seeds. 'ran on' names the device; several runs "
+          "shared it, so train seconds are wall time under load.", "", table(cells), ""]
+    cpu_file = HERE / "paper_epochs_cpu.json"  # the two cells an earlier round trained at 50 epochs on the CPU
+    if cpu_file.exists():
+        cpu = {k: c for k, c in json.loads(cpu_file.read_text())["cells"].items()}
+        md += ["The same seed trained on the CPU (an earlier round, paper_epochs_cpu.json; other bytes, "
+               "since CPU and GPU kernels round differently):", "", table(cpu), ""]
+    md += ["The same cells in TABLE.md (3 epochs, mean over seeds):", "",
+           table({k: _current_names(table_cells[k]) for k in cells if k in table_cells}), ""]
     defenses = {}
     for name in ("mnist_logits", "mnist_softmax"):  # `EPOCHS=50 RUNS=... bash results/vicious.sh defenses`
         src = runs / f"defenses_{name}"
