@@ -212,13 +212,15 @@ def variant_table(rows: list[dict], variant: str) -> list[str]:
     return lines + [""]
 
 
-def extras(runs: Path) -> dict:
+def extras(runs: Path, prefix: str = "") -> dict:
+    """The detection and output-defense results under ``runs``, copied next to this file as
+    ``<prefix>detection_<dataset>.*`` and ``<prefix>defenses_<model>.*``."""
     out: dict = {"detection": {}, "defenses": {}}
     for ds in DATASETS:
         src = runs / f"detect_{ds}"
         if (src / "detection.json").exists():
-            shutil.copyfile(src / "detection.json", HERE / f"detection_{ds}.json")
-            shutil.copyfile(src / "detection.png", HERE / f"detection_{ds}.png")
+            shutil.copyfile(src / "detection.json", HERE / f"{prefix}detection_{ds}.json")
+            shutil.copyfile(src / "detection.png", HERE / f"{prefix}detection_{ds}.png")
             det = json.loads((src / "detection.json").read_text())
             groups: dict = {}
             for r in det["rows"]:
@@ -230,10 +232,28 @@ def extras(runs: Path) -> dict:
     for name in ("mnist_logits", "mnist_softmax"):
         src = runs / f"defenses_{name}"
         if (src / "defenses.json").exists():
-            shutil.copyfile(src / "defenses.json", HERE / f"defenses_{name}.json")
-            shutil.copyfile(src / "defenses.png", HERE / f"defenses_{name}.png")
+            shutil.copyfile(src / "defenses.json", HERE / f"{prefix}defenses_{name}.json")
+            shutil.copyfile(src / "defenses.png", HERE / f"{prefix}defenses_{name}.png")
             out["defenses"][name] = json.loads((src / "defenses.json").read_text())
     return out
+
+
+def detection_lines(detection: dict) -> list[str]:
+    """Markdown for the detection results of :func:`extras`."""
+    md = ["## Detection (Appendix I.2, eq. 19–20)", "",
+          "| dataset | group | AUC | honest draws | vicious draws | TPR at v > 0.01 | FPR at v > 0.01 |",
+          "|---|---|---|---|---|---|---|"]
+    for ds, d in detection.items():
+        for g, r in d["roc"].items():
+            if g == "all" and len(d["roc"]) == 2:  # one dataset per detection run: "all" repeats it
+                continue
+            md.append(f"| {DATASETS[ds]} | {g} | {r['auc']:.3f} | {r['n_honest']} | {r['n_vicious']} | "
+                      f"{r['paper_threshold_tpr']:.2f} | {r['paper_threshold_fpr']:.2f} |")
+    md += ["", "Mean (min, max) vicious-likelihood v per model kind:", ""]
+    for ds, d in detection.items():
+        md.append(f"- {DATASETS[ds]}: " + "; ".join(f"{k}: {m:.4f} ({lo:.4f}, {hi:.4f})"
+                                                  for k, (m, lo, hi) in sorted(d["v_by_model_kind"].items())))
+    return md + [""]
 
 
 def main(runs: Path) -> None:
@@ -266,20 +286,7 @@ def main(runs: Path) -> None:
                "against the seed-0 run of the table above (the issue's weights, 15 / 3).", "",
                *variant_table(weights, "weights")]
     if ext["detection"]:
-        md += ["## Detection (Appendix I.2, eq. 19–20)", "",
-               "| dataset | group | AUC | honest draws | vicious draws | TPR at v > 0.01 | FPR at v > 0.01 |",
-               "|---|---|---|---|---|---|---|"]
-        for ds, d in ext["detection"].items():
-            for g, r in d["roc"].items():
-                if g == "all" and len(d["roc"]) == 2:  # one dataset per detection run: "all" repeats it
-                    continue
-                md.append(f"| {DATASETS[ds]} | {g} | {r['auc']:.3f} | {r['n_honest']} | {r['n_vicious']} | "
-                          f"{r['paper_threshold_tpr']:.2f} | {r['paper_threshold_fpr']:.2f} |")
-        md += ["", "Mean (min, max) vicious-likelihood v per model kind:", ""]
-        for ds, d in ext["detection"].items():
-            md.append(f"- {DATASETS[ds]}: " + "; ".join(f"{k}: {m:.4f} ({lo:.4f}, {hi:.4f})"
-                                                      for k, (m, lo, hi) in sorted(d["v_by_model_kind"].items())))
-        md.append("")
+        md += detection_lines(ext["detection"])
     if ext["defenses"]:
         md += ["## Output defenses (Appendix I)", "",
                "| model | defense | ACC % | SSIM fixed G | SSIM adaptive G | PSNR theirs fixed | PSNR theirs adaptive |",
@@ -318,13 +325,12 @@ def paper_epochs(runs: Path) -> None:
                "since CPU and GPU kernels round differently):", "", table(cpu), ""]
     md += ["The same cells in TABLE.md (3 epochs, mean over seeds):", "",
            table({k: _current_names(table_cells[k]) for k in cells if k in table_cells}), ""]
-    defenses = {}
-    for name in ("mnist_logits", "mnist_softmax"):  # `EPOCHS=50 RUNS=... bash results/vicious.sh defenses`
-        src = runs / f"defenses_{name}"
-        if (src / "defenses.json").exists():
-            shutil.copyfile(src / "defenses.json", HERE / f"paper_epochs_defenses_{name}.json")
-            shutil.copyfile(src / "defenses.png", HERE / f"paper_epochs_defenses_{name}.png")
-            defenses[name] = json.loads((src / "defenses.json").read_text())
+    ext = extras(runs, prefix="paper_epochs_")  # `RUNS=... bash results/vicious.sh defenses` / `detect`
+    defenses = ext["defenses"]
+    if ext["detection"]:
+        md += [f"Detection on the 50-epoch models (`RUNS={runs} bash results/vicious.sh detect`, the same "
+               "settings as TABLE.md's; files: paper_epochs_detection_*.json / .png):", "",
+               *detection_lines(ext["detection"])]
     if defenses:
         md += ["## Output defenses on the 50-epoch models (Appendix I)", "",
                f"`RUNS={runs} bash results/vicious.sh defenses` (the same defenses and settings as TABLE.md's, on "
