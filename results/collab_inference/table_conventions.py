@@ -1,0 +1,81 @@
+"""He et al.'s main MNIST cells (Tables 3, 4, 6) in every SSIM convention, from the `table` part's runs.
+
+    bash results/collab_inference.sh target && bash results/collab_inference.sh table
+    python results/collab_inference/table_conventions.py runs/collab
+
+Writes, beside this file, table_conventions.json and TABLE_CONVENTIONS.md: for each of the 16 cells
+(8 attacks × splits conv1 and ReLU2) PSNR and SSIM on the n attacked test images and on He et al.'s
+ten-image protocol (the first test image of each class), SSIM as the papers' code computes it (the
+interior of the map, data range 1.0), over the full reflect-padded map beside it, and on the
+protocol images with each reconstruction's own max − min as data range (He et al.'s scoring). Every
+cell names the target model it attacked; TABLE.md's cells were made on an earlier target and keep
+their numbers until the whole script is re-run.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from hesig.core.io import atomic_write_json, atomic_write_text
+
+from report import PAPER, ROWS, load  # the table's own rows, paper values and run reader
+
+HERE = Path(__file__).resolve().parent
+
+
+def cell(m: dict, key: str, split: str) -> dict:
+    a, p = m["metrics"]["attack"], m["protocol"] or {}
+    paper_psnr, paper_ssim = PAPER[(key, split)]
+    out = {"n": m["n"], "queries": m["queries"], "attack_seconds": m["attack_seconds"], "model_hash": m["model_hash"],
+           "psnr": a["psnr_mean"], "ssim_interior": a["ssim_mean"], "ssim_full_map": a["ssim_full_map_mean"],
+           "protocol_n": p.get("n"), "protocol_psnr": p.get("psnr_mean"), "protocol_ssim_interior": p.get("ssim_mean"),
+           "protocol_ssim_full_map": p.get("ssim_full_map_mean"), "protocol_ssim_own_range": p.get("ssim_own_range_mean"),
+           "paper_psnr": paper_psnr, "paper_ssim": paper_ssim}
+    out["meets_target"] = out["psnr"] >= paper_psnr - 1 and out["ssim_interior"] >= paper_ssim - 0.02
+    return out
+
+
+def main(runs: str) -> None:
+    runs = Path(runs)
+    cells = {}
+    for split in ("conv1", "ReLU2"):
+        for key, _ in ROWS:
+            m = load(runs / "table" / f"{key}_{split}")
+            if m:
+                cells[f"{key}@{split}"] = cell(m, key, split)
+    if not cells:
+        sys.exit(f"error: no runs of the table part under {runs / 'table'}; nothing written")
+    targets = sorted({c["model_hash"] for c in cells.values()})
+    atomic_write_json(HERE / "table_conventions.json", {"runs": str(runs), "targets": targets, "cells": cells})
+    lines = ["# He et al. on MNIST LeNet-5, the main cells in every SSIM convention", "",
+             "Made by `bash results/collab_inference.sh table` then `python results/collab_inference/table_conventions.py "
+             f"{runs}` (numbers: table_conventions.json). Target model {', '.join(f'`{t}`' for t in targets)}. "
+             "PSNR in dB. SSIM interior: the papers' code (window inside the image, Gaussian 11, σ 1.5, data range 1.0); "
+             "full map: reflect-padded, the whole map averaged; own: data range = the reconstruction's own max − min "
+             "(He et al.'s scoring). **n**: the attacked test images (rMLE and query-free: the first 1,000; inverse "
+             "network: all 10,000); **10**: the first test image of each class. Target met: n-mean PSNR ≥ paper − 1 dB "
+             "and interior SSIM ≥ paper − 0.02.", ""]
+    for split in ("conv1", "ReLU2"):
+        lines += [f"## split at {split}", "",
+                  "| attack | paper PSNR | PSNR n | PSNR 10 | paper SSIM | SSIM interior n | SSIM full map n | "
+                  "SSIM interior 10 | SSIM own 10 | queries | target met |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for key, name in ROWS:
+            c = cells.get(f"{key}@{split}")
+            if c is None:
+                lines.append(f"| {name} | {PAPER[(key, split)][0]:.2f} | not run | | {PAPER[(key, split)][1]:.4f} "
+                             "| | | | | | |")
+                continue
+            lines.append(f"| {name} | {c['paper_psnr']:.2f} | {c['psnr']:.2f} | {c['protocol_psnr']:.2f} | "
+                         f"{c['paper_ssim']:.4f} | {c['ssim_interior']:.4f} | {c['ssim_full_map']:.4f} | "
+                         f"{c['protocol_ssim_interior']:.4f} | {c['protocol_ssim_own_range']:.4f} | {c['queries']} | "
+                         f"{'yes' if c['meets_target'] else '**no**'} |")
+        lines.append("")
+    atomic_write_text(HERE / "TABLE_CONVENTIONS.md", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:2] or ["runs/collab"])
