@@ -400,3 +400,11 @@ def test_the_readme_quotes_the_relu2_own_range_recheck():
          rf"in He et al.'s own convention\*\*")
     _one(rf"Shadow on the other half: \*\*{other['psnr_mean']:.2f} dB\*\*, {other['ssim_interior_mean']:.3f} interior, "
          rf"{other['ssim_full_map_mean']:.3f} full map,\s+\*\*{other['ssim_own_range_mean']:.3f} own convention\*\*")
+
+
+def test_the_readme_quotes_the_detection_on_the_50_epoch_models():
+    auc = {ds: json.loads((ROOT / "results" / "vicious" / f"paper_epochs_detection_{ds}.json").read_text())["roc"][ds]["auc"]
+           for ds in ("mnist", "fashion-mnist")}
+    _one(rf"so the AUC is {auc['mnist']:.3f} on MNIST and {auc['fashion-mnist']:.3f} on Fashion-MNIST")
+    table = (ROOT / "results" / "vicious" / "PAPER_EPOCHS.md").read_text()
+    assert f"| MNIST | mnist | {auc['mnist']:.3f} |" in table and f"| FMNIST | fashion-mnist | {auc['fashion-mnist']:.3f} |" in table
