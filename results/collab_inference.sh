@@ -3,40 +3,58 @@
 # defenses, all through `hesig attack`. Resumable: rerun to finish. Usage:
 #   bash results/collab_inference.sh [target|sweep|table|splits|defenses|report|all]
 # CPU: the parts run one after another; `table` and `splits`+`defenses` can run in two shells.
+# The CIFAR-10 columns of Tables 3, 4 and 6 (`target` and `table` only; a GPU job):
+#   DATASET=cifar10 ARCH=cifar_cnn TABLE_SPLITS="conv11 ReLU22 ReLU32" RUNS=runs/collab-cifar10 \
+#     DEVICE=cuda JOBS=6 bash results/collab_inference.sh table
+#   python results/collab_inference/table_conventions.py runs/collab-cifar10 table_cifar10
+# (the inverse networks there are hesig's 'auto' design: He et al. specify only their MNIST ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/collab}
 OUT=results/collab_inference
 part=${1:-all}
 TARGET=$RUNS/target
+DATASET=${DATASET:-mnist}
+ARCH=${ARCH:-lenet5}
+TABLE_SPLITS=${TABLE_SPLITS:-conv1 ReLU2}
+INVERSE_DESIGN=${INVERSE_DESIGN:-$([[ $ARCH == lenet5 ]] && echo paper || echo auto)}
+DEVICE=${DEVICE:-auto}
+JOBS=${JOBS:-1}   # table cells at once
 # rMLE settings chosen by rmle_sweep.py on adversary-side images (see rmle_sweep.json):
 # shallow splits keep the paper's T=500, lr 1e-2, λ 0; from ReLU2 on T=2000, lr 1e-2, λ 0.3, jitter 0.1.
 SHALLOW="--iterations 500 --rmle-lr 1e-2 --tv-weight 0"
 DEEP="--iterations 2000 --rmle-lr 1e-2 --tv-weight 0.3 --tv-beta 1 --init-noise 0.1"
 TABLE_IDX=0:1000   # rMLE and shadow cells: the first 1,000 test images (CPU time); inverse network: all 10,000
 STUDY_IDX=0:200
-rmle_for() { case $1 in conv1|ReLU1|pool1) echo "$SHALLOW";; *) echo "$DEEP";; esac; }
+rmle_for() { case $1 in conv1|ReLU1|pool1|conv11) echo "$SHALLOW";; *) echo "$DEEP";; esac; }
 
-if [[ $part == target || $part == all ]]; then
-  [[ -f $TARGET/model.json ]] || hesig train-model --dataset mnist --arch lenet5 --train-half a --seed 0 --quiet --out $TARGET
+if [[ $part == target || $part == all || ($part == table && $DATASET != mnist) ]]; then
+  [[ -f $TARGET/model.json ]] || hesig train-model --dataset $DATASET --arch $ARCH --train-half a --seed 0 \
+    --device $DEVICE --quiet --out $TARGET
 fi
 if [[ $part == sweep || $part == all ]]; then
   [[ -f $OUT/rmle_sweep.json ]] || python $OUT/rmle_sweep.py $TARGET
 fi
-if [[ $part == table || $part == all ]]; then
-  for split in conv1 ReLU2; do
-    [[ -f $RUNS/table/rmle_$split/metrics.json ]] || hesig attack rmle --model $TARGET --split $split \
-      --indices $TABLE_IDX $(rmle_for $split) --quiet --out $RUNS/table/rmle_$split
+table_cells() {  # one line per cell: its run name, then its `hesig attack` arguments
+  for split in $TABLE_SPLITS; do
+    echo "rmle_$split rmle --split $split --indices $TABLE_IDX $(rmle_for $split)"
     for qs in train disjoint gaussian; do
-      [[ -f $RUNS/table/inverse_${qs}_$split/metrics.json ]] || hesig attack inverse-network --model $TARGET \
-        --split $split --query-set $qs --design paper --epochs 20 --quiet --out $RUNS/table/inverse_${qs}_$split
+      echo "inverse_${qs}_$split inverse-network --split $split --query-set $qs --design $INVERSE_DESIGN --epochs 20"
     done
     for data in same disjoint; do for structure in same different; do
-      [[ -f $RUNS/table/shadow_${data}_${structure}_$split/metrics.json ]] || hesig attack shadow --model $TARGET \
-        --split $split --shadow-data $data --structure $structure --epochs 5 --indices $TABLE_IDX $(rmle_for $split) \
-        --quiet --out $RUNS/table/shadow_${data}_${structure}_$split
+      echo "shadow_${data}_${structure}_$split shadow --split $split --shadow-data $data --structure $structure --epochs 5 --indices $TABLE_IDX $(rmle_for $split)"
     done; done
   done
+}
+table_cell() {
+  local name=$1; shift
+  [[ -f $RUNS/table/$name/metrics.json ]] || hesig attack "$@" --model $TARGET --device $DEVICE --quiet \
+    --out $RUNS/table/$name > /dev/null || { echo "FAILED $name" >&2; return 255; }
+  echo "done $name"
+}
+export -f table_cell; export RUNS TARGET DEVICE
+if [[ $part == table || $part == all ]]; then
+  table_cells | xargs -P "$JOBS" -L 1 bash -c 'table_cell "$@"' _
 fi
 if [[ $part == extra || $part == all ]]; then
   # Variants for the conv1 cells below the paper: the paper's one-layer inverse trained 3x longer, and

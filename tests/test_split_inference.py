@@ -236,8 +236,20 @@ def test_cifar_cnn_has_he_et_al_split_points():
     assert model(x).shape == (2, 10)
     shapes = {name: tuple(split_model(model, name)[0](x).shape[1:]) for name in ("conv11", "ReLU22", "ReLU32")}
     assert shapes == {"conv11": (64, 32, 32), "ReLU22": (128, 16, 16), "ReLU32": (128, 8, 8)}
-    with pytest.raises(InvalidValueError, match="different"):
-        shadow_architecture(split_model(model, "conv11")[0], "different")  # 3x3 convs: nothing to restructure
+
+
+def test_cifar_shadows_of_a_different_structure_are_table5():
+    model = build_model("cifar_cnn", (3, 32, 32), 10)
+    x = torch.rand(2, 3, 32, 32)
+    expected = {"conv11": [((3, 3), 16), ((3, 3), 64)], "ReLU22": [((5, 5), 64), ((5, 5), 128)],
+                "ReLU32": [((5, 5), 64), ((5, 5), 128), ((5, 5), 128)]}
+    for split, convs in expected.items():
+        edge, _ = split_model(model, split)
+        shadow = shadow_architecture(edge, "different")
+        assert [(m.kernel_size, m.out_channels) for m in shadow.modules() if isinstance(m, nn.Conv2d)] == convs
+        assert shadow(x).shape == edge(x).shape, split
+    with pytest.raises(InvalidValueError, match="conv11, ReLU22 and ReLU32, not conv12"):
+        shadow_architecture(split_model(model, "conv12")[0], "different")
 
 
 # -- the attack protocol ----------------------------------------------------------------------------------

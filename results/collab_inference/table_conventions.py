@@ -1,7 +1,8 @@
-"""He et al.'s main MNIST cells (Tables 3, 4, 6) in every SSIM convention, from the `table` part's runs.
+"""He et al.'s main cells (Tables 3, 4, 6) in every SSIM convention, from the `table` part's runs.
 
     bash results/collab_inference.sh target && bash results/collab_inference.sh table
     python results/collab_inference/table_conventions.py runs/collab
+    python results/collab_inference/table_conventions.py runs/collab-cifar10 table_cifar10   (the CIFAR-10 columns)
 
 Writes, beside this file, table_conventions.json and TABLE_CONVENTIONS.md: for each of the 16 cells
 (8 attacks × splits conv1 and ReLU2) PSNR and SSIM on the n attacked test images and on He et al.'s
@@ -23,12 +24,13 @@ from hesig.core.io import atomic_write_json, atomic_write_text
 from report import PAPER, ROWS, load  # the table's own rows, paper values and run reader
 
 HERE = Path(__file__).resolve().parent
+SPLITS = ("conv1", "ReLU2", "conv11", "ReLU22", "ReLU32")  # MNIST LeNet-5, then CIFAR-10 cifar_cnn
 
 
 def cell(m: dict, key: str, split: str) -> dict:
     a, p = m["metrics"]["attack"], m["protocol"] or {}
     paper_psnr, paper_ssim = PAPER[(key, split)]
-    out = {"n": m["n"], "queries": m["queries"], "attack_seconds": m["attack_seconds"], "model_hash": m["model_hash"],
+    out = {"dataset": m["dataset"], "arch": m["arch"], "n": m["n"], "queries": m["queries"], "attack_seconds": m["attack_seconds"], "model_hash": m["model_hash"],
            "psnr": a["psnr_mean"], "ssim_interior": a["ssim_mean"], "ssim_full_map": a["ssim_full_map_mean"],
            "protocol_n": p.get("n"), "protocol_psnr": p.get("psnr_mean"), "protocol_ssim_interior": p.get("ssim_mean"),
            "protocol_ssim_full_map": p.get("ssim_full_map_mean"), "protocol_ssim_own_range": p.get("ssim_own_range_mean"),
@@ -37,10 +39,11 @@ def cell(m: dict, key: str, split: str) -> dict:
     return out
 
 
-def main(runs: str) -> None:
+def main(runs: str, out_name: str = "") -> None:
+    """Score ``runs``/table; write ``<out_name>.json`` and ``<OUT_NAME>.md`` (default table_conventions)."""
     runs = Path(runs)
     cells = {}
-    for split in ("conv1", "ReLU2"):
+    for split in SPLITS:
         for key, _ in ROWS:
             m = load(runs / "table" / f"{key}_{split}")
             if m:
@@ -48,8 +51,10 @@ def main(runs: str) -> None:
     if not cells:
         sys.exit(f"error: no runs of the table part under {runs / 'table'}; nothing written")
     targets = sorted({c["model_hash"] for c in cells.values()})
-    atomic_write_json(HERE / "table_conventions.json", {"runs": str(runs), "targets": targets, "cells": cells})
-    lines = ["# He et al. on MNIST LeNet-5, the main cells in every SSIM convention", "",
+    stem = out_name or "table_conventions"
+    atomic_write_json(HERE / f"{stem}.json", {"runs": str(runs), "targets": targets, "cells": cells})
+    nets = ", ".join(sorted({f"{c['dataset']} {c['arch']}" for c in cells.values()}))
+    lines = [f"# He et al. on {nets}, the main cells in every SSIM convention", "",
              "Made by `bash results/collab_inference.sh table` then `python results/collab_inference/table_conventions.py "
              f"{runs}` (numbers: table_conventions.json). Target model {', '.join(f'`{t}`' for t in targets)}. "
              "PSNR in dB. SSIM interior: the papers' code (window inside the image, Gaussian 11, σ 1.5, data range 1.0); "
@@ -57,7 +62,7 @@ def main(runs: str) -> None:
              "(He et al.'s scoring). **n**: the attacked test images (rMLE and query-free: the first 1,000; inverse "
              "network: all 10,000); **10**: the first test image of each class. Target met: n-mean PSNR ≥ paper − 1 dB "
              "and interior SSIM ≥ paper − 0.02.", ""]
-    for split in ("conv1", "ReLU2"):
+    for split in [s for s in SPLITS if any(k.endswith(f"@{s}") for k in cells)]:
         lines += [f"## split at {split}", "",
                   "| attack | paper PSNR | PSNR n | PSNR 10 | paper SSIM | SSIM interior n | SSIM full map n | "
                   "SSIM interior 10 | SSIM own 10 | queries | target met |",
@@ -73,9 +78,9 @@ def main(runs: str) -> None:
                          f"{c['protocol_ssim_interior']:.4f} | {c['protocol_ssim_own_range']:.4f} | {c['queries']} | "
                          f"{'yes' if c['meets_target'] else '**no**'} |")
         lines.append("")
-    atomic_write_text(HERE / "TABLE_CONVENTIONS.md", "\n".join(lines))
+    atomic_write_text(HERE / f"{stem.upper()}.md", "\n".join(lines))
     print("\n".join(lines))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:2] or ["runs/collab"])
+    main(*sys.argv[1:3] or ["runs/collab"])

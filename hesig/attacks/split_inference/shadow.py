@@ -22,12 +22,21 @@ Structures (``structure``), the adversary's knowledge of the edge architecture:
   four 3x3 layers. Their code's ReLU2 shadow (``LeNetAlternativeReLU2Archi2``) also drops ReLU1
   and widens the first pair to 8 -> 16 channels; Table 5 states neither, and hesig keeps the
   edge's own nonlinearities and widths.
+
+  The CIFAR-10 target (``cifar_cnn``, all 3 x 3 same-padded convolutions) has nothing that rule
+  can restructure; its ``different`` shadows are Table 5's CIFAR rows (:func:`_cifar_table5_shadow`):
+  conv11 (one 3x3, 64 filters) -> a 3x3 layer of 16 filters and a 3x3 layer of 64; ReLU22 (two
+  3x3 64-filter and two 3x3 128-filter layers) -> a 5x5 layer and a 5x5 layer of 128 filters,
+  with the edge's ReLU and 2x2 pooling between (Table 5 gives neither the first layer's width, 64
+  here, nor where the pooling goes); ReLU32, which Table 5 leaves out, continues the pattern with
+  pooling and a third 5x5 layer of 128 filters.
 """
 
 from __future__ import annotations
 
 import copy
 import time
+from collections import OrderedDict
 from typing import Any
 
 import torch
@@ -47,6 +56,26 @@ def _reset(module: nn.Module) -> None:
         module.reset_parameters()
 
 
+def _cifar_table5_shadow(edge: nn.Sequential) -> nn.Sequential:
+    """He et al.'s Table 5 shadow of a ``cifar_cnn`` edge cut at conv11, ReLU22 or ReLU32 (module doc)."""
+    split = list(dict(edge.named_children()))[-1]
+    c_in = edge.conv11.in_channels
+    if split == "conv11":
+        width = edge.conv11.out_channels
+        return nn.Sequential(OrderedDict([("conv_a", nn.Conv2d(c_in, 16, 3, padding=1)),
+                                          ("conv_b", nn.Conv2d(16, width, 3, padding=1))]))
+    if split not in ("ReLU22", "ReLU32"):
+        raise InvalidValueError(f"structure 'different' for the CIFAR-10 network is He et al.'s Table 5, defined for "
+                                f"the splits conv11, ReLU22 and ReLU32, not {split}")
+    layers = [("conv_a", nn.Conv2d(c_in, 64, 5, padding=2)), ("relu_a", nn.ReLU()), ("pool_a", nn.MaxPool2d(2)),
+              ("conv_b", nn.Conv2d(64, edge.conv22.out_channels, 5, padding=2)), ("relu_b", nn.ReLU())]
+    if split == "ReLU32":
+        layers += [("pool_b", nn.MaxPool2d(2)),
+                   ("conv_c", nn.Conv2d(edge.conv22.out_channels, edge.conv32.out_channels, 5, padding=2)),
+                   ("relu_c", nn.ReLU())]
+    return nn.Sequential(OrderedDict(layers))
+
+
 def shadow_architecture(edge: nn.Sequential, structure: str = "same") -> nn.Sequential:
     """An untrained shadow of ``edge`` (see module doc); its output shape equals the edge's."""
     if structure not in STRUCTURES:
@@ -55,6 +84,8 @@ def shadow_architecture(edge: nn.Sequential, structure: str = "same") -> nn.Sequ
         shadow = copy.deepcopy(edge)
         shadow.apply(_reset)
         return shadow
+    if hasattr(edge, "conv11"):  # the cifar_cnn edge (its layer names): Table 5's CIFAR rows
+        return _cifar_table5_shadow(edge)
     layers: list[nn.Module] = []
     changed = False
     for layer in edge.children():
