@@ -56,7 +56,7 @@ def main(runs: str, out_name: str = "") -> None:
     nets = ", ".join(sorted({f"{c['dataset']} {c['arch']}" for c in cells.values()}))
     lines = [f"# He et al. on {nets}, the main cells in every SSIM convention", "",
              "Made by `bash results/collab_inference.sh table` then `python results/collab_inference/table_conventions.py "
-             f"{runs}` (numbers: table_conventions.json). Target model {', '.join(f'`{t}`' for t in targets)}. "
+             f"{runs}{' ' + out_name if out_name else ''}` (numbers: {stem}.json). Target model {', '.join(f'`{t}`' for t in targets)}. "
              "PSNR in dB. SSIM interior: the papers' code (window inside the image, Gaussian 11, σ 1.5, data range 1.0); "
              "full map: reflect-padded, the whole map averaged; own: data range = the reconstruction's own max − min "
              "(He et al.'s scoring). **n**: the attacked test images (rMLE and query-free: the first 1,000; inverse "
