@@ -65,15 +65,23 @@ PROGRESS=1 TQDM_MININTERVAL=20 EPOCHS=${VICIOUS_EPOCHS:-50} JOBS=${VICIOUS_JOBS:
 vicious=$!
 DEVICE=${DEVICE:-cuda} JOBS=${FRONTIER_JOBS:-6} PARTS=${FRONTIER_PARTS:-mnist fashion wide} setsid bash results/frontier/run.sh > "$OUT/frontier.log" 2>&1 &
 frontier=$!
+cifar=0  # He et al.'s CIFAR-10 columns, when the archive came along (results/gpu_cifar_chunks.sh)
+if [[ -f ${HESIG_DATA:-/nonexistent}/cifar10/cifar10.npz && ${CIFAR_JOBS:-4} -gt 0 ]]; then
+  log "He et al. on CIFAR-10 beside them"
+  DATASET=cifar10 ARCH=cifar_cnn TABLE_SPLITS="conv11 ReLU22 ReLU32" RUNS=runs/collab-cifar10 DEVICE=${DEVICE:-cuda} \
+    JOBS=${CIFAR_JOBS:-4} setsid bash results/collab_inference.sh table > "$OUT/cifar.log" 2>&1 &
+  cifar=$!
+fi
 last=$SECONDS
-while (( SECONDS - start < BUDGET )) && { kill -0 $vicious 2>/dev/null || kill -0 $frontier 2>/dev/null; }; do
+running() { for group in "$@"; do (( group > 0 )) && kill -0 $group 2>/dev/null && return 0; done; return 1; }
+while (( SECONDS - start < BUDGET )) && running $vicious $frontier $cifar; do
   sleep 5
   if (( SECONDS - last >= 60 )); then  # progress, for a lease that ends before its parts do
     last=$SECONDS
-    log "finished: vicious $(ls runs/vicious50/*/*/seed*/metrics.json 2>/dev/null | wc -l), frontier cells $(ls runs/frontier/*/steps/cell-*.json 2>/dev/null | wc -l)"
+    log "finished: vicious $(ls runs/vicious50/*/*/seed*/metrics.json 2>/dev/null | wc -l), frontier cells $(ls runs/frontier/*/steps/cell-*.json 2>/dev/null | wc -l), cifar cells $(ls runs/collab-cifar10/table/*/metrics.json 2>/dev/null | wc -l)"
   fi
 done
-for group in $vicious $frontier; do kill -0 $group 2>/dev/null && { log "stopping group $group at the budget"; kill -TERM -- -$group; }; done
+for group in $vicious $frontier $cifar; do (( group > 0 )) && kill -0 $group 2>/dev/null && { log "stopping group $group at the budget"; kill -TERM -- -$group; }; done
 sleep 3
 kill $monitor 2>/dev/null
 (( mps )) && echo quit | nvidia-cuda-mps-control
@@ -86,8 +94,11 @@ tar czf "$OUT/frontier.tgz" --exclude='fp_*' --exclude='recon_*' --exclude='*.ch
 for ds in mnist fashion-mnist; do
   [ -d runs/vicious50/$ds ] && tar czf "$OUT/vicious50_$ds.tgz" runs/vicious50/$ds 2>> "$OUT/gpu_run.log"
 done
+# the CIFAR cells' records and 10-image protocol reconstructions, not the 1,000-image ones
+[ -d runs/collab-cifar10 ] && tar czf "$OUT/collab_cifar10.tgz" --exclude='*.chunks' --exclude='reconstructions*' \
+  runs/collab-cifar10 2>> "$OUT/gpu_run.log"
 ls -la "$OUT" >> "$OUT/gpu_run.log"
 log "done"
 # at most eight files come back from a lease: the logs travel as one archive
-(cd "$OUT" && tar czf logs.tgz gpu_run.log gpu_utilisation.log vicious.log frontier.log frontier_table.md search_cuda.err \
-  && rm -f gpu_run.log gpu_utilisation.log vicious.log frontier.log frontier_table.md search_cuda.err)
+(cd "$OUT" && logs=$(ls gpu_run.log gpu_utilisation.log vicious.log frontier.log frontier_table.md search_cuda.err cifar.log 2>/dev/null) \
+  && tar czf logs.tgz $logs && rm -f $logs)
