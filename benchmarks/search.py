@@ -133,7 +133,13 @@ def main():
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--profile", default=None, metavar="PATH",
                     help="also profile one engine run (torch.profiler, CPU and CUDA) and write the op table to PATH")
+    ap.add_argument("--no-tf32", action="store_true",
+                    help="full-precision float32 convolutions and matrix products on CUDA (PyTorch lets cuDNN "
+                         "convolutions use TF32 by default); raw forward and engine alike")
     args = ap.parse_args()
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     gpu = args.device == "cuda"
     if gpu and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")
@@ -202,6 +208,7 @@ def main():
         "rows": len(images), "directions": args.directions, "batch_size": args.batch_size,
         "device": args.device, "gpu": torch.cuda.get_device_name(device) if gpu else None,
         "cuda": torch.version.cuda if gpu else None,
+        "cudnn_allow_tf32": bool(torch.backends.cudnn.allow_tf32) if gpu else None,
         "torch_threads": torch.get_num_threads(), "torch": torch.__version__, "machine": platform.machine(),
         "raw_forward_qps": round(raw), "raw_forward_qps_unoptimised_module": round(raw_unoptimised), "engine_qps": round(engine), "engine_to_raw": round(engine / raw, 3),
         "samples": {"raw_forward_qps": [round(v) for v in raws], "engine_qps": [round(v) for v in engines]},

@@ -42,6 +42,11 @@ log "search benchmark (alone on the GPU)"
 timeout 150 python3 benchmarks/search.py --model runs/mnist-lenet5/model ${SEARCH_ARGS:---device cuda --seconds 2 --repeats 3} \
   --profile "$OUT/search_cuda_profile.txt" > "$OUT/search_cuda.json" 2> "$OUT/search_cuda.err"
 log "search benchmark exit $?"
+if [[ ${SEARCH_FP32:-1} == 1 ]]; then  # the same with cuDNN's TF32 convolutions off: speed and GPU-CPU agreement
+  timeout 150 python3 benchmarks/search.py --model runs/mnist-lenet5/model ${SEARCH_ARGS:---device cuda --seconds 2 --repeats 3} \
+    --no-tf32 > "$OUT/search_cuda_fp32.json" 2>> "$OUT/search_cuda.err"
+  log "search benchmark, TF32 off, exit $?"
+fi
 
 # Many small processes share the GPU: with CUDA MPS (MPS=1) their kernels can run side by side
 # instead of taking turns. Off by default: the one lease that tried it with 24 processes
