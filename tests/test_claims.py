@@ -360,6 +360,12 @@ def test_the_readme_quotes_the_finished_frontier_cells():
     l100, l1269 = cell["lenet5", 100, "1:0.3"], cell["lenet5", 100, "8:0.01"]
     _one(rf"and adds {h1283['ssim'] - h100['ssim']:.3f} interior SSIM \(hecnn; lenet5\s+{l1269['ssim'] - l100['ssim']:.3f}\)")
     _one(rf"keeps {100 * h100['ssim'] / h1283['ssim']:.1f} % of the\s+1,283-query cell's interior SSIM")
+    coarse = cell["hecnn", 140, "1:0.6"]
+    _one(rf"CPU cores, {coarse['cell_seconds'] / 60:.0f} min\) searches 140 directions at 1:0.6, "
+         rf"{coarse['queries_per_direction']:.2f} queries per direction where 1:0.3 takes\s+{h100['queries_per_direction']:.2f}: "
+         rf"\*\*{coarse['queries_per_fingerprint']:.0f} queries, SSIM {coarse['ssim']:.3f} interior \({coarse['ssim_full_map']:.3f} "
+         rf"full map\), {coarse['psnr']:.2f} dB, {100 * coarse['class_recovery']:.1f} %\*\*")
+    assert coarse["ssim"] < h100["ssim"] and coarse["queries_per_fingerprint"] < h100["queries_per_fingerprint"]
 
 
 def test_the_readme_quotes_the_key_recovery_signature_row():
