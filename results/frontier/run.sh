@@ -7,7 +7,8 @@
 # queries per fingerprint.
 #   mnist   hecnn and lenet5, the target models and evaluators of results/reproduce.sh
 #           (runs/mnist-*/model, runs/mnist-*/evaluator)
-#   fashion hecnn on Fashion-MNIST at 100 directions, the two precisions under 400 queries
+#   fashion hecnn on Fashion-MNIST at 100 directions, the two precisions under 600 queries
+#           (FASHION_PRECISIONS to choose)
 #           (models of results/defenses/run.sh, trained here if missing)
 #   coarse  the directions-for-precision trade at ~400 queries: 140 random directions searched at 1:0.6
 #           (2.8 queries per direction where 1:0.3 takes 4.1), against the 100 at 1:0.3 of `mnist`
@@ -39,7 +40,7 @@ studies() {
     mnist) for prec in 1:0.3 2:0.1 8:0.01; do for arch in ${ARCHS:-hecnn lenet5}; do
              echo "mnist $arch $prec $RUNS/mnist-$arch-g${prec/:/-r} runs/mnist-$arch/model runs/mnist-$arch/evaluator --counts 25,50,100 --decoder-ngf 32 --decoder-epochs 20"
            done; done;;
-    fashion) for prec in 1:0.3 2:0.1; do
+    fashion) for prec in ${FASHION_PRECISIONS:-1:0.3 2:0.1}; do
              echo "fashion-mnist hecnn $prec $RUNS/fashion-mnist-hecnn-g${prec/:/-r} runs/fashion-mnist-hecnn/model runs/fashion-mnist-evaluator --counts 100 --decoder-ngf 32 --decoder-epochs 20"
            done;;
     coarse) for arch in ${ARCHS:-hecnn lenet5}; do  # more directions at a coarser precision, the same ~400 queries
