@@ -414,3 +414,15 @@ def test_the_readme_quotes_the_detection_on_the_50_epoch_models():
     _one(rf"so the AUC is {auc['mnist']:.3f} on MNIST and {auc['fashion-mnist']:.3f} on Fashion-MNIST")
     table = (ROOT / "results" / "vicious" / "PAPER_EPOCHS.md").read_text()
     assert f"| MNIST | mnist | {auc['mnist']:.3f} |" in table and f"| FMNIST | fashion-mnist | {auc['fashion-mnist']:.3f} |" in table
+
+
+def test_the_readme_quotes_the_gpu_search_benchmark():
+    b = json.loads((ROOT / "benchmarks" / "search_cuda.json").read_text())
+    assert b["device"] == "cuda" and b["gpu"] == "NVIDIA H200" and b["engine_to_raw"] >= b["engine_target"]
+    _one(rf"NVIDIA H200, torch {re.escape(b['torch'])}, lenet5 `{b['model_hash']}`")
+    _one(rf"raw batched forward {b['raw_forward_qps'] / 1e6:.2f}M images/s at batch {b['batch_size']:,}")
+    _one(rf"\*\*{b['engine_qps'] / 1e6:.2f}M queries/s, {b['engine_to_raw']:.3f} of raw\*\*")
+    _one(rf"{b['job_qps'] / 1e6:.2f}M queries/s, {b['job_to_raw']:.2f} of raw")
+    agree = b["gpu_vs_cpu_agreement"]
+    _one(rf"GPU and CPU agree on {100 * agree['identical_eps']:.1f} % of ε\s+bit for bit, "
+         rf"{100 * agree['identical_censoring']:.3f} % of censoring and {100 * agree['identical_queries']:.3f} % of query counts")
