@@ -366,6 +366,13 @@ def test_the_readme_quotes_the_finished_frontier_cells():
          rf"\*\*{coarse['queries_per_fingerprint']:.0f} queries, SSIM {coarse['ssim']:.3f} interior \({coarse['ssim_full_map']:.3f} "
          rf"full map\), {coarse['psnr']:.2f} dB, {100 * coarse['class_recovery']:.1f} %\*\*")
     assert coarse["ssim"] < h100["ssim"] and coarse["queries_per_fingerprint"] < h100["queries_per_fingerprint"]
+    fashion = next(c for c in cells if c["dataset"] == "fashion-mnist" and c["count"] == 100 and c["rtol"] == 0.3)
+    b = fashion["baselines"]["baseline_class_mean"]
+    _one(rf"CPU, {fashion['cell_seconds'] / 60:.0f} min; hecnn `{fashion['hashes']['model']}`")
+    _one(rf"\*\*{fashion['queries_per_fingerprint']:.0f} queries, SSIM {fashion['ssim']:.3f} interior "
+         rf"\({fashion['ssim_full_map']:.3f} full map\), {fashion['psnr']:.2f} dB,\s+{100 * fashion['class_recovery']:.1f} % "
+         rf"class recovery\*\*, against the class-mean baseline's {b['ssim_mean']:.3f} \({b['ssim_full_map_mean']:.3f}\), "
+         rf"{b['psnr_mean']:.2f} dB")
 
 
 def test_the_readme_quotes_the_key_recovery_signature_row():
