@@ -433,3 +433,19 @@ def test_the_readme_quotes_the_gpu_search_benchmark():
     agree = b["gpu_vs_cpu_agreement"]
     _one(rf"GPU and CPU agree on {100 * agree['identical_eps']:.1f} % of ε\s+bit for bit, "
          rf"{100 * agree['identical_censoring']:.3f} % of censoring and {100 * agree['identical_queries']:.3f} % of query counts")
+
+
+def test_the_readme_quotes_the_collab_main_cells_in_every_convention():
+    t = json.loads((ROOT / "results" / "collab_inference" / "table_conventions.json").read_text())
+    cells = t["cells"]
+    assert len(cells) == 16 and t["targets"] == ["1539437c30ea36f7"]
+    assert all(c["meets_target"] for c in cells.values()) and "**all 16 cells meet the target**" in README
+    for key in ("shadow_same_same@ReLU2", "shadow_disjoint_same@ReLU2", "shadow_same_different@ReLU2",
+                "shadow_disjoint_different@ReLU2", "inverse_train@conv1", "inverse_disjoint@conv1",
+                "shadow_same_same@conv1", "shadow_disjoint_same@conv1"):
+        c = cells[key]
+        assert re.search(rf"{c['psnr']:.2f}( dB)? / {c['ssim_interior']:.3f}\s+\({c['ssim_full_map']:.3f}\)", README), key
+        assert f"{c['paper_psnr']:.2f} / {c['paper_ssim']:.3f}" in README, key
+    recheck = json.loads((ROOT / "results" / "collab_inference" / "recheck_relu2_own_range.json").read_text())
+    assert round(recheck["same"]["psnr_mean"], 2) == round(cells["shadow_same_same@ReLU2"]["psnr"], 2)
+    assert round(recheck["disjoint"]["psnr_mean"], 2) == round(cells["shadow_disjoint_same@ReLU2"]["psnr"], 2)

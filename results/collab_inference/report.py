@@ -130,7 +130,9 @@ def main(runs: str) -> None:
              "SSIM >= paper - 0.02. Rows marked '60 epochs' / 'rMLE λ 0.3' are variants run after the main cells",
              "fell short at conv1 (the script's `extra` part): the same attack trained longer / with the TV prior.",
              "CIFAR-10 columns: not run (on the CPU 11 min per training epoch, benchmarks/cifar_cnn_step.json; a GPU",
-             "lease carries at most 64 MiB and the 168.6 MB CIFAR-10 archive does not fit: README).", ""]
+             "lease carries at most 64 MiB and the 168.6 MB CIFAR-10 archive does not fit: README).",
+             "The main cells re-run on a newer target with today's hesig, in every SSIM convention: TABLE_CONVENTIONS.md",
+             "(`table_conventions.py`); the rows below are as this report last made them (see its target hashes).", ""]
     for split in ("conv1", "ReLU2"):
         lines += [f"## split at {split}", "",
                   "| attack | paper PSNR | PSNR n | PSNR 10 | paper SSIM | SSIM n | SSIM 10 | SSIM 10 own | queries | time s | target met |",
