@@ -151,6 +151,11 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @click.option("--points-per-round", default="1", show_default=True, help="Integer >= 1 or 'auto'.")
 @click.option("--chunk-size", type=click.IntRange(min=1), default=None,
               help="Rows per atomically saved chunk [default: 1000; 10000 on a GPU; 1 with --oracle=ckks].")
+@click.option("--prior", type=click.Path(dir_okay=False), default=None,
+              help="Prior-guided search: the owner's fingerprint file of its own data (train split, same model and "
+                   "directions, the plain search); each pair is asked at its quantiles instead of the grid and bisection.")
+@click.option("--prior-steps", type=click.IntRange(1, D.MAX_PRIOR_STEPS), default=None,
+              help="Queries per pair of the prior-guided search (exactly; needs --prior).")
 @click.option("--ckks-layout", type=click.Choice(D.CKKS_LAYOUTS), default="batched", show_default=True,
               help="CKKS upload: one ciphertext per pixel (batched) or one im2col ciphertext + Galois keys (compact).")
 @click.option("--ckks-encryption", type=click.Choice(D.CKKS_ENCRYPTIONS), default=D.CKKS_ENCRYPTIONS[0], show_default=True,
@@ -172,7 +177,7 @@ def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, dat
 @device_option
 @quiet_option
 def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices, out, eps_max, rtol, atol,
-                    coarse_points, coarse_grid, eps_min, points_per_round, chunk_size, ckks_layout, ckks_encryption,
+                    coarse_points, coarse_grid, eps_min, points_per_round, prior, prior_steps, chunk_size, ckks_layout, ckks_encryption,
                     ckks_processes, budget, batch_size, force, data_root, download, device, quiet, client_policy, executor):
     """Fingerprint a dataset split through the oracle; rerun the same command to resume."""
     from .jobs.fingerprint import fingerprint_job
@@ -182,7 +187,8 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
                                    coarse_grid=coarse_grid, eps_min=eps_min, points_per_round=ppr, chunk_size=chunk_size, budget=budget,
                                    batch_size=batch_size, device=device, data_root=data_root, download=download,
                                    ckks_layout=ckks_layout, ckks_encryption=ckks_encryption, client_policy=client_policy,
-                                   ckks_processes=ckks_processes, executor=executor, force=force, progress=not quiet))
+                                   ckks_processes=ckks_processes, prior=prior, prior_steps=prior_steps,
+                                   executor=executor, force=force, progress=not quiet))
 
 
 @cli.command("serve")
@@ -292,17 +298,23 @@ def ckks_params_cmd(model_dir, data_root, download, device, quiet):
 @click.option("--ngf", type=click.IntRange(min=4), default=D.NGF, show_default=True,
               help="Decoder width; training cost grows ~ngf^2.")
 @click.option("--val-fraction", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=D.DECODER_TRAINING["val_fraction"], show_default=True)
+@click.option("--loss", type=click.Choice(D.DECODER_LOSSES), default=D.DECODER_LOSSES[0], show_default=True,
+              help="mse: the paper's L2; ssim-l1: 0.84·(1 - SSIM) + 0.16·L1, a loss that fits the scored SSIM.")
+@click.option("--features", "features", type=click.Choice(D.DECODER_FEATURES), default=D.DECODER_FEATURES[0],
+              show_default=True, help="The decoder's encoding of ε: standardised log ε, or its mid-rank among the "
+                                      "training fingerprints (the quantile level, for the prior-guided search).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @force_option
 @data_options
 @device_option
 @quiet_option
-def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, seed, force,
-                      data_root, download, device, quiet):
-    """Train the DCGAN-generator decoder on (E_x, x) pairs with L2 loss."""
+def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, loss, features, seed,
+                      force, data_root, download, device, quiet):
+    """Train the DCGAN-generator decoder on (E_x, x) pairs (L2 loss, or --loss ssim-l1)."""
     from .jobs.decoder import train_decoder_job
     _print_summary(train_decoder_job(fingerprints_file, out, epochs=epochs, batch_size=batch_size, lr=lr, ngf=ngf,
-                                     patience=patience, val_fraction=val_fraction, seed=seed, device=device, force=force,
+                                     patience=patience, val_fraction=val_fraction, seed=seed, device=device, force=force, loss=loss,
+                                     features=features,
                                      data_root=data_root, download=download, progress=not quiet))
 
 
@@ -338,11 +350,14 @@ def _int_list(text: str, what: str) -> tuple[int, ...]:
         raise click.BadParameter(f"{what} must be comma-separated integers, got '{text}'") from None
 
 
-def _precision_list(text: str) -> tuple[tuple[int, float], ...]:
+def _precision_list(text: str) -> tuple[tuple, ...]:
+    """'8:0.01,1:0.3,prior:2' -> ((8, 0.01), (1, 0.3), ("prior", 2))."""
     try:
-        return tuple((int(g), float(r)) for g, _, r in (item.partition(":") for item in text.split(",")))
+        return tuple((D.PRIOR, int(r)) if g.strip() == D.PRIOR else (int(g), float(r))
+                     for g, _, r in (item.partition(":") for item in text.split(",")))
     except ValueError:
-        raise click.BadParameter(f"precisions are G:rtol pairs such as '8:0.01,1:0.3', got '{text}'") from None
+        raise click.BadParameter(f"precisions are G:rtol pairs or prior:M, such as '8:0.01,1:0.3,prior:2', "
+                                 f"got '{text}'") from None
 
 
 def study_options(fn):
@@ -369,19 +384,26 @@ def study_options(fn):
 @click.option("--counts", default=",".join(map(str, D.STUDY_COUNTS)), show_default=True,
               help="Direction counts (prefixes of one set of the largest count).")
 @click.option("--precisions", default=",".join(f"{g}:{r:g}" for g, r in D.STUDY_PRECISIONS), show_default=True,
-              help="Search precisions as coarse_points:rtol pairs; several give the budget curve.")
+              help="Search precisions as coarse_points:rtol pairs, or prior:M (M queries per pair at the quantiles "
+                   "of the owner's training fingerprints); several give the budget curve.")
 @click.option("--n-train", type=click.IntRange(min=20), default=D.STUDY_SCALE["n_train"], show_default=True,
               help="Training images fingerprinted for the decoder.")
 @click.option("--n-test", type=click.IntRange(min=1), default=D.STUDY_SCALE["n_test"], show_default=True, help="Victims scored.")
 @click.option("--decoder-ngf", type=click.IntRange(min=1), default=D.STUDY_SCALE["decoder_ngf"], show_default=True)
 @click.option("--decoder-epochs", type=click.IntRange(min=1), default=D.STUDY_SCALE["decoder_epochs"], show_default=True)
+@click.option("--decoder-loss", type=click.Choice(D.DECODER_LOSSES), default=D.DECODER_LOSSES[0], show_default=True,
+              help="The decoders' loss (see hesig train-decoder --loss).")
+@click.option("--decoder-features", type=click.Choice(D.DECODER_FEATURES), default=D.DECODER_FEATURES[0],
+              show_default=True, help="The decoders' encoding of ε (see hesig train-decoder --features).")
 @study_options
 def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, n_train, n_test, decoder_ngf,
-                         decoder_epochs, model_from, evaluator_from, seed, data_root, download, device, quiet, executor):
+                         decoder_epochs, decoder_loss, decoder_features, model_from, evaluator_from, seed, data_root,
+                         download, device, quiet, executor):
     """Leakage study: decoder quality against direction family, count and search precision."""
     from .jobs.study import StudySettings, run_study
     settings = StudySettings(n_train=n_train, n_test=n_test, counts=_int_list(counts, "--counts"), seed=seed,
-                             decoder_ngf=decoder_ngf, decoder_epochs=decoder_epochs, mix=mix)
+                             decoder_ngf=decoder_ngf, decoder_epochs=decoder_epochs, mix=mix, decoder_loss=decoder_loss,
+                             decoder_features=decoder_features)
     cells = run_study(out, dataset, arch, settings, families=tuple(f.strip() for f in families.split(",")),
                       precisions=_precision_list(precisions), model_from=model_from, evaluator_from=evaluator_from,
                       device=device, data_root=data_root, download=download, progress=not quiet,

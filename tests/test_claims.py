@@ -375,6 +375,29 @@ def test_the_readme_quotes_the_finished_frontier_cells():
          rf"{b['psnr_mean']:.2f} dB")
 
 
+def test_the_readme_quotes_the_prior_guided_frontier_cells():
+    cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
+    prior = {(c["arch"], c["count"], int(c["rtol"])): c for c in cells if c.get("search") == "prior"}
+    plain = {(c["arch"], c["count"], f"{c['coarse_points']}:{c['rtol']:g}"): c for c in cells
+             if c.get("search", "bisection") == "bisection" and c["dataset"] == "mnist" and c["decoder"]["ngf"] == 32}
+    h = prior["hecnn", 200, 2]
+    assert h["queries_per_fingerprint"] == 400 and h["queries_per_direction"] == 2 and h["n_train"] == 60000
+    _one(rf"\| hecnn `{h['hashes']['model']}` \| 400 \| 200 directions, prior:2 \| \*\*{h['ssim']:.3f} "
+         rf"\({h['ssim_full_map']:.3f}\)\*\* \| {h['psnr']:.2f} dB \| \*\*{100 * h['class_recovery']:.1f} %\*\* \|")
+    for count, prec in ((100, "1:0.3"), (100, "8:0.01")):
+        c = plain["hecnn", count, prec]
+        _one(rf"\| hecnn \| {c['queries_per_fingerprint']:,.0f} \| 100 directions, {prec} \| {c['ssim']:.3f} "
+             rf"\({c['ssim_full_map']:.3f}\) \| {c['psnr']:.2f} dB \| {100 * c['class_recovery']:.1f} % \|")
+    base = plain["hecnn", 100, "1:0.3"]
+    _one(rf"adds\s+{h['ssim'] - base['ssim']:.3f} interior SSIM and {100 * (h['class_recovery'] - base['class_recovery']):.1f} "
+         rf"points of class recovery")
+    _one(rf"`censored_fraction` {h['censored_fraction']:.3f}")
+    coarse = next(c for c in cells if c["count"] == 140 and c["arch"] == "hecnn")
+    _one(rf"flips for {100 * (1 - coarse['censored_fraction']):.0f} % of hecnn's pairs \(the `coarse` cell's censored fraction is\s+"
+         rf"{coarse['censored_fraction']:.3f}\)")
+    _one(rf"this machine's 2 CPU cores, {h['cell_seconds'] / 60:.0f} min")
+
+
 def test_the_readme_quotes_the_key_recovery_signature_row():
     s = json.loads((ROOT / "results" / "key_recovery" / "results.json").read_text())["signature"]["strict"]
     _one(rf"reaches SSIM {s['ssim']:.3f} / class recovery {s['class_recovery']:.3f} on MNIST\s+against the class-mean "

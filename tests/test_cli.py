@@ -245,3 +245,76 @@ def test_direction_study_runs_resumes_and_refuses_other_settings(workspace, cli,
     cli.assert_error(code, err, "another --out")
     code, _, err = cli.run(*common[:-1], "--precisions", "8:2")
     cli.assert_error(code, err, "precision")
+
+
+def test_direction_study_with_the_prior_guided_search(workspace, cli, tmp_path):
+    """precision prior:M: the owner's prior is fingerprinted once, every pair costs exactly M queries."""
+    code, _, err = cli.run("study-directions", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "study",
+                           "--families", "random", "--counts", "6,12", "--precisions", "prior:1,prior:2,1:0.3",
+                           "--n-train", "300", "--n-test", "40", "--decoder-epochs", "2", "--model-from", workspace / "model",
+                           "--evaluator-from", workspace / "evaluator", "--quiet")
+    assert code == 0, err
+    from hesig.jobs.study import collect_cells
+    cells = collect_cells(tmp_path / "study")
+    assert len(cells) == 6 and [c["search"] for c in cells] == ["bisection"] * 2 + ["prior"] * 4
+    for cell in cells[2:]:
+        assert cell["queries_per_fingerprint"] == cell["count"] * cell["rtol"]  # exactly M per pair
+    prior = Fingerprints.load(tmp_path / "study" / "random" / "fp_prior.safetensors")
+    assert prior.meta["split"] == "train" and prior.meta["search"]["rtol"] == 0.01
+
+
+def test_prior_guided_fingerprints_end_to_end(workspace, cli, tmp_path):
+    """The owner's train-split fingerprints as the prior: exactly M queries per pair, the prior's
+    provenance in the file, a decoder trains on them, and rerunning is a no-op (same bytes)."""
+    common = ["fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
+              "--dataset", "digits", "--prior", workspace / "fp_train.safetensors", "--prior-steps", "2", "--quiet"]
+    code, _, err = cli.run(*common, "--split", "train", "--out", tmp_path / "train.safetensors")
+    assert code == 0, err
+    code, _, err = cli.run(*common, "--split", "test", "--indices", "0:120", "--out", tmp_path / "test.safetensors")
+    assert code == 0, err
+    fp = Fingerprints.load(tmp_path / "test.safetensors")
+    assert (fp.queries == 2).all()
+    search = fp.meta["search"]
+    assert search["kind"] == "prior" and search["steps"] == 2 and search["prior"]["split"] == "train"
+    before = (tmp_path / "test.safetensors").read_bytes()
+    code, _, err = cli.run(*common, "--split", "test", "--indices", "0:120", "--out", tmp_path / "test.safetensors")
+    assert code == 0, err and (tmp_path / "test.safetensors").read_bytes() == before
+    code, _, err = cli.run("train-decoder", "--fingerprints", tmp_path / "train.safetensors", "--out", tmp_path / "dec",
+                           "--epochs", "2", "--quiet")
+    assert code == 0, err
+
+
+@pytest.mark.parametrize("prior, steps, fragment", [
+    ("fp_test.safetensors", "1", "test split"),            # the victims' own inputs
+    ("fp_train.safetensors", None, "both a prior"),       # --prior without --prior-steps
+    (None, "2", "both a prior"),
+    ("fp_train.safetensors", "12", "at least 4096 rows"),  # 2^12 knots from ~1,400 rows
+    ("dirs.safetensors", "1", "dirs.safetensors: metadata field"),  # not a fingerprint file
+])
+def test_prior_guided_fingerprints_refuse_bad_priors(workspace, cli, tmp_path, prior, steps, fragment):
+    argv = ["fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs.safetensors",
+            "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", tmp_path / "fp.safetensors", "--quiet"]
+    argv += ["--prior", workspace / prior] if prior else []
+    argv += ["--prior-steps", steps] if steps else []
+    code, _, err = cli.run(*argv)
+    cli.assert_error(code, err, fragment)
+    assert not (tmp_path / "fp.safetensors").exists()
+
+
+def test_prior_of_other_directions_is_refused(workspace, cli, tmp_path):
+    code, _, err = cli.run("fingerprint", "--model", workspace / "model", "--directions", workspace / "dirs_other.safetensors",
+                           "--dataset", "digits", "--split", "test", "--indices", "0:20", "--out", tmp_path / "fp.safetensors",
+                           "--prior", workspace / "fp_train.safetensors", "--prior-steps", "1", "--quiet")
+    cli.assert_error(code, err, "directions hash")
+
+
+def test_decoder_with_rank_features_and_the_metric_loss(workspace, cli, tmp_path):
+    code, _, err = cli.run("train-decoder", "--fingerprints", workspace / "fp_train.safetensors", "--out", tmp_path / "dec",
+                           "--epochs", "2", "--features", "rank", "--loss", "ssim-l1", "--quiet")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "dec" / "decoder.json").read_text())
+    assert meta["features"] == "rank" and meta["loss"] == "ssim-l1"
+    code, _, err = cli.run("reconstruct", "--decoder", tmp_path / "dec", "--fingerprints", workspace / "fp_test.safetensors",
+                           "--out", tmp_path / "rec")
+    assert code == 0, err
+    assert 0 <= json.loads((tmp_path / "rec" / "metrics.json").read_text())["metrics"]["attack"]["ssim_mean"] <= 1

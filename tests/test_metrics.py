@@ -265,3 +265,24 @@ def test_reconstruction_report_28x28_window():
     assert "central 18 x 18" in report["ssim"]["ssim"] and "8 x 8 -> 7 x 7" in report["ssim"]["small_images"]
     assert report["attack"]["ssim_mean"] == pytest.approx(1.0, abs=1e-5)
     assert report["baseline_class_mean"]["ssim_mean"] < 1.0
+
+
+def test_ssim_for_training_is_the_scored_ssim_with_gradients():
+    gen = torch.Generator().manual_seed(0)
+    target = torch.rand((5, 1, 28, 28), generator=gen)
+    recon = (target + 0.2 * torch.randn((5, 1, 28, 28), generator=gen)).clamp(0, 1).requires_grad_(True)
+    value = metrics.ssim_for_training(recon, target)
+    assert torch.allclose(value.detach(), ssim(recon.detach(), target), atol=1e-6)
+    (1 - value).mean().backward()
+    assert recon.grad is not None and recon.grad.abs().sum() > 0
+
+
+def test_decoder_loss_fitting_the_metric_trains_and_unknown_losses_are_refused():
+    from hesig.signature.decoders import train_decoder
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand((64, 1, 8, 8), generator=gen)
+    features = images.flatten(1)[:, :16]
+    net, rep = train_decoder(features, images, ngf=8, epochs=3, seed=0, progress=False, loss="ssim-l1")
+    assert rep.loss == "ssim-l1" and rep.epochs_run == 3 and len(rep.val_mse) == 3 and math.isfinite(rep.best_val_mse)
+    with pytest.raises(InvalidValueError, match="decoder loss must be one of mse, ssim-l1"):
+        train_decoder(features, images, ngf=8, epochs=1, progress=False, loss="perceptual")

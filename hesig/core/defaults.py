@@ -55,6 +55,14 @@ CHUNK_SIZE = {"plaintext": 1000, "plaintext-cuda": 10000, "ckks": 1}
 #: Decoder (DCGAN generator) width and training.
 NGF = 32
 DECODER_TRAINING = {"epochs": 40, "batch_size": 128, "lr": 2e-3, "patience": 5, "val_fraction": 0.1}
+#: Decoder losses: "mse" (the paper's L2, the default) and "ssim-l1", 0.84·(1 - SSIM) + 0.16·L1
+#: (Zhao, Gallo, Frosio & Kautz 2017, "Loss functions for image restoration with neural networks"),
+#: SSIM as scored (interior, 11 x 11 Gaussian, σ 1.5, data range 1): a loss that fits the metric.
+DECODER_LOSSES = ("mse", "ssim-l1")
+#: Decoder input encodings of ε (hesig.signature.decoders.features): standardised log ε (the
+#: default), or each ε's mid-rank among the training fingerprints (for the prior-guided search).
+DECODER_FEATURES = ("log", "rank")
+SSIM_L1_ALPHA = 0.84
 
 # -- oracles ------------------------------------------------------------------------------------
 ORACLES = ("plaintext", "ckks")
@@ -106,6 +114,12 @@ STUDY_FAMILIES = ("random", "rademacher", "centroid", "pca", "pgd", "uap", "mix"
 STUDY_MIX = "pca:1,pgd:1"
 STUDY_COUNTS = (10, 25, 50, 100, 200)
 STUDY_PRECISIONS = ((COARSE_POINTS, RTOL),)
+#: The prior-guided search's prior (hesig.signature.prior_search): the owner's first PRIOR_ROWS
+#: training images, fingerprinted at the paper's precision (a study's precision "prior:M").
+PRIOR_ROWS = 2000
+PRIOR = "prior"
+#: The prior-guided search's most queries per pair (2^M - 1 quantile knots per direction).
+MAX_PRIOR_STEPS = 12
 STUDY_SCALE = {"n_train": 3000, "n_test": 500, "decoder_ngf": 16, "decoder_epochs": 15, "decoder_patience": 4}
 
 # -- He et al.'s split-inference attacks ----------------------------------------------------------

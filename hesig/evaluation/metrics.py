@@ -62,7 +62,7 @@ def check_images(x: Any, name: str = "images") -> torch.Tensor:
         raise InvalidValueError(f"{name} must be a floating-point tensor with values in [0, 1], got dtype {x.dtype}")
     if not bool(torch.isfinite(x).all()):
         raise InvalidValueError(f"{name} contains NaN or infinite values")
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = float(x.detach().min()), float(x.detach().max())
     if lo < -RANGE_SLACK or hi > 1.0 + RANGE_SLACK:
         raise InvalidValueError(f"{name} must lie in [0, 1] (data range 1.0), got values in [{lo:.4g}, {hi:.4g}]")
     return x
@@ -135,18 +135,31 @@ def _ssim_means(recon: torch.Tensor, target: torch.Tensor, chunk_size: int) -> t
         raise InvalidValueError(f"chunk_size must be >= 1, got {chunk_size}")
     chunk_size = int(chunk_size)
     kernel, sigma = ssim_window(recon.shape[-2], recon.shape[-1])
-    pad = (kernel - 1) // 2
     recon = recon.detach().float()
     target = target.detach().to(recon.device).float()
     interior, full = [], []
     for start in range(0, recon.shape[0], chunk_size):
-        full_mean, ssim_map = _tm_ssim(recon[start:start + chunk_size], target[start:start + chunk_size],
-                                       gaussian_kernel=True, sigma=sigma, kernel_size=kernel, data_range=DATA_RANGE,
-                                       reduction="none", return_full_image=True)
-        inner = ssim_map[..., pad:ssim_map.shape[-2] - pad, pad:ssim_map.shape[-1] - pad] if pad else ssim_map
-        interior.append(inner.flatten(1).mean(1).float())
-        full.append(full_mean.reshape(-1).float())
+        inner, full_mean = _ssim_of_batch(recon[start:start + chunk_size], target[start:start + chunk_size], kernel, sigma)
+        interior.append(inner.float())
+        full.append(full_mean.float())
     return torch.cat(interior), torch.cat(full)
+
+
+def _ssim_of_batch(recon: torch.Tensor, target: torch.Tensor, kernel: int, sigma: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(interior mean, full-map mean) [N] of one batch's SSIM maps; differentiable in ``recon``."""
+    pad = (kernel - 1) // 2
+    full_mean, ssim_map = _tm_ssim(recon, target, gaussian_kernel=True, sigma=sigma, kernel_size=kernel,
+                                   data_range=DATA_RANGE, reduction="none", return_full_image=True)
+    inner = ssim_map[..., pad:ssim_map.shape[-2] - pad, pad:ssim_map.shape[-1] - pad] if pad else ssim_map
+    return inner.flatten(1).mean(1), full_mean.reshape(-1)
+
+
+def ssim_for_training(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per-image interior SSIM [N] of one batch, with gradients: :func:`ssim`'s computation (same
+    window, constants, data range) without detaching, for losses such as 1 - SSIM."""
+    _check_pair(recon, target)
+    kernel, sigma = ssim_window(recon.shape[-2], recon.shape[-1])
+    return _ssim_of_batch(recon, target, kernel, sigma)[0]
 
 
 def ssim(recon: torch.Tensor, target: torch.Tensor, chunk_size: int = SSIM_CHUNK) -> torch.Tensor:

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from .. import __version__
-from ..core.defaults import DECODER_TRAINING, NGF
+from ..core.defaults import DECODER_LOSSES, DECODER_TRAINING, NGF
 from ..core.errors import CheckpointError, InvalidValueError, MismatchError
 from ..core.io import atomic_write_json, ensure_writable_dir, save_tensors, tensors_checksum
 from ..core.outputs import guard_output, identity
@@ -48,27 +48,37 @@ def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs:
                       ngf: int = NGF, patience: int = DECODER_TRAINING["patience"],
                       val_fraction: float = DECODER_TRAINING["val_fraction"], seed: int = 0,
                       device: str | None = None, data_root=None, download: bool = False, force: bool = False,
-                      progress: bool = True) -> dict[str, Any]:
-    """Train the decoder on (E_x, x) pairs; the same seed gives a byte-identical ``decoder.safetensors`` on the CPU."""
+                      progress: bool = True, loss: str = "mse", features: str = "log") -> dict[str, Any]:
+    """Train the decoder on (E_x, x) pairs; the same seed gives a byte-identical ``decoder.safetensors`` on the CPU.
+
+    loss: "mse" (the paper's L2) or "ssim-l1" (:func:`hesig.signature.decoders.train_decoder`);
+    features: the encoding of ε, "log" or "rank" (:mod:`hesig.signature.decoders.features`)."""
+    if loss not in DECODER_LOSSES:
+        raise InvalidValueError(f"decoder loss must be one of {', '.join(DECODER_LOSSES)}, got {loss!r}")
     fp = Fingerprints.load(fingerprints_file)
     job = {"fingerprints": tensors_checksum(fp.tensors()), "epochs": epochs, "batch_size": batch_size, "lr": lr,
            "ngf": ngf, "patience": patience, "val_fraction": val_fraction, "seed": seed}
+    if loss != "mse":  # only when set: decoders trained before the options keep their identity
+        job["loss"] = loss
+    if features != "log":
+        job["features"] = features
     guard_output(Path(out) / "decoder.safetensors", "decoder", job, inputs=(fingerprints_file,),
                  also_writes=[Path(out) / "decoder.json"], force=force)
     ensure_writable_dir(out)
     dev = resolve_device(device)
     images, _ = images_for(fp, data_root, download)
-    feats = FingerprintFeatures.fit(fp.eps, fp.censored, fp.meta["search"]["eps_max"])
+    feats = FingerprintFeatures.fit(fp.eps, fp.censored, fp.meta["search"]["eps_max"], kind=features)
     t0 = time.perf_counter()
     net, report = train_decoder(feats.transform(fp.eps, fp.censored), images, ngf=ngf, epochs=epochs,
                                 batch_size=batch_size, lr=lr, val_fraction=val_fraction, patience=patience,
-                                seed=seed, device=dev, progress=progress)
+                                seed=seed, device=dev, progress=progress, loss=loss)
     seconds = time.perf_counter() - t0
     meta = {key: fp.meta.get(key) for key in ("model_hash", "directions_hash", "arch", "dataset", "split",
                                               "split_hash", "directions_family", "directions_count", "oracle")}
     meta.update({"trained_on": str(fingerprints_file), "n_train": len(fp), "seed": seed, "epochs_run": report.epochs_run,
                  "best_epoch": report.best_epoch, "best_val_mse": report.best_val_mse, "val_mse": report.val_mse,
-                 "train_mse": report.train_mse, "train_seconds": round(seconds, 1), **identity("decoder", job)})
+                 "train_mse": report.train_mse, "loss": loss, "train_seconds": round(seconds, 1),
+                 **identity("decoder", job)})
     FingerprintDecoder(net.cpu(), feats, meta).save(out)
     return {"out": str(out), "n_train": len(fp), "epochs_run": report.epochs_run, "best_epoch": report.best_epoch,
             "best_val_mse": round(report.best_val_mse, 5), "train_seconds": round(seconds, 1)}

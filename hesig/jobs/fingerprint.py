@@ -33,6 +33,7 @@ from ..oracles.base import Oracle, OracleWrapper, add_costs
 from ..oracles.registry import OracleFactory, OracleKind, oracle_kind
 from ..signature.directions import Directions
 from ..signature.fingerprints import Fingerprints
+from ..signature.prior_search import PriorGuidedSearch
 from ..signature.search import BoundarySearch
 from .executor import BudgetLedger, Executor, InProcessExecutor
 from .runstore import RunStore
@@ -215,6 +216,19 @@ def _job(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k not in OUTCOME_KEYS and k not in ("hesig_version", KIND_KEY, JOB_KEY)}
 
 
+def prior_search(prior: str | Path, steps: int, model_hash: str, directions_hash: str, split: str) -> PriorGuidedSearch:
+    """The prior-guided search from the owner's fingerprint file ``prior``: it must be of this model
+    and these directions, and not of the victims' (test) split."""
+    fp = Fingerprints.load(prior)
+    fp.check_compatible({"model_hash": model_hash, "directions_hash": directions_hash}, "this fingerprint job")
+    if fp.meta.get("split") == "test":
+        raise InvalidValueError(f"{prior}: a prior made of the test split would read the victims' inputs; "
+                                "fingerprint the owner's data (the train split) for the prior")
+    if fp.meta.get("search", {}).get("kind") == PriorGuidedSearch.kind:
+        raise InvalidValueError(f"{prior}: a prior must come from the plain search, not from another prior-guided one")
+    return PriorGuidedSearch.from_prior(fp, steps)
+
+
 def job_config(dataset: str, split: str, split_hash: str, target: Any, dirs: Directions, oracle: str,
                description: dict[str, Any]) -> dict[str, Any]:
     """The identity a fingerprint file records (and its run store pins): the data, the model, the
@@ -233,7 +247,7 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
                     budget: int | None = None, batch_size: int | None = None, device: str | None = None,
                     data_root=None, download: bool = False, ckks_layout: str = "batched",
                     ckks_encryption: str = CKKS_ENCRYPTIONS[0], client_policy: str | None = None,
-                    ckks_processes: int = CKKS_PROCESSES,
+                    ckks_processes: int = CKKS_PROCESSES, prior: str | Path | None = None, prior_steps: int | None = None,
                     executor: Executor | None = None, force: bool = False, progress: bool = True) -> dict[str, Any]:
     """Fingerprint (a subset of) a dataset split through a label-change oracle; resumable.
 
@@ -241,11 +255,16 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     object; "ckks": a TenSEAL client holding the secret key, a server holding the public context,
     ``ckks_layout`` batched or compact, ``ckks_encryption`` seeded or public-key,
     ``ckks_processes`` the processes each party splits an image's work over: not part of the
-    pinned config, since the results do not depend on it). client_policy:
+    pinned config, since the results do not depend on it). prior / prior_steps: the prior-guided
+    search instead of the grid and bisection (:mod:`hesig.signature.prior_search`): ``prior_steps``
+    queries per pair at the quantiles of the owner's fingerprint file ``prior`` (same model and
+    directions; never the test split, which holds the victims). client_policy:
     the victim client's policy (:mod:`hesig.oracles.policies`); CKKS default: the most secure,
     ``strict+budget:1+fresh-keys``, which answers one result per key and so stops a search that
     needs more; plaintext default: the plain bit. chunk_size: rows per atomically saved chunk (default: the oracle kind's).
     """
+    if (prior is None) != (prior_steps is None):
+        raise InvalidValueError("the prior-guided search needs both a prior fingerprint file and its queries per pair")
     search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=points_per_round,
                             atol=atol, rtol=rtol, grid=coarse_grid, eps_min=eps_min)
     kind = oracle_kind(oracle)
@@ -254,6 +273,8 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     target = load_model(model_dir)
     dirs = Directions.load(directions_file)
     dirs.check_input_shape(target.in_shape, what=f"model {target.arch}'s input")
+    if prior is not None:
+        search = prior_search(prior, int(prior_steps), target.hash, dirs.hash, split)
     data = load_dataset(dataset, split, data_root, download)
     if data.shape != target.in_shape:
         raise ShapeError(f"{data.name} images are {list(data.shape)} but model {target.arch} takes {list(target.in_shape)}")

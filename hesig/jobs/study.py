@@ -6,7 +6,9 @@ For one (dataset, target architecture) the study
 2. for each family builds ``max(counts)`` directions once (every family is prefix-consistent,
    so the first k are exactly the set of k), and fingerprints ``n_train`` training and
    ``n_test`` test images through the plaintext oracle at each search precision
-   (coarse points G, relative tolerance rtol);
+   (coarse points G, relative tolerance rtol; or ``("prior", M)``: the prior-guided search,
+   M queries per pair at the quantiles of the owner's ``PRIOR_ROWS`` training fingerprints at
+   the paper's precision, :mod:`hesig.signature.prior_search`);
 3. for every (family, precision, count) trains a DCGAN decoder on the first ``count`` columns of
    the training fingerprints and scores it on the test fingerprints: PSNR, SSIM (data_range 1.0),
    class recovery, beside the mean-image and class-mean baselines, with the mean oracle queries
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
-from ..core.defaults import EPS_MAX, FAMILIES, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
+from ..core.defaults import COARSE_POINTS, DECODER_FEATURES, DECODER_LOSSES, EPS_MAX, FAMILIES, PRIOR, PRIOR_ROWS, RTOL, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
 from ..core.errors import InvalidValueError, MismatchError
 from ..core.io import ensure_writable_dir, load_tensors
 from ..core.runtime import describe_device, resolve_device
@@ -40,6 +42,7 @@ from ..models import load_model
 from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
 from ..signature.directions import Directions
 from ..signature.fingerprints import Fingerprints
+from ..signature.prior_search import MAX_PRIOR_STEPS
 from .demo import DEMO_SETTINGS
 from .executor import Executor
 from .fingerprint import fingerprint_job
@@ -60,7 +63,8 @@ class StudySettings:
 
     n_train / n_test: images fingerprinted from the start of each split (the attacker's decoder
     training set, and the victims scored). counts: direction counts, read off as prefixes.
-    decoder_ngf / decoder_epochs / decoder_patience: the DCGAN decoder (see hesig.decoders).
+    decoder_ngf / decoder_epochs / decoder_patience / decoder_loss / decoder_features: the DCGAN
+    decoder (see hesig.signature.decoders; loss "mse" or "ssim-l1", features "log" or "rank").
     """
 
     n_train: int = STUDY_SCALE["n_train"]
@@ -72,6 +76,8 @@ class StudySettings:
     decoder_patience: int = STUDY_SCALE["decoder_patience"]
     seed: int = 0
     mix: str = STUDY_MIX
+    decoder_loss: str = DECODER_LOSSES[0]
+    decoder_features: str = DECODER_FEATURES[0]
 
     def __post_init__(self):
         if self.n_train < 20 or self.n_test < 1:
@@ -80,14 +86,35 @@ class StudySettings:
         if not counts or counts[0] < 1:
             raise InvalidValueError(f"direction counts must be positive integers, got {self.counts}")
         self.counts = counts
+        if self.decoder_loss not in DECODER_LOSSES:
+            raise InvalidValueError(f"decoder loss must be one of {', '.join(DECODER_LOSSES)}, got {self.decoder_loss!r}")
+        if self.decoder_features not in DECODER_FEATURES:
+            raise InvalidValueError(f"decoder features must be one of {', '.join(DECODER_FEATURES)}, "
+                                    f"got {self.decoder_features!r}")
 
     def key(self) -> dict[str, Any]:
-        """What must match for a resumed study to reuse artifacts."""
-        return asdict(self)
+        """What must match for a resumed study to reuse artifacts (the default loss and features
+        left out, so studies pinned before the options resume)."""
+        key = asdict(self)
+        for name, default in (("decoder_loss", DECODER_LOSSES[0]), ("decoder_features", DECODER_FEATURES[0])):
+            if key[name] == default:
+                del key[name]
+        return key
 
 
-def _tag(coarse_points: int, rtol: float) -> str:
-    return f"g{coarse_points}_r{rtol:g}"
+def _tag(coarse_points: int | str, rtol: float) -> str:
+    """File and step tag of a precision: g<G>_r<rtol>, or prior<M> for ("prior", M)."""
+    return f"{PRIOR}{int(rtol)}" if coarse_points == PRIOR else f"g{coarse_points}_r{rtol:g}"
+
+
+def check_precision(coarse_points: int | str, value: float) -> None:
+    """(coarse_points >= 1, 0 < rtol < 1), or ("prior", M) with M queries per pair in 1..12."""
+    if coarse_points == PRIOR:
+        if int(value) != value or not 1 <= value <= MAX_PRIOR_STEPS:
+            raise InvalidValueError(f"a prior-guided precision is ('prior', M) with M in 1..{MAX_PRIOR_STEPS}, got {value}")
+    elif isinstance(coarse_points, str) or int(coarse_points) != coarse_points or coarse_points < 1 or not 0 < value < 1:
+        raise InvalidValueError(f"a precision is (coarse_points >= 1, 0 < rtol < 1) or ('prior', M), "
+                                f"got ({coarse_points}, {value})")
 
 
 def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings, *,
@@ -107,8 +134,7 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
     if unknown:
         raise InvalidValueError(f"unknown direction family '{unknown[0]}' (choose from {', '.join(FAMILIES)})")
     for g, r in precisions:
-        if int(g) != g or g < 1 or not 0 < r < 1:
-            raise InvalidValueError(f"a precision is (coarse_points >= 1, 0 < rtol < 1), got ({g}, {r})")
+        check_precision(g, r)
     common = {"data_root": data_root, "download": download}
     store, once, model_dir, evaluator, target_hash = open_study(
         out, "study", dataset, arch, settings, model_from=model_from, evaluator_from=evaluator_from, device=device,
@@ -130,12 +156,20 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
         directions = Directions.load(dir_file)
         for g, rtol in precisions:
             tag = _tag(g, rtol)
+            search: dict[str, Any] = {"rtol": rtol, "coarse_points": g}
+            if g == PRIOR:  # the owner's own prior: its first PRIOR_ROWS training images, the paper's precision
+                prior_file = fam_dir / "fp_prior.safetensors"
+                once(f"{family}-prior-fingerprints", lambda: fingerprint_job(
+                    model_dir, dir_file, dataset, "train", prior_file, indices=f"0:{min(PRIOR_ROWS, len(train))}",
+                    eps_max=settings.eps_max, rtol=RTOL, coarse_points=COARSE_POINTS, device=device,
+                    executor=executor, progress=progress, **common))
+                search = {"prior": prior_file, "prior_steps": int(rtol)}
             fps = {}
             for split, n in (("train", settings.n_train), ("test", settings.n_test)):
                 fp_file = fam_dir / f"fp_{split}_{tag}.safetensors"
                 once(f"{family}-{tag}-fingerprints-{split}", lambda: fingerprint_job(
                     model_dir, dir_file, dataset, split, fp_file, indices=f"0:{n}", eps_max=settings.eps_max,
-                    rtol=rtol, coarse_points=g, device=device, executor=executor, progress=progress, **common))
+                    device=device, executor=executor, progress=progress, **search, **common))
                 fps[split] = Fingerprints.load(fp_file)
             plans += [(family, directions, fps, g, rtol, count) for count in settings.counts]
 
@@ -146,17 +180,18 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
         t0 = time.perf_counter()
         prefix = directions.first(count)
         fp_train, fp_test = (fps[s].first_directions(prefix) for s in ("train", "test"))
-        feats = FingerprintFeatures.fit(fp_train.eps, fp_train.censored, settings.eps_max)
+        feats = FingerprintFeatures.fit(fp_train.eps, fp_train.censored, settings.eps_max, kind=settings.decoder_features)
         net, rep = train_decoder(feats.transform(fp_train.eps, fp_train.censored), train_x,
                                  ngf=settings.decoder_ngf, epochs=settings.decoder_epochs,
-                                 patience=settings.decoder_patience, seed=settings.seed,
+                                 patience=settings.decoder_patience, seed=settings.seed, loss=settings.decoder_loss,
                                  device=resolve_device(device), progress=False)  # resolved where the cell runs
         decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
         recon = decoder.reconstruct(fp_test)
         report = reconstruction_report(recon, test_x, test_y, train.images, train.labels, evaluator.model)
         record = {
             "dataset": dataset, "arch": arch, "family": family, "count": count,
-            "coarse_points": g, "rtol": rtol, "mix": settings.mix if family == "mix" else None,
+            "coarse_points": g, "rtol": rtol, "search": fp_test.meta["search"].get("kind", "bisection"),
+            "search_params": fp_test.meta["search"], "mix": settings.mix if family == "mix" else None,
             "n_train": settings.n_train, "n_test": settings.n_test,
             "psnr": report["attack"]["psnr_mean"], "psnr_std": report["attack"]["psnr_std"],
             "ssim": report["attack"]["ssim_mean"], "ssim_std": report["attack"]["ssim_std"],
@@ -165,7 +200,8 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
             "queries_per_fingerprint": float(fp_test.queries.sum(1).double().mean()),
             "queries_per_direction": float(fp_test.queries.double().mean()),
             "censored_fraction": float(fp_test.censored.float().mean()),
-            "decoder": {"ngf": settings.decoder_ngf, "epochs": settings.decoder_epochs, "epochs_run": rep.epochs_run,
+            "decoder": {"ngf": settings.decoder_ngf, "epochs": settings.decoder_epochs, "loss": settings.decoder_loss,
+                        "features": settings.decoder_features, "epochs_run": rep.epochs_run,
                         "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
             "baselines": {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")},
             "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,
@@ -251,7 +287,14 @@ def study_models(once, out: Path, dataset: str, arch: str, seed: int, *, model_f
 def collect_cells(*study_dirs: str | Path) -> list[dict[str, Any]]:
     """All cell dicts of the given study folders, sorted by dataset, arch, family, precision, count."""
     cells = [cell for d in study_dirs for cell in _records(Path(d), CELL_PREFIX)]
-    return sorted(cells, key=lambda c: (c["dataset"], c["arch"], c["family"], c["coarse_points"], -c["rtol"], c["count"]))
+    return sorted(cells, key=cell_order)
+
+
+def cell_order(c: dict[str, Any]) -> tuple:
+    """Sort key of cells: dataset, arch, family, then the plain search by G and rtol before the prior-guided by M, count."""
+    prior = c["coarse_points"] == PRIOR
+    return (c["dataset"], c["arch"], c["family"], prior, 0 if prior else c["coarse_points"],
+            c["rtol"] if prior else -c["rtol"], c["count"])
 
 
 def _records(study_dir: Path, prefix: str) -> list[dict[str, Any]]:

@@ -75,6 +75,35 @@ class SearchResult:
         return int(self.queries.sum())
 
 
+def checked_rows(oracle: Oracle, directions: torch.Tensor, rows: torch.Tensor | None) -> torch.Tensor:
+    """The rows a search covers (default: all of the oracle's), int64 on the CPU, after checking that
+    the directions [k, C, H, W] fit the oracle's inputs and the rows exist."""
+    if directions.ndim != 4 or tuple(directions.shape[1:]) != tuple(oracle.input_shape):
+        raise ShapeError(f"directions have shape {list(directions.shape[1:])} but the oracle's inputs are {list(oracle.input_shape)}")
+    rows = torch.arange(oracle.num_rows) if rows is None else rows.to(torch.long).cpu()
+    if rows.numel() and (int(rows.min()) < 0 or int(rows.max()) >= oracle.num_rows):
+        raise ShapeError(f"row index out of range 0..{oracle.num_rows - 1}")
+    return rows
+
+
+def in_row_groups(run: Callable[..., "SearchResult"], oracle: Oracle, directions: torch.Tensor, rows: torch.Tensor,
+                  on_queries: Callable[[int], None] | None) -> "SearchResult | None":
+    """When the oracle holds per-row state (a CKKS session, ``rows_at_once``) and there are more rows
+    than it holds: ``run`` the search group by group, releasing each group when done, so memory does
+    not grow with the number of rows; the parts joined. None when one call can take every row."""
+    group = oracle.rows_at_once
+    if group is None or rows.numel() <= group:
+        return None
+    parts = []
+    for start in range(0, rows.numel(), group):
+        part_rows = rows[start:start + group]
+        parts.append(run(oracle, directions, part_rows, on_queries))
+        oracle.release(part_rows)
+    return SearchResult(eps=torch.cat([p.eps for p in parts]), eps_lo=torch.cat([p.eps_lo for p in parts]),
+                        censored=torch.cat([p.censored for p in parts]),
+                        queries=torch.cat([p.queries for p in parts]), rounds=max(p.rounds for p in parts))
+
+
 class BoundarySearch:
     """Minimal-ε search with a first-crossing coarse pass and k-ary bracket refinement.
 
@@ -170,24 +199,11 @@ class BoundarySearch:
         rows: int64 [n] oracle rows to fingerprint (default: all of them).
         on_queries: called with the number of queries after every oracle call (progress bars).
         """
-        if directions.ndim != 4 or tuple(directions.shape[1:]) != tuple(oracle.input_shape):
-            raise ShapeError(f"directions have shape {list(directions.shape[1:])} but the oracle's inputs are {list(oracle.input_shape)}")
-        rows = torch.arange(oracle.num_rows) if rows is None else rows.to(torch.long).cpu()
-        group = oracle.rows_at_once
-        if group is not None and rows.numel() > group:
-            # The oracle holds per-row state (a CKKS session): search its rows group by group and
-            # release each group when done, so memory does not grow with the number of rows.
-            parts = []
-            for start in range(0, rows.numel(), group):
-                part_rows = rows[start:start + group]
-                parts.append(self.run(oracle, directions, part_rows, on_queries))
-                oracle.release(part_rows)
-            return SearchResult(eps=torch.cat([p.eps for p in parts]), eps_lo=torch.cat([p.eps_lo for p in parts]),
-                                censored=torch.cat([p.censored for p in parts]),
-                                queries=torch.cat([p.queries for p in parts]), rounds=max(p.rounds for p in parts))
+        rows = checked_rows(oracle, directions, rows)
+        grouped = in_row_groups(self.run, oracle, directions, rows, on_queries)
+        if grouped is not None:
+            return grouped
         n, k = rows.numel(), directions.shape[0]
-        if n and (int(rows.min()) < 0 or int(rows.max()) >= oracle.num_rows):
-            raise ShapeError(f"row index out of range 0..{oracle.num_rows - 1}")
         pairs = n * k
         # All bookkeeping lives where the oracle computes (a GPU's memory, else the CPU), so a round
         # makes no host<->device copy per oracle call: one host sync per round (the open-bracket

@@ -14,6 +14,13 @@
 #           (2.8 queries per direction where 1:0.3 takes 4.1), against the 100 at 1:0.3 of `mnist`
 #   wide    the capacity lever: hecnn MNIST, 100 directions, the two cheap precisions, a decoder of
 #           twice the width (ngf 64) trained twice as long (40 epochs)
+#   prior   the prior-guided search (hesig.signature.prior_search): M queries per pair at the quantiles
+#           of the owner's 2,000 training fingerprints, so every query is about one bit. PRIOR_CELLS
+#           lists M:counts items (default "1:100,200,400 2:50,100,200 4:25,50,100": 100, 200 and
+#           400 queries per fingerprint each); ARCHS the models (default hecnn lenet5)
+# DECODER_LOSS=ssim-l1 trains every decoder of the chosen parts with the loss that fits the metric
+# (0.84·(1 - SSIM) + 0.16·L1; hesig train-decoder --loss) into folders suffixed -ssim-l1;
+# DECODER_FEATURES=rank feeds them each ε's mid-rank (train-decoder --features) into folders suffixed -rank.
 # Usage: [PARTS="mnist fashion wide"] [JOBS=1] [DEVICE=auto] bash results/frontier/run.sh
 # Resumable: rerun to continue. CPU: about 4 h per model on 2 cores (nine 60k-image decoders).
 # On a GPU: DEVICE=cuda JOBS=8 (results/gpu_run.sh runs it so).
@@ -28,12 +35,14 @@ PARTS=${PARTS:-mnist fashion wide}
 
 study() {  # dataset arch precision out model evaluator [extra options...]
   local ds=$1 arch=$2 prec=$3 out=$4 model=$5 evaluator=$6; shift 6
+  if [ "${DECODER_LOSS:-mse}" != mse ]; then out="$out-$DECODER_LOSS"; set -- "$@" --decoder-loss "$DECODER_LOSS"; fi
+  if [ "${DECODER_FEATURES:-log}" != log ]; then out="$out-$DECODER_FEATURES"; set -- "$@" --decoder-features "$DECODER_FEATURES"; fi
   hesig study-directions --dataset "$ds" --arch "$arch" --out "$out" --families random --precisions "$prec" \
     --n-train "$N_TRAIN" --n-test "$N_TEST" --model-from "$model" --evaluator-from "$evaluator" --device "$DEVICE" \
     --seed 0 --quiet "$@" 2>> "$out.log" || { echo "FAILED $out" >&2; return 1; }
   echo "done $out"
 }
-export -f study; export DEVICE N_TRAIN N_TEST
+export -f study; export DEVICE N_TRAIN N_TEST DECODER_LOSS DECODER_FEATURES
 
 studies() {
   for part in $PARTS; do case $part in
@@ -49,7 +58,11 @@ studies() {
     wide) for prec in 1:0.3 2:0.1; do
              echo "mnist hecnn $prec $RUNS/wide-mnist-hecnn-g${prec/:/-r} runs/mnist-hecnn/model runs/mnist-hecnn/evaluator --counts 100 --decoder-ngf 64 --decoder-epochs 40"
            done;;
-    *) echo "unknown part '$part' (mnist, fashion, wide, coarse)" >&2; exit 2;;
+    prior) for arch in ${ARCHS:-hecnn lenet5}; do for item in ${PRIOR_CELLS:-1:100,200,400 2:50,100,200 4:25,50,100}; do
+             m=${item%%:*} counts=${item#*:}  # one folder per M and counts: a study pins its counts
+             echo "mnist $arch prior:$m $RUNS/prior-mnist-$arch-m$m-k${counts//,/-} runs/mnist-$arch/model runs/mnist-$arch/evaluator --counts $counts --decoder-ngf 32 --decoder-epochs 20"
+           done; done;;
+    *) echo "unknown part '$part' (mnist, fashion, wide, coarse, prior)" >&2; exit 2;;
   esac; done
 }
 

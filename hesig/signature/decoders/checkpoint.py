@@ -17,7 +17,7 @@ from ...core.errors import CheckpointError
 from ..fingerprints import Fingerprints
 from ...core.io import atomic_write_json, load_tensors, save_tensors, stable
 from ...models.dcgan import DCGANDecoder
-from .features import FingerprintFeatures
+from .features import FEATURE_KINDS, FingerprintFeatures
 from .train import decode
 
 WEIGHTS_FILE = "decoder.safetensors"
@@ -43,8 +43,12 @@ class FingerprintDecoder:
         out_dir = Path(out_dir)
         tensors = {f"net.{k}": v for k, v in self.network.state_dict().items()}
         tensors.update({"features.mean": self.features.mean, "features.std": self.features.std})
+        if self.features.table is not None:  # the rank encoding's training quantiles
+            tensors["features.table"] = self.features.table
         meta = {**self.meta, "in_features": self.network.in_features, "out_shape": list(self.network.out_shape),
                 "ngf": self.network.ngf, "eps_max": self.features.eps_max, "hesig_version": __version__}
+        if self.features.kind != "log":  # only when set: log-feature checkpoints keep their bytes
+            meta["features"] = self.features.kind
         save_tensors(out_dir / WEIGHTS_FILE, tensors, stable(meta))  # timings only in the JSON: same seed, same bytes
         atomic_write_json(out_dir / META_FILE, meta)
         return out_dir
@@ -57,7 +61,15 @@ class FingerprintDecoder:
         try:
             net = DCGANDecoder(meta["in_features"], tuple(meta["out_shape"]), meta["ngf"])
             net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
-            feats = FingerprintFeatures(tensors["features.mean"], tensors["features.std"], float(meta["eps_max"]))
+            kind = meta.get("features", "log")
+            if kind not in FEATURE_KINDS or (kind == "rank") != ("features.table" in tensors):
+                raise CheckpointError(f"decoder checkpoint {weights}: its features ({kind!r}) do not match its tensors")
+            table = tensors.get("features.table")
+            if table is not None and (table.ndim != 2 or table.shape[0] != tensors["features.mean"].numel()
+                                      or not torch.isfinite(table).all() or (table[:, 1:] < table[:, :-1]).any()):
+                raise CheckpointError(f"decoder checkpoint {weights}: its rank table is not a sorted [directions, T] table")
+            feats = FingerprintFeatures(tensors["features.mean"], tensors["features.std"], float(meta["eps_max"]),
+                                        None if table is None else table.float().contiguous())
         except (KeyError, RuntimeError, TypeError) as exc:
             raise CheckpointError(f"decoder checkpoint {weights} is incomplete or of another shape ({type(exc).__name__})") from None
         return cls(net.to(device).eval(), feats, meta)
