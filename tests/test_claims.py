@@ -398,6 +398,15 @@ def test_the_readme_quotes_the_prior_guided_frontier_cells():
     _one(rf"this machine's 2 CPU cores, {h['cell_seconds'] / 60:.0f} min")
 
 
+def test_the_readme_quotes_the_decoder_screening():
+    screen = json.loads((ROOT / "results" / "frontier" / "screen.json").read_text())
+    rank, log = screen["prior2-k200/rank/mse"], screen["prior2-k200/log/mse"]
+    assert rank["queries_per_fingerprint"] == log["queries_per_fingerprint"] == 400 and rank["n_train"] == 20000
+    _one(rf"\*\*{rank['ssim']:.3f} against {log['ssim']:.3f}\*\* interior SSIM \({rank['ssim_full_map']:.3f} against "
+         rf"{log['ssim_full_map']:.3f}\s+full map, {100 * rank['class_recovery']:.1f} % against {100 * log['class_recovery']:.1f} % "
+         rf"class recovery\)")
+
+
 def test_the_readme_quotes_the_key_recovery_signature_row():
     s = json.loads((ROOT / "results" / "key_recovery" / "results.json").read_text())["signature"]["strict"]
     _one(rf"reaches SSIM {s['ssim']:.3f} / class recovery {s['class_recovery']:.3f} on MNIST\s+against the class-mean "
