@@ -8,6 +8,8 @@ from torch import nn
 
 from hesig.core.errors import InvalidValueError, QueryBudgetExhausted, ShapeError
 from hesig.oracles import PlaintextOracle
+from hesig.signature.fingerprints import Fingerprints
+from hesig.signature.prior_search import PriorGuidedSearch
 from hesig.signature.search import BoundarySearch
 
 SHAPE = (1, 4, 4)
@@ -194,3 +196,170 @@ def test_direction_shape_mismatch():
     oracle = PlaintextOracle(linear_model(), torch.rand((1, *SHAPE)), device="cpu")
     with pytest.raises(ShapeError, match="directions have shape"):
         BoundarySearch(1.0).run(oracle, torch.randn(3, 1, 5, 5))
+
+
+# -- the prior-guided (quantile) search: the same closed-form checks -------------------------------
+
+PRIOR_EPS_MAX = 6.0
+
+
+def prior_setup(n_prior=64, n_victims=8, k=12, seed=1):
+    """A linear model (its label changes once along a ray, so bisection's bracket is exact), unit
+    directions, the owner's rows and the victims' rows, disjoint."""
+    model = linear_model()
+    gen = torch.Generator().manual_seed(seed)
+    owner = torch.rand((n_prior, *SHAPE), generator=gen)
+    victims = torch.rand((n_victims, *SHAPE), generator=gen)
+    dirs = torch.randn((k, *SHAPE), generator=gen)
+    dirs = dirs / dirs.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    return model, owner, victims, dirs
+
+
+def prior_fingerprints(model, owner, dirs, eps_max=PRIOR_EPS_MAX):
+    res = BoundarySearch(eps_max, coarse_points=8, atol=1e-4, rtol=0).run(PlaintextOracle(model, owner, device="cpu"), dirs)
+    meta = {"dataset": "mnist", "split": "train", "model_hash": "m", "directions_hash": "d",
+            "search": {"eps_max": eps_max}}
+    return Fingerprints(res.eps, res.censored, res.queries, torch.arange(len(owner)), meta)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_bracket_is_the_pair_of_adjacent_knots_around_the_true_eps(steps):
+    model, owner, victims, dirs = prior_setup()
+    search = PriorGuidedSearch.from_prior(prior_fingerprints(model, owner, dirs), steps)
+    res = search.run(PlaintextOracle(model, victims, device="cpu", batch_size=7), dirs)
+    table = torch.cat([torch.zeros(len(dirs), 1, dtype=torch.float64), search.knots], 1)
+    assert (res.queries == steps).all() and res.rounds == steps  # exactly m queries per pair, closed form
+    for r in range(len(victims)):
+        for i in range(len(dirs)):
+            true = exact_eps(model, victims[r], dirs[i])
+            # which knot interval holds ε_true: level l with knot_l < ε <= knot_{l+1}
+            level = int((search.knots[i] < true - 1e-6).sum())
+            if level == search.knots.shape[1]:  # above the top knot: censored, the top knot tested
+                assert res.censored[r, i] and math.isinf(float(res.eps[r, i]))
+                assert float(res.eps_lo[r, i]) == pytest.approx(float(search.knots[i, -1]))
+            else:
+                assert not res.censored[r, i]
+                assert float(res.eps[r, i]) == pytest.approx(float(search.knots[i, level]), rel=1e-6)
+                assert float(res.eps_lo[r, i]) == pytest.approx(float(table[i, level]), rel=1e-6, abs=1e-9)
+                assert float(res.eps_lo[r, i]) <= true + 1e-5 <= float(res.eps[r, i]) + 2e-5
+
+
+def test_each_query_is_close_to_a_fair_coin_on_the_owners_distribution():
+    """On the prior's own rows every final interval gets about n / 2^m pairs: one bit per query."""
+    model, owner, _, dirs = prior_setup(n_prior=128, k=40)
+    prior = prior_fingerprints(model, owner, dirs, eps_max=1000.0)
+    dirs = dirs[~prior.censored.any(0)]  # censored prior pairs tie the top knots at ε_max (tested above)
+    assert len(dirs) >= 10
+    search = PriorGuidedSearch.from_prior(prior_fingerprints(model, owner, dirs, eps_max=1000.0), 2)
+    res = search.run(PlaintextOracle(model, owner, device="cpu"), dirs)
+    # the final interval's index: knots strictly below the reported ε (censored: all 3 of them)
+    level = (search.knots[None] < res.eps.double()[:, :, None] * (1 - 1e-6)).sum(2)  # [n, k]
+    counts = torch.bincount(level.flatten(), minlength=4).double() / level.numel()
+    assert torch.allclose(counts, torch.full((4,), 0.25, dtype=torch.float64), atol=0.04), counts
+
+
+def test_never_flipping_direction_is_censored_at_eps_max():
+    model, owner, victims, dirs = prior_setup(k=3)
+    dirs = torch.cat([dirs, never_flipping_direction(model, owner[0])[None]])
+    # the never-flipping direction of owner[0] flips for few or none of the owner's rows
+    prior = prior_fingerprints(model, owner, dirs)
+    search = PriorGuidedSearch.from_prior(prior, 3)
+    censored_fraction = float(prior.censored[:, -1].float().mean())
+    if censored_fraction > 1 / 8:  # the top knot is then ε_max itself: the plain search's censoring
+        assert float(search.knots[-1, -1]) == PRIOR_EPS_MAX
+    res = search.run(PlaintextOracle(model, owner[:1], device="cpu"), dirs)
+    assert res.censored[0, -1] and math.isinf(float(res.eps[0, -1]))
+
+
+def test_budget_is_enforced():
+    model, owner, victims, dirs = prior_setup()
+    search = PriorGuidedSearch.from_prior(prior_fingerprints(model, owner, dirs), 3)
+    with pytest.raises(QueryBudgetExhausted):
+        search.run(PlaintextOracle(model, victims, device="cpu", budget=len(victims) * len(dirs) * 2), dirs)
+
+
+def test_params_record_the_prior_and_its_knots():
+    model, owner, _, dirs = prior_setup()
+    search = PriorGuidedSearch.from_prior(prior_fingerprints(model, owner, dirs), 2)
+    params = search.params()
+    assert params["kind"] == "prior" and params["steps"] == 2 and params["eps_max"] == PRIOR_EPS_MAX
+    assert params["prior"]["rows"] == len(owner) and params["prior"]["split"] == "train"
+    assert len(params["knots_hash"]) == 16 and len(params["prior"]["fingerprints_hash"]) == 16
+
+
+@pytest.mark.parametrize("knots, message", [
+    (torch.tensor([[1.0, 2.0]]), "2\\^m - 1 columns"),
+    (torch.tensor([[1.0, 0.5, 2.0]]), "non-decreasing"),
+    (torch.tensor([[0.0, 1.0, 2.0]]), "in \\(0, eps_max"),
+    (torch.tensor([[1.0, 2.0, 7.0]]), "in \\(0, eps_max"),
+    (torch.tensor([[1.0, math.nan, 2.0]]), "finite"),
+    (torch.ones(3), "tensor \\[directions"),
+])
+def test_invalid_knots_rejected_at_construction(knots, message):
+    with pytest.raises((InvalidValueError, ShapeError), match=message):
+        PriorGuidedSearch(knots, PRIOR_EPS_MAX)
+
+
+def test_prior_too_small_or_steps_out_of_range():
+    model, owner, _, dirs = prior_setup(n_prior=8)
+    prior = prior_fingerprints(model, owner, dirs)
+    with pytest.raises(InvalidValueError, match="at least 16 rows"):
+        PriorGuidedSearch.from_prior(prior, 4)
+    for steps in (0, 13, 1.5):
+        with pytest.raises(InvalidValueError, match="prior steps"):
+            PriorGuidedSearch.from_prior(prior, steps)
+
+
+def test_direction_count_must_match_the_knots():
+    model, owner, victims, dirs = prior_setup()
+    search = PriorGuidedSearch.from_prior(prior_fingerprints(model, owner, dirs), 1)
+    with pytest.raises(ShapeError, match="knots for 12 directions"):
+        search.run(PlaintextOracle(model, victims, device="cpu"), dirs[:5])
+
+
+def test_rank_features_give_prior_fingerprints_their_quantile_level():
+    """On prior-guided fingerprints (ε one of 2^M knots, or censored) the rank encoding is the
+    quantile level: evenly spaced, censored on top; the log encoding spaces levels as the knots lie."""
+    from hesig.signature.decoders import FingerprintFeatures
+    model, owner, victims, dirs = prior_setup(n_prior=128, k=40)
+    prior = prior_fingerprints(model, owner, dirs, eps_max=1000.0)
+    dirs = dirs[~prior.censored.any(0)]
+    prior = prior_fingerprints(model, owner, dirs, eps_max=1000.0)
+    res = PriorGuidedSearch.from_prior(prior, 2).run(PlaintextOracle(model, owner, device="cpu"), dirs)
+    feats = FingerprintFeatures.fit(res.eps, res.censored, 1000.0, kind="rank")
+    assert feats.kind == "rank" and feats.table.shape == (len(dirs), 128)
+    u = feats._encode(res.eps, res.censored)  # [n, k] mid-ranks in (0, 1)
+    knots = PriorGuidedSearch.from_prior(prior, 2).knots
+    level = (knots[None] < res.eps.double()[:, :, None] * (1 - 1e-6)).sum(2)  # 0..3, censored 3
+    for j in range(len(dirs)):
+        means = [float(u[level[:, j] == lv, j].mean()) for lv in range(4) if (level[:, j] == lv).any()]
+        assert means == sorted(means) and all(0 < m < 1 for m in means)
+        assert len(set(round(float(x), 6) for x in u[level[:, j] == 0, j])) <= 1  # one value per level
+    z = feats.transform(res.eps, res.censored)
+    assert z.shape == (len(owner), 2 * len(dirs)) and torch.isfinite(z).all()
+    assert torch.allclose(z[:, :len(dirs)].mean(0), torch.zeros(len(dirs)), atol=1e-4)
+    with pytest.raises(InvalidValueError, match="decoder features must be one of log, rank"):
+        FingerprintFeatures.fit(res.eps, res.censored, 1000.0, kind="sqrt")
+
+
+def test_rank_decoder_checkpoint_round_trip_and_tampering(tmp_path):
+    from hesig.core.errors import CheckpointError
+    from hesig.core.io import load_tensors, save_tensors
+    from hesig.signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
+    model, owner, victims, dirs = prior_setup(n_prior=64, k=6)
+    res = BoundarySearch(PRIOR_EPS_MAX, coarse_points=4, rtol=0.1).run(PlaintextOracle(model, owner, device="cpu"), dirs)
+    feats = FingerprintFeatures.fit(res.eps, res.censored, PRIOR_EPS_MAX, kind="rank")
+    net, _ = train_decoder(feats.transform(res.eps, res.censored), owner, ngf=4, epochs=1, progress=False)
+    meta = {"model_hash": "m", "directions_hash": "d"}
+    FingerprintDecoder(net, feats, meta).save(tmp_path / "dec")
+    back = FingerprintDecoder.load(tmp_path / "dec")
+    assert back.features.kind == "rank" and torch.equal(back.features.table, feats.table)
+    fp = Fingerprints(res.eps, res.censored, res.queries, torch.arange(len(owner)), meta)
+    assert torch.equal(back.reconstruct(fp), FingerprintDecoder(net.eval(), feats, meta).reconstruct(fp))
+    # a table that is not sorted is refused in one line, not silently used
+    weights = tmp_path / "dec" / "decoder.safetensors"
+    tensors, meta_on_disk = load_tensors(weights, what="decoder checkpoint")
+    tensors["features.table"] = tensors["features.table"].flip(1).contiguous()
+    save_tensors(weights, tensors, meta_on_disk)
+    with pytest.raises(CheckpointError, match="rank table is not a sorted"):
+        FingerprintDecoder.load(tmp_path / "dec")
