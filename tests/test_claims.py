@@ -405,6 +405,10 @@ def test_the_readme_quotes_the_decoder_screening():
     _one(rf"\*\*{rank['ssim']:.3f} against {log['ssim']:.3f}\*\* interior SSIM \({rank['ssim_full_map']:.3f} against "
          rf"{log['ssim_full_map']:.3f}\s+full map, {100 * rank['class_recovery']:.1f} % against {100 * log['class_recovery']:.1f} % "
          rf"class recovery\)")
+    ssim = {k: f"{v['ssim']:.3f}" for k, v in screen.items()}
+    _one(rf"100 directions at 1:0.3 \*\*{ssim['g1r0.3-k100/log/mse']}\*\*; prior-guided, 400 directions × 1\s+"
+         rf"query \*\*{ssim['prior1-k400/log/mse']}\*\*, 200 × 2 \*\*{ssim['prior2-k200/log/mse']}\*\*, 100 × 4 "
+         rf"\*\*{ssim['prior4-k100/log/mse']}\*\*")
 
 
 def test_the_readme_quotes_the_key_recovery_signature_row():
