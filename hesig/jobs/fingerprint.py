@@ -216,7 +216,7 @@ def _job(meta: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in meta.items() if k not in OUTCOME_KEYS and k not in ("hesig_version", KIND_KEY, JOB_KEY)}
 
 
-def prior_search(prior: str | Path, steps: int, model_hash: str, directions_hash: str, split: str) -> PriorGuidedSearch:
+def prior_search(prior: str | Path, steps: int, model_hash: str, directions_hash: str) -> PriorGuidedSearch:
     """The prior-guided search from the owner's fingerprint file ``prior``: it must be of this model
     and these directions, and not of the victims' (test) split."""
     fp = Fingerprints.load(prior)
@@ -274,7 +274,7 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     dirs = Directions.load(directions_file)
     dirs.check_input_shape(target.in_shape, what=f"model {target.arch}'s input")
     if prior is not None:
-        search = prior_search(prior, int(prior_steps), target.hash, dirs.hash, split)
+        search = prior_search(prior, int(prior_steps), target.hash, dirs.hash)
     data = load_dataset(dataset, split, data_root, download)
     if data.shape != target.in_shape:
         raise ShapeError(f"{data.name} images are {list(data.shape)} but model {target.arch} takes {list(target.in_shape)}")
