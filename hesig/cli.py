@@ -218,8 +218,13 @@ def fingerprint_cmd(oracle, model_dir, directions_file, dataset, split, indices,
               help="Seconds of silence after which a victim's session ends.")
 @click.option("--ckks-processes", type=click.IntRange(min=1, max=D.CKKS_PROCESSES_MAX), default=D.CKKS_PROCESSES,
               show_default=True, help="Processes each image's homomorphic work is split over (batched layout; same results).")
+@click.option("--prior", type=click.Path(dir_okay=False), default=None,
+              help="Prior-guided search: the owner's fingerprint file of its own data (as for hesig fingerprint --prior).")
+@click.option("--prior-steps", type=click.IntRange(1, D.MAX_PRIOR_STEPS), default=None,
+              help="Queries per pair of the prior-guided search (exactly; needs --prior).")
 def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_file, eps_max, rtol, atol, coarse_points,
-              coarse_grid, eps_min, points_per_round, max_upload_mb, max_sessions, max_active, victim_timeout, ckks_processes):
+              coarse_grid, eps_min, points_per_round, max_upload_mb, max_sessions, max_active, victim_timeout, ckks_processes,
+              prior, prior_steps):
     """The model owner's encrypted-inference server: victims upload public contexts and ciphertexts
     over HTTP, the server fingerprints their inputs (the attack) into --runs. Ctrl-C stops it;
     restarting it on the same --runs resumes every job when its victim comes back."""
@@ -229,7 +234,10 @@ def serve_cmd(model_dir, directions_file, runs, host, port, port_file, token_fil
     ppr = points_per_round if points_per_round == "auto" else _int_option(points_per_round, "--points-per-round")
     search = BoundarySearch(eps_max, coarse_points=coarse_points, points_per_round=ppr, atol=atol, rtol=rtol,
                             grid=coarse_grid, eps_min=eps_min)
+    if (prior is None) != (prior_steps is None):
+        raise click.UsageError("the prior-guided search needs both --prior and --prior-steps")
     settings = ServeSettings(Path(model_dir), Path(directions_file), Path(runs), search, token=read_token(token_file),
+                             prior=Path(prior) if prior else None, prior_steps=prior_steps,
                              max_upload_bytes=max_upload_mb << 20, max_sessions=max_sessions, max_active=max_active,
                              victim_timeout=victim_timeout, stall_timeout=D.SERVE_STALL_TIMEOUT_S, processes=ckks_processes)
     serve(settings, host, port, port_file)
@@ -303,18 +311,21 @@ def ckks_params_cmd(model_dir, data_root, download, device, quiet):
 @click.option("--features", "features", type=click.Choice(D.DECODER_FEATURES), default=D.DECODER_FEATURES[0],
               show_default=True, help="The decoder's encoding of ε: standardised log ε, or its mid-rank among the "
                                       "training fingerprints (the quantile level, for the prior-guided search).")
+@click.option("--mlp", type=click.IntRange(0, D.MAX_DECODER_MLP), default=0, show_default=True,
+              help=f"Fully connected hidden layers (width {D.DECODER_MLP_WIDTH}) before the decoder's projection; "
+                   "0: the paper's DCGAN generator.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @force_option
 @data_options
 @device_option
 @quiet_option
-def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, loss, features, seed,
-                      force, data_root, download, device, quiet):
+def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, loss, features, mlp,
+                      seed, force, data_root, download, device, quiet):
     """Train the DCGAN-generator decoder on (E_x, x) pairs (L2 loss, or --loss ssim-l1)."""
     from .jobs.decoder import train_decoder_job
     _print_summary(train_decoder_job(fingerprints_file, out, epochs=epochs, batch_size=batch_size, lr=lr, ngf=ngf,
                                      patience=patience, val_fraction=val_fraction, seed=seed, device=device, force=force, loss=loss,
-                                     features=features,
+                                     features=features, mlp=mlp,
                                      data_root=data_root, download=download, progress=not quiet))
 
 
@@ -395,15 +406,17 @@ def study_options(fn):
               help="The decoders' loss (see hesig train-decoder --loss).")
 @click.option("--decoder-features", type=click.Choice(D.DECODER_FEATURES), default=D.DECODER_FEATURES[0],
               show_default=True, help="The decoders' encoding of ε (see hesig train-decoder --features).")
+@click.option("--decoder-mlp", type=click.IntRange(0, D.MAX_DECODER_MLP), default=0, show_default=True,
+              help="The decoders' fully connected hidden layers (see hesig train-decoder --mlp).")
 @study_options
 def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, n_train, n_test, decoder_ngf,
-                         decoder_epochs, decoder_loss, decoder_features, model_from, evaluator_from, seed, data_root,
+                         decoder_epochs, decoder_loss, decoder_features, decoder_mlp, model_from, evaluator_from, seed, data_root,
                          download, device, quiet, executor):
     """Leakage study: decoder quality against direction family, count and search precision."""
     from .jobs.study import StudySettings, run_study
     settings = StudySettings(n_train=n_train, n_test=n_test, counts=_int_list(counts, "--counts"), seed=seed,
                              decoder_ngf=decoder_ngf, decoder_epochs=decoder_epochs, mix=mix, decoder_loss=decoder_loss,
-                             decoder_features=decoder_features)
+                             decoder_features=decoder_features, decoder_mlp=decoder_mlp)
     cells = run_study(out, dataset, arch, settings, families=tuple(f.strip() for f in families.split(",")),
                       precisions=_precision_list(precisions), model_from=model_from, evaluator_from=evaluator_from,
                       device=device, data_root=data_root, download=download, progress=not quiet,

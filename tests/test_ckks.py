@@ -29,6 +29,7 @@ from hesig.oracles.ckks.server import shares
 from hesig.oracles.ckks.wire import unpack_bits
 from hesig.oracles.ckks.polymodel import im2col_slots
 from hesig.oracles.ckks._seal import pid_bytes
+from hesig.signature.prior_search import PriorGuidedSearch
 from hesig.signature.search import BoundarySearch
 
 SHAPE = (1, 10, 10)
@@ -142,6 +143,34 @@ def test_ckks_search_matches_plaintext_search(model, secrets):
     assert torch.equal(got.censored, want.censored)
     ok = ~want.censored
     assert ((got.eps - want.eps).abs()[ok] <= 1e-3 * want.eps[ok]).all()
+
+
+def test_ckks_prior_search_matches_plaintext_prior_search(model, secrets):
+    """The prior-guided search over CKKS: m = 2 queries per pair, the same brackets as in plaintext
+    except where a pair's ε lies within the CKKS noise of a knot (none here: knots sit between the
+    owner's ε values, which differ from the victim's)."""
+    model.double()
+    dirs = torch.randn((6,) + SHAPE, generator=torch.Generator().manual_seed(5))
+    dirs /= dirs.flatten(1).norm(dim=1)[:, None, None, None]
+    owner = torch.rand((8,) + SHAPE, generator=torch.Generator().manual_seed(6))
+    fine = BoundarySearch(30.0, coarse_points=16, rtol=1e-4)
+    owned = fine.run(PlaintextOracle(model.float(), owner, device="cpu"), dirs)
+    eps = torch.where(owned.censored, torch.full_like(owned.eps, 30.0), owned.eps).double()
+    knots = torch.quantile(eps, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64), dim=0,
+                           interpolation="higher").T
+    search = PriorGuidedSearch(knots, 30.0, {"split": "train"})
+    want = search.run(PlaintextOracle(model.float(), secrets[:1], device="cpu"), dirs)
+    model.double()
+    ck = CKKSOracle(model, secrets[:1], in_shape=SHAPE, client_policy="strict")
+    got = search.run(ck, dirs)
+    truth = fine.run(PlaintextOracle(model.float(), secrets[:1], device="cpu"), dirs).eps.double()
+    model.double()
+    near = ((knots - truth.T).abs() <= 1e-3 * knots).any(1)  # a knot within the CKKS noise of ε
+    assert not near.all(), "the test needs pairs away from every knot"
+    far = ~near[None, :]
+    assert torch.equal(got.censored[far], want.censored[far])
+    assert torch.equal(got.eps[far], want.eps[far]) and torch.equal(got.eps_lo[far], want.eps_lo[far])
+    assert (got.queries == 2).all() and ck.queries == 2 * dirs.shape[0]
 
 
 def test_ciphertexts_of_another_context_are_refused(batched, model, secrets):

@@ -363,3 +363,31 @@ def test_rank_decoder_checkpoint_round_trip_and_tampering(tmp_path):
     save_tensors(weights, tensors, meta_on_disk)
     with pytest.raises(CheckpointError, match="rank table is not a sorted"):
         FingerprintDecoder.load(tmp_path / "dec")
+
+
+def test_decoder_fully_connected_layers_round_trip_and_hostile_metadata(tmp_path):
+    """mlp > 0 adds a lift of Linear/BatchNorm/ReLU layers; the paper's generator (mlp 0) keeps its
+    module names (old checkpoints load); a checkpoint claiming absurd layers is refused in one line."""
+    from hesig.core.errors import CheckpointError
+    from hesig.core.io import load_tensors, save_tensors
+    from hesig.models.dcgan import DCGANDecoder
+    from hesig.signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
+    assert not any(k.startswith("lift.") for k in DCGANDecoder(12, (1, 8, 8), 4).state_dict())
+    with pytest.raises(InvalidValueError, match="mlp layers"):
+        DCGANDecoder(12, (1, 8, 8), 4, mlp=99)
+    model, owner, victims, dirs = prior_setup(n_prior=64, k=6)
+    res = BoundarySearch(PRIOR_EPS_MAX, coarse_points=4, rtol=0.1).run(PlaintextOracle(model, owner, device="cpu"), dirs)
+    feats = FingerprintFeatures.fit(res.eps, res.censored, PRIOR_EPS_MAX)
+    net, _ = train_decoder(feats.transform(res.eps, res.censored), owner, ngf=4, epochs=1, progress=False, mlp=1)
+    assert net.mlp == 1 and isinstance(net.lift[0], torch.nn.Linear)
+    meta = {"model_hash": "m", "directions_hash": "d"}
+    FingerprintDecoder(net, feats, meta).save(tmp_path / "dec")
+    fp = Fingerprints(res.eps, res.censored, res.queries, torch.arange(len(owner)), meta)
+    back = FingerprintDecoder.load(tmp_path / "dec")
+    assert back.network.mlp == 1 and torch.equal(back.reconstruct(fp), FingerprintDecoder(net.eval(), feats, meta).reconstruct(fp))
+    weights = tmp_path / "dec" / "decoder.safetensors"
+    tensors, meta_on_disk = load_tensors(weights, what="decoder checkpoint")
+    for hostile in ({"mlp": 10 ** 9}, {"mlp_width": 10 ** 12}, {"mlp": 0}, {"mlp": "two"}):
+        save_tensors(weights, tensors, {**meta_on_disk, **hostile})
+        with pytest.raises(CheckpointError, match="incomplete or of another shape"):
+            FingerprintDecoder.load(tmp_path / "dec")

@@ -22,12 +22,13 @@ import torch
 from safetensors.torch import save_file
 
 from hesig.core.io import load_tensors
-from hesig.jobs.fingerprint import fingerprint_rows, store_dir
+from hesig.jobs.fingerprint import fingerprint_rows, prior_search, store_dir
 from hesig.models import load_model
 from hesig.models.architectures import build_model
 from hesig.models.checkpoint import save_model
 from hesig.oracles.ckks import wire
 from hesig.oracles.ckks.oracle import CKKSFactory
+from hesig.oracles.plaintext import PlaintextFactory
 from hesig.signature.directions import Directions
 from hesig.signature.fingerprints import Fingerprints
 from hesig.signature.search import BoundarySearch
@@ -208,6 +209,48 @@ def test_the_default_client_policy_stops_the_job_with_its_reason(tiny, tmp_path)
     assert proc.returncode == 3 and "budget" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "refused to answer" in server.log.read_text() and not list((tmp_path / "runs").glob("*.safetensors"))
+
+
+def _owner_prior(ws: Path) -> Path:
+    """The owner's prior: its own 16 images (not the victim's) fingerprinted in plaintext at rtol 1e-3."""
+    target, dirs = load_model(ws / "model"), Directions.load(ws / "dirs.safetensors")
+    owner = torch.rand((16,) + SHAPE, generator=torch.Generator().manual_seed(7))
+    out = ws / "prior.safetensors"
+    if not out.exists():
+        # Filed as a train split (the owner's data; a fingerprint file names one of hesig's datasets).
+        config = {"dataset": "mnist", "split": "train", "model_hash": target.hash, "directions_hash": dirs.hash}
+        fingerprint_rows(PlaintextFactory(target), dirs.vectors, owner, torch.arange(16),
+                         BoundarySearch(60.0, coarse_points=8, rtol=1e-3), out, config, chunk_size=16, progress=False)
+    return out
+
+
+def test_the_server_runs_the_prior_guided_search(tiny, tmp_path):
+    """hesig serve --prior FILE --prior-steps 2: exactly 2 queries per pair over HTTP, the brackets
+    of the same search run in process through CKKS; a prior of other directions is refused at start."""
+    prior = _owner_prior(tiny)
+    server = Server(tiny, tmp_path / "runs", "--prior", prior, "--prior-steps", "2")
+    try:
+        summary = victim(server.url, tiny, tmp_path / "v", "--indices", "0:2")
+    finally:
+        server.stop()
+    net = Fingerprints.load(tmp_path / "runs" / f"{summary['job']}.safetensors")
+    assert net.meta["search"]["kind"] == "prior" and net.meta["search"]["steps"] == 2
+    assert (net.queries == 2).all() and summary["queries_total"] == 2 * 2 * 4 and not net.censored.all()
+    target = load_model(tiny / "model")
+    search = prior_search(prior, 2, target.hash, Directions.load(tiny / "dirs.safetensors").hash)
+    local = fingerprint_rows(CKKSFactory(target, client_policy="strict"), Directions.load(tiny / "dirs.safetensors").vectors,
+                             load_tensors_images(tiny)[:2], torch.arange(2), search, tmp_path / "local.safetensors",
+                             {"test": "service"}, chunk_size=1, progress=False)
+    # Knots are ε values the owner measured on other images: no victim ε within CKKS noise of one here.
+    assert torch.equal(net.eps, local.eps) and torch.equal(net.censored, local.censored)
+    other = tmp_path / "other_dirs.safetensors"
+    v = torch.randn((4,) + SHAPE, generator=torch.Generator().manual_seed(9))
+    Directions(v / v.flatten(1).norm(dim=1).view(-1, 1, 1, 1), "random", 9).save(other)
+    proc = subprocess.run([str(c) for c in [*HESIG, "serve", "--model", tiny / "model", "--directions", other,
+                                            "--runs", tmp_path / "runs2", "--port", "0", "--prior", prior,
+                                            "--prior-steps", "2"]], capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0 and "directions" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
 
 
 # -- the protocol's refusals, from a client written against the documented API ----------------------

@@ -62,6 +62,12 @@ DECODER_LOSSES = ("mse", "ssim-l1")
 #: Decoder input encodings of ε (hesig.signature.decoders.features): standardised log ε (the
 #: default), or each ε's mid-rank among the training fingerprints (for the prior-guided search).
 DECODER_FEATURES = ("log", "rank")
+#: The decoder's fully connected lift before its projection (hesig train-decoder --mlp N): N hidden
+#: layers of this width (Linear, BatchNorm, ReLU); 0 is the paper's DCGAN generator, a single
+#: linear projection of the fingerprint. MAX_DECODER_MLP bounds N.
+DECODER_MLP_WIDTH = 1024
+MAX_DECODER_MLP = 8
+MAX_DECODER_MLP_WIDTH = 16384
 SSIM_L1_ALPHA = 0.84
 
 # -- oracles ------------------------------------------------------------------------------------

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
-from ..core.defaults import COARSE_POINTS, DECODER_FEATURES, DECODER_LOSSES, EPS_MAX, FAMILIES, PRIOR, PRIOR_ROWS, RTOL, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
+from ..core.defaults import COARSE_POINTS, DECODER_FEATURES, DECODER_LOSSES, EPS_MAX, MAX_DECODER_MLP, FAMILIES, PRIOR, PRIOR_ROWS, RTOL, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
 from ..core.errors import InvalidValueError, MismatchError
 from ..core.io import ensure_writable_dir, load_tensors
 from ..core.runtime import describe_device, resolve_device
@@ -63,8 +63,9 @@ class StudySettings:
 
     n_train / n_test: images fingerprinted from the start of each split (the attacker's decoder
     training set, and the victims scored). counts: direction counts, read off as prefixes.
-    decoder_ngf / decoder_epochs / decoder_patience / decoder_loss / decoder_features: the DCGAN
-    decoder (see hesig.signature.decoders; loss "mse" or "ssim-l1", features "log" or "rank").
+    decoder_ngf / decoder_epochs / decoder_patience / decoder_loss / decoder_features / decoder_mlp:
+    the DCGAN decoder (see hesig.signature.decoders; loss "mse" or "ssim-l1", features "log" or
+    "rank", mlp the fully connected hidden layers before its projection).
     """
 
     n_train: int = STUDY_SCALE["n_train"]
@@ -78,6 +79,7 @@ class StudySettings:
     mix: str = STUDY_MIX
     decoder_loss: str = DECODER_LOSSES[0]
     decoder_features: str = DECODER_FEATURES[0]
+    decoder_mlp: int = 0
 
     def __post_init__(self):
         if self.n_train < 20 or self.n_test < 1:
@@ -91,12 +93,16 @@ class StudySettings:
         if self.decoder_features not in DECODER_FEATURES:
             raise InvalidValueError(f"decoder features must be one of {', '.join(DECODER_FEATURES)}, "
                                     f"got {self.decoder_features!r}")
+        if isinstance(self.decoder_mlp, bool) or int(self.decoder_mlp) != self.decoder_mlp \
+                or not 0 <= self.decoder_mlp <= MAX_DECODER_MLP:
+            raise InvalidValueError(f"decoder mlp layers must be an integer in 0..{MAX_DECODER_MLP}, got {self.decoder_mlp}")
 
     def key(self) -> dict[str, Any]:
         """What must match for a resumed study to reuse artifacts (the default loss and features
         left out, so studies pinned before the options resume)."""
         key = asdict(self)
-        for name, default in (("decoder_loss", DECODER_LOSSES[0]), ("decoder_features", DECODER_FEATURES[0])):
+        for name, default in (("decoder_loss", DECODER_LOSSES[0]), ("decoder_features", DECODER_FEATURES[0]),
+                              ("decoder_mlp", 0)):
             if key[name] == default:
                 del key[name]
         return key
@@ -184,6 +190,7 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
         net, rep = train_decoder(feats.transform(fp_train.eps, fp_train.censored), train_x,
                                  ngf=settings.decoder_ngf, epochs=settings.decoder_epochs,
                                  patience=settings.decoder_patience, seed=settings.seed, loss=settings.decoder_loss,
+                                 mlp=settings.decoder_mlp,
                                  device=resolve_device(device), progress=False)  # resolved where the cell runs
         decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
         recon = decoder.reconstruct(fp_test)
@@ -201,7 +208,7 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
             "queries_per_direction": float(fp_test.queries.double().mean()),
             "censored_fraction": float(fp_test.censored.float().mean()),
             "decoder": {"ngf": settings.decoder_ngf, "epochs": settings.decoder_epochs, "loss": settings.decoder_loss,
-                        "features": settings.decoder_features, "epochs_run": rep.epochs_run,
+                        "features": settings.decoder_features, "mlp": settings.decoder_mlp, "epochs_run": rep.epochs_run,
                         "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
             "baselines": {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")},
             "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,

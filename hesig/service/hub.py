@@ -30,13 +30,14 @@ from .. import __version__
 from ..core.defaults import CKKS_PROCESSES
 from ..core.errors import HesigError, InvalidValueError
 from ..core.io import canonical_json, ensure_writable_dir
-from ..jobs.fingerprint import fingerprint_rows, job_config, store_dir
+from ..jobs.fingerprint import fingerprint_rows, job_config, prior_search, store_dir
 from ..models import load_model
 from ..oracles.ckks.channel import check_memory
 from ..oracles.ckks.params import CKKSParameters
 from ..oracles.ckks.polymodel import POLY_CNN_DEPTH, poly_cnn
 from ..oracles.ckks.server import CKKSServer
 from ..signature.directions import Directions
+from ..signature.prior_search import PriorGuidedSearch
 from ..signature.search import BoundarySearch
 from .link import SessionEnded, VictimLink
 from .protocol import RequestRefused, parse_declaration
@@ -51,8 +52,12 @@ class ServeSettings:
     model: Path
     directions: Path
     runs: Path
-    search: BoundarySearch
+    search: BoundarySearch | PriorGuidedSearch
     token: str | None = None
+    #: The prior-guided search (hesig.signature.prior_search) from the owner's fingerprint file: it
+    #: replaces ``search`` once the model and directions are loaded (the prior must match both).
+    prior: Path | None = None
+    prior_steps: int | None = None
     max_upload_bytes: int = 512 << 20
     max_sessions: int = 8
     max_active: int = 1
@@ -99,6 +104,8 @@ class Hub:
         self.params.check_depth(self.poly.depth, self.target.arch)
         self.dirs = Directions.load(settings.directions)
         self.dirs.check_input_shape(self.target.in_shape, what=f"model {self.target.arch}'s input")
+        if settings.prior is not None:
+            settings.search = prior_search(settings.prior, int(settings.prior_steps), self.target.hash, self.dirs.hash)
         ensure_writable_dir(settings.runs)
         self.spool = spool_dir(settings.runs)
         for stale in self.spool.iterdir():  # uploads cut off by a previous server's end

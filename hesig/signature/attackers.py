@@ -34,7 +34,7 @@ import torch
 from ..core.defaults import EPS_MAX, RTOL, COARSE_POINTS
 from ..core.errors import InvalidValueError, ShapeError
 from ..oracles.base import Oracle, OracleWrapper
-from .search import BoundarySearch, SearchResult
+from .search import BoundarySearch, SearchResult, ask_pairs
 
 #: Spec grammar, for messages and --help.
 ATTACKER_CHOICES = "standard, vote:R, bayes:Q[@T], low-flip:F, budgeted:N, grid:G"
@@ -129,7 +129,7 @@ class NoisyBisection:
         for _ in range(self.queries):
             median = self._median(post).clamp(max=bins - 1)   # query at a finite bin's right edge
             point = edges[median]
-            flips = BoundarySearch._ask(oracle, dirs, pair_row, pair_dir, all_pairs, point[:, None], on_queries)[:, 0]
+            flips = ask_pairs(oracle, dirs, pair_row, pair_dir, all_pairs, point[:, None], on_queries)[:, 0]
             # A flip at x says the first flip is at or below x: bins 0..median gain weight 1-Q, the rest Q.
             agree = (bin_index <= median[:, None]) == flips[:, None]
             post *= torch.where(agree, 1.0 - wrong, wrong)

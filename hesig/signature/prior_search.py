@@ -39,7 +39,7 @@ from ..core.errors import InvalidValueError, ShapeError
 from ..core.io import tensor_hash
 from ..oracles.base import Oracle
 from .fingerprints import Fingerprints
-from .search import BoundarySearch, SearchResult, checked_rows, in_row_groups
+from .search import SearchResult, ask_pairs, checked_rows, in_row_groups
 
 
 class PriorGuidedSearch:
@@ -127,7 +127,7 @@ class PriorGuidedSearch:
         for _ in range(self.steps):
             mid = (lo + hi) // 2
             points = table[pair_dir, mid][:, None]
-            flips = BoundarySearch._ask(oracle, dirs, pair_row, pair_dir, all_pairs, points, on_queries)[:, 0]
+            flips = ask_pairs(oracle, dirs, pair_row, pair_dir, all_pairs, points, on_queries)[:, 0]
             hi = torch.where(flips, mid, hi)
             lo = torch.where(flips, lo, mid)
         eps = table[pair_dir, hi].to(torch.float32).view(n, k).cpu()

@@ -228,13 +228,13 @@ class BoundarySearch:
                 if active.numel() == 0:
                     break
                 points = grid[j:j + 1].expand(active.numel(), 1)
-                flips = self._ask(oracle, dirs, pair_row, pair_dir, active, points, on_queries)
+                flips = ask_pairs(oracle, dirs, pair_row, pair_dir, active, points, on_queries)
                 queries[active] += 1
                 self._narrow(lo, hi, active, points, flips)
                 rounds += 1
         else:
             points = grid.expand(pairs, -1)
-            flips = self._ask(oracle, dirs, pair_row, pair_dir, all_pairs, points, on_queries)
+            flips = ask_pairs(oracle, dirs, pair_row, pair_dir, all_pairs, points, on_queries)
             queries += self.coarse_points
             self._narrow(lo, hi, all_pairs, points, flips)
             rounds = 1
@@ -255,7 +255,7 @@ class BoundarySearch:
             steps += 1
             a_lo, a_hi = lo[active], hi[active]
             points = a_lo[:, None] + (a_hi - a_lo)[:, None] * frac[None, :]
-            flips = self._ask(oracle, dirs, pair_row, pair_dir, active, points, on_queries)
+            flips = ask_pairs(oracle, dirs, pair_row, pair_dir, active, points, on_queries)
             queries[active] += kpts
             self._narrow(lo, hi, active, points, flips)
             rounds += 1
@@ -288,34 +288,34 @@ class BoundarySearch:
         lo[idx] = padded.gather(1, first[:, None]).squeeze(1)          # point before the first flip
         hi[idx] = padded.gather(1, (first + 1)[:, None]).squeeze(1)    # the first flip (or old hi)
 
-    @staticmethod
-    def _ask(oracle: Oracle, dirs: torch.Tensor, pair_row: torch.Tensor, pair_dir: torch.Tensor,
-             idx: torch.Tensor, points: torch.Tensor, on_queries: Callable[[int], None] | None) -> torch.Tensor:
-        """Query ε = points[a, j] along direction pair_dir[idx[a]] for row pair_row[idx[a]].
 
-        Returns bool [A, m] on the bookkeeping device (that of ``idx``): True where the label
-        flipped. Calls the oracle in chunks of its capacity; perturbations are built on the
-        oracle's device, and nothing is copied between host and device per call.
-        """
-        m = points.shape[1]
-        total = idx.numel() * m
-        flat_pair = idx.repeat_interleave(m)
-        flat_eps = points.reshape(-1).to(torch.float32)
-        out = torch.empty(total, dtype=torch.bool, device=idx.device)
-        start = 0
-        while start < total:
-            # A budget smaller than one call shrinks the call, so the budget is spent exactly
-            # (the call after it is refused by the oracle with the budget's own message).
-            step = max(1, int(oracle.capacity))
-            if oracle.remaining is not None and 0 < oracle.remaining < step:
-                step = oracle.remaining
-            sl = slice(start, min(total, start + step))
-            start = sl.stop
-            pair = flat_pair[sl]
-            eps = flat_eps[sl].to(dirs.device)
-            # index_select + in-place scale: one allocation per call on the hot path.
-            pert = torch.index_select(dirs, 0, pair_dir[pair].to(dirs.device)).mul_(eps.view(-1, 1, 1, 1))
-            out[sl] = ~oracle.same_label(pert, pair_row[pair]).to(out.device)
-            if on_queries is not None:
-                on_queries(sl.stop - sl.start)
-        return out.view(idx.numel(), m)
+def ask_pairs(oracle: Oracle, dirs: torch.Tensor, pair_row: torch.Tensor, pair_dir: torch.Tensor,
+              idx: torch.Tensor, points: torch.Tensor, on_queries: Callable[[int], None] | None) -> torch.Tensor:
+    """Query ε = points[a, j] along direction pair_dir[idx[a]] for row pair_row[idx[a]].
+
+    Returns bool [A, m] on the bookkeeping device (that of ``idx``): True where the label
+    flipped. Calls the oracle in chunks of its capacity; perturbations are built on the
+    oracle's device, and nothing is copied between host and device per call.
+    """
+    m = points.shape[1]
+    total = idx.numel() * m
+    flat_pair = idx.repeat_interleave(m)
+    flat_eps = points.reshape(-1).to(torch.float32)
+    out = torch.empty(total, dtype=torch.bool, device=idx.device)
+    start = 0
+    while start < total:
+        # A budget smaller than one call shrinks the call, so the budget is spent exactly
+        # (the call after it is refused by the oracle with the budget's own message).
+        step = max(1, int(oracle.capacity))
+        if oracle.remaining is not None and 0 < oracle.remaining < step:
+            step = oracle.remaining
+        sl = slice(start, min(total, start + step))
+        start = sl.stop
+        pair = flat_pair[sl]
+        eps = flat_eps[sl].to(dirs.device)
+        # index_select + in-place scale: one allocation per call on the hot path.
+        pert = torch.index_select(dirs, 0, pair_dir[pair].to(dirs.device)).mul_(eps.view(-1, 1, 1, 1))
+        out[sl] = ~oracle.same_label(pert, pair_row[pair]).to(out.device)
+        if on_queries is not None:
+            on_queries(sl.stop - sl.start)
+    return out.view(idx.numel(), m)

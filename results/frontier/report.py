@@ -33,9 +33,10 @@ def precision(cell: dict) -> str:
 
 
 def group(cell: dict) -> tuple:
-    """Cells of one curve: dataset, target architecture, decoder (width, epoch budget, loss, features) and search."""
+    """Cells of one curve: dataset, target architecture, decoder (width, epoch budget, loss, features,
+    fully connected layers) and search."""
     return (cell["dataset"], cell["arch"], cell["decoder"]["ngf"], cell["decoder"]["epochs"], search(cell),
-            cell["decoder"].get("loss", "mse"), cell["decoder"].get("features", "log"))
+            cell["decoder"].get("loss", "mse"), cell["decoder"].get("features", "log"), cell["decoder"].get("mlp", 0))
 
 
 def identity(cell: dict) -> tuple:
@@ -46,7 +47,8 @@ def label(key: tuple) -> str:
     how = "prior-guided search" if key[4] == "prior" else "grid + bisection"
     loss = "" if key[5] == "mse" else f", {key[5]} loss"
     features = "" if key[6] == "log" else f", {key[6]} features"
-    return f"{key[1]} on {key[0]}, decoder ngf {key[2]}, {key[3]} epochs{loss}{features}, {how}"
+    mlp = "" if not key[7] else f", {key[7]} fully connected layers"
+    return f"{key[1]} on {key[0]}, decoder ngf {key[2]}, {key[3]} epochs{loss}{features}{mlp}, {how}"
 
 
 def table(cells: list[dict]) -> str:

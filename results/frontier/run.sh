@@ -18,9 +18,13 @@
 #           of the owner's 2,000 training fingerprints, so every query is about one bit. PRIOR_CELLS
 #           lists M:counts items (default "1:100,200,400 2:50,100,200 4:25,50,100": 100, 200 and
 #           400 queries per fingerprint each); ARCHS the models (default hecnn lenet5)
+#   fashion-prior  the prior-guided search on Fashion-MNIST hecnn (the models of `fashion`), PRIOR_CELLS as above
+#           (default "2:200": 400 queries per fingerprint)
 # DECODER_LOSS=ssim-l1 trains every decoder of the chosen parts with the loss that fits the metric
 # (0.84·(1 - SSIM) + 0.16·L1; hesig train-decoder --loss) into folders suffixed -ssim-l1;
-# DECODER_FEATURES=rank feeds them each ε's mid-rank (train-decoder --features) into folders suffixed -rank.
+# DECODER_FEATURES=rank feeds them each ε's mid-rank (train-decoder --features) into folders suffixed -rank;
+# DECODER_MLP=N gives them N fully connected hidden layers before the projection (train-decoder --mlp),
+# into folders suffixed -mlpN.
 # Usage: [PARTS="mnist fashion wide"] [JOBS=1] [DEVICE=auto] bash results/frontier/run.sh
 # Resumable: rerun to continue. CPU: about 4 h per model on 2 cores (nine 60k-image decoders).
 # On a GPU: DEVICE=cuda JOBS=8 (results/gpu_run.sh runs it so).
@@ -37,12 +41,13 @@ study() {  # dataset arch precision out model evaluator [extra options...]
   local ds=$1 arch=$2 prec=$3 out=$4 model=$5 evaluator=$6; shift 6
   if [ "${DECODER_LOSS:-mse}" != mse ]; then out="$out-$DECODER_LOSS"; set -- "$@" --decoder-loss "$DECODER_LOSS"; fi
   if [ "${DECODER_FEATURES:-log}" != log ]; then out="$out-$DECODER_FEATURES"; set -- "$@" --decoder-features "$DECODER_FEATURES"; fi
+  if [ "${DECODER_MLP:-0}" != 0 ]; then out="$out-mlp$DECODER_MLP"; set -- "$@" --decoder-mlp "$DECODER_MLP"; fi
   hesig study-directions --dataset "$ds" --arch "$arch" --out "$out" --families random --precisions "$prec" \
     --n-train "$N_TRAIN" --n-test "$N_TEST" --model-from "$model" --evaluator-from "$evaluator" --device "$DEVICE" \
     --seed 0 --quiet "$@" 2>> "$out.log" || { echo "FAILED $out" >&2; return 1; }
   echo "done $out"
 }
-export -f study; export DEVICE N_TRAIN N_TEST DECODER_LOSS DECODER_FEATURES
+export -f study; export DEVICE N_TRAIN N_TEST DECODER_LOSS DECODER_FEATURES DECODER_MLP
 
 studies() {
   for part in $PARTS; do case $part in
@@ -62,12 +67,16 @@ studies() {
              m=${item%%:*} counts=${item#*:}  # one folder per M and counts: a study pins its counts
              echo "mnist $arch prior:$m $RUNS/prior-mnist-$arch-m$m-k${counts//,/-} runs/mnist-$arch/model runs/mnist-$arch/evaluator --counts $counts --decoder-ngf 32 --decoder-epochs 20"
            done; done;;
-    *) echo "unknown part '$part' (mnist, fashion, wide, coarse, prior)" >&2; exit 2;;
+    fashion-prior) for item in ${PRIOR_CELLS:-2:200}; do
+             m=${item%%:*} counts=${item#*:}
+             echo "fashion-mnist hecnn prior:$m $RUNS/prior-fashion-mnist-hecnn-m$m-k${counts//,/-} runs/fashion-mnist-hecnn/model runs/fashion-mnist-evaluator --counts $counts --decoder-ngf 32 --decoder-epochs 20"
+           done;;
+    *) echo "unknown part '$part' (mnist, fashion, wide, coarse, prior, fashion-prior)" >&2; exit 2;;
   esac; done
 }
 
 mkdir -p "$RUNS"
-if [[ " $PARTS " == *" fashion "* ]]; then  # the Fashion-MNIST target and evaluator of results/defenses/run.sh
+if [[ " $PARTS " == *" fashion "* || " $PARTS " == *" fashion-prior "* ]]; then  # the Fashion-MNIST target and evaluator of results/defenses/run.sh
   [ -f runs/fashion-mnist-hecnn/model/model.safetensors ] || hesig train-model --dataset fashion-mnist --arch hecnn \
     --out runs/fashion-mnist-hecnn/model --seed 0 --device "$DEVICE" --quiet
   [ -f runs/fashion-mnist-evaluator/model.safetensors ] || hesig train-model --dataset fashion-mnist --arch lenet5 \

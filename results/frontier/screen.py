@@ -14,7 +14,9 @@ configurations at this one scale are read off. A CONFIG is SEARCH/FEATURES/LOSS:
 * FEATURES: ``log`` or ``rank``, the decoder's encoding of ε (hesig.signature.decoders.features:
   standardised log ε, or its mid-rank among the direction's training fingerprints, which for the
   prior-guided search is the quantile level the search ended in); the censored mask beside it;
-* LOSS: ``mse`` or ``ssim-l1`` (hesig train-decoder --loss).
+* LOSS: ``mse`` or ``ssim-l1`` (hesig train-decoder --loss);
+* optionally ``/mlp<N>``: N fully connected hidden layers before the decoder's projection
+  (hesig train-decoder --mlp; without it, the paper's generator).
 
 Writes results/frontier/screen.json (one entry per CONFIG, merged with the entries already there):
 queries per fingerprint (counted from the search), interior SSIM, full-map SSIM, PSNR, class
@@ -71,7 +73,8 @@ def main(configs: list[str]) -> None:
     results = json.loads(path.read_text()) if path.exists() else {}
     fingerprints = {}
     for config in configs:
-        search_spec, kind, loss = config.split("/")
+        search_spec, kind, loss, *rest = config.split("/")
+        mlp = int(rest[0][len("mlp"):]) if rest else 0
         spec, k = search_spec.rsplit("-k", 1)
         directions = make_directions("random", int(k), (1, 28, 28), seed=0)
         if search_spec not in fingerprints:
@@ -81,7 +84,7 @@ def main(configs: list[str]) -> None:
         x = features(kind, res.eps, res.censored)
         t0 = time.time()
         net, rep = train_decoder(x[:N_TRAIN], victims[:N_TRAIN], ngf=32, epochs=EPOCHS, patience=4, seed=0,
-                                 progress=False, loss=loss)
+                                 progress=False, loss=loss, mlp=mlp)
         with torch.no_grad():
             recon = torch.cat([net(x[N_TRAIN + s:N_TRAIN + s + 1000]) for s in range(0, N_TEST, 1000)])
         report = reconstruction_report(recon, victims[N_TRAIN:], test.labels[:N_TEST], train.images[:N_TRAIN],
@@ -91,7 +94,7 @@ def main(configs: list[str]) -> None:
             "queries_per_fingerprint": float(res.queries[N_TRAIN:].sum(1).double().mean()),
             "ssim": a["ssim_mean"], "ssim_full_map": a["ssim_full_map_mean"], "psnr": a["psnr_mean"],
             "class_recovery": a["class_recovery"], "best_epoch": rep.best_epoch, "decoder_seconds": round(time.time() - t0),
-            "n_train": N_TRAIN, "n_test": N_TEST, "epochs": EPOCHS,
+            "n_train": N_TRAIN, "n_test": N_TEST, "epochs": EPOCHS, "mlp": mlp,
             "baseline_class_mean_ssim": report["baseline_class_mean"]["ssim_mean"],
             "hashes": {"model": model.hash, "evaluator": evaluator.hash, "directions": directions.hash},
             "ran_on": describe_device("cpu"), "torch_threads": torch.get_num_threads()}

@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from ... import __version__
-from ...core.errors import CheckpointError
+from ...core.defaults import DECODER_MLP_WIDTH
+from ...core.errors import CheckpointError, InvalidValueError
 from ..fingerprints import Fingerprints
 from ...core.io import atomic_write_json, load_tensors, save_tensors, stable
 from ...models.dcgan import DCGANDecoder
@@ -49,6 +50,8 @@ class FingerprintDecoder:
                 "ngf": self.network.ngf, "eps_max": self.features.eps_max, "hesig_version": __version__}
         if self.features.kind != "log":  # only when set: log-feature checkpoints keep their bytes
             meta["features"] = self.features.kind
+        if self.network.mlp:  # likewise: the paper's generator keeps its bytes
+            meta.update(mlp=self.network.mlp, mlp_width=self.network.mlp_width)
         save_tensors(out_dir / WEIGHTS_FILE, tensors, stable(meta))  # timings only in the JSON: same seed, same bytes
         atomic_write_json(out_dir / META_FILE, meta)
         return out_dir
@@ -59,7 +62,8 @@ class FingerprintDecoder:
         weights = path / WEIGHTS_FILE if path.is_dir() else path
         tensors, meta = load_tensors(weights, what="decoder checkpoint")
         try:
-            net = DCGANDecoder(meta["in_features"], tuple(meta["out_shape"]), meta["ngf"])
+            net = DCGANDecoder(meta["in_features"], tuple(meta["out_shape"]), meta["ngf"], mlp=meta.get("mlp", 0),
+                               mlp_width=meta.get("mlp_width", DECODER_MLP_WIDTH))
             net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
             kind = meta.get("features", "log")
             if kind not in FEATURE_KINDS or (kind == "rank") != ("features.table" in tensors):
@@ -70,6 +74,6 @@ class FingerprintDecoder:
                 raise CheckpointError(f"decoder checkpoint {weights}: its rank table is not a sorted [directions, T] table")
             feats = FingerprintFeatures(tensors["features.mean"], tensors["features.std"], float(meta["eps_max"]),
                                         None if table is None else table.float().contiguous())
-        except (KeyError, RuntimeError, TypeError) as exc:
+        except (KeyError, RuntimeError, TypeError, ValueError, InvalidValueError) as exc:
             raise CheckpointError(f"decoder checkpoint {weights} is incomplete or of another shape ({type(exc).__name__})") from None
         return cls(net.to(device).eval(), feats, meta)
