@@ -398,6 +398,35 @@ def test_the_readme_quotes_the_prior_guided_frontier_cells():
     _one(rf"this machine's 2 CPU cores, {h['cell_seconds'] / 60:.0f} min")
 
 
+def test_the_readme_quotes_the_lenet5_and_fashion_prior_cells():
+    cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
+    prior = {(c["dataset"], c["arch"]): c for c in cells if c.get("search") == "prior" and c["count"] == 200
+             and c["decoder"].get("loss", "mse") == "mse" and c["decoder"].get("features", "log") == "log"
+             and not c["decoder"].get("mlp", 0)}
+    plain = {(c["dataset"], c["arch"], f"{c['coarse_points']}:{c['rtol']:g}"): c for c in cells
+             if c.get("search", "bisection") == "bisection" and c["count"] == 100 and c["decoder"]["ngf"] == 32}
+
+    def row(c):
+        return rf"{c['ssim']:.3f} \({c['ssim_full_map']:.3f}\)\*?\*? \| {c['psnr']:.2f} dB \| \*?\*?{100 * c['class_recovery']:.1f} %"
+
+    lp, ff = prior["mnist", "lenet5"], prior["fashion-mnist", "hecnn"]
+    assert lp["queries_per_fingerprint"] == ff["queries_per_fingerprint"] == 400 and lp["n_train"] == ff["n_train"] == 60000
+    _one(rf"\| lenet5 `{lp['hashes']['model']}` \| 400 \| 200 directions, prior:2 \| \*\*" + row(lp))
+    _one(rf"\| Fashion-MNIST hecnn `{ff['hashes']['model']}` \| 400 \| 200 directions, prior:2 \| \*\*" + row(ff))
+    for key, label in ((("mnist", "lenet5", "1:0.3"), "lenet5"), (("mnist", "lenet5", "8:0.01"), "lenet5"),
+                       (("fashion-mnist", "hecnn", "1:0.3"), "Fashion-MNIST hecnn")):
+        c = plain[key]
+        _one(rf"\| {label} \| {c['queries_per_fingerprint']:,.0f} \| 100 directions, {key[2]} \| " + row(c))
+    l1269, f468 = plain["mnist", "lenet5", "8:0.01"], plain["fashion-mnist", "hecnn", "1:0.3"]
+    _one(rf"resume here took {lp['cell_seconds'] / 60:.0f} min beside other jobs\) at 400 queries is "
+         rf"{l1269['ssim'] - lp['ssim']:.3f} interior SSIM and {l1269['psnr'] - lp['psnr']:.2f} dB below its\s+1,269-query cell "
+         rf"and {100 * (lp['class_recovery'] - l1269['class_recovery']):.1f} points above it")
+    _one(rf"standard deviation is {lp['ssim_std']:.3f}, so a standard error of {lp['ssim_std'] / 100:.3f} over 10,000 victims")
+    _one(rf"DEVICE=cpu bash results/frontier/run.sh`, {ff['cell_seconds'] / 60:.0f} min beside other jobs\) gains\s+"
+         rf"{ff['ssim'] - f468['ssim']:.3f} interior SSIM and {100 * (ff['class_recovery'] - f468['class_recovery']):.1f} points "
+         rf"of class recovery with {f468['queries_per_fingerprint'] - 400:.0f} fewer queries")
+
+
 def test_the_readme_quotes_the_decoder_screening():
     screen = json.loads((ROOT / "results" / "frontier" / "screen.json").read_text())
     rank, log = screen["prior2-k200/rank/mse"], screen["prior2-k200/log/mse"]
@@ -405,6 +434,15 @@ def test_the_readme_quotes_the_decoder_screening():
     _one(rf"\*\*{rank['ssim']:.3f} against {log['ssim']:.3f}\*\* interior SSIM \({rank['ssim_full_map']:.3f} against "
          rf"{log['ssim_full_map']:.3f}\s+full map, {100 * rank['class_recovery']:.1f} % against {100 * log['class_recovery']:.1f} % "
          rf"class recovery\)")
+    mlp = screen["prior2-k200/log/mse/mlp2"]
+    assert mlp["mlp"] == 2 and mlp["queries_per_fingerprint"] == 400 and mlp["epochs"] == log["epochs"]
+    _one(rf"gives \*\*{mlp['ssim']:.3f} against {log['ssim']:.3f}\*\* interior SSIM but {mlp['ssim_full_map']:.3f} against "
+         rf"{log['ssim_full_map']:.3f} full map and {100 * mlp['class_recovery']:.1f} % against\s+{100 * log['class_recovery']:.1f} % "
+         rf"class recovery")
+    ceiling = json.loads((ROOT / "results" / "frontier" / "ceiling.json").read_text())["400"]
+    assert ceiling["n_train"] == log["n_train"] and ceiling["n_test"] == log["n_test"] and ceiling["epochs"] == log["epochs"]
+    _one(rf"\*\*{ceiling['ssim']:.3f} interior SSIM \({ceiling['ssim_full_map']:.3f} full map\), {ceiling['psnr']:.2f} dB, "
+         rf"{100 * ceiling['class_recovery']:.1f} % class recovery\*\*")
     ssim = {k: f"{v['ssim']:.3f}" for k, v in screen.items()}
     _one(rf"100 directions at 1:0.3 \*\*{ssim['g1r0.3-k100/log/mse']}\*\*; prior-guided, 400 directions × 1\s+"
          rf"query \*\*{ssim['prior1-k400/log/mse']}\*\*, 200 × 2 \*\*{ssim['prior2-k200/log/mse']}\*\*, 100 × 4 "
