@@ -1,6 +1,6 @@
 """Learned directions: the model owner trains its K query points (direction and ε) on its own data.
 
-    python results/frontier/learned.py K [EPOCHS]   (HESIG_DATA set; hecnn of results/reproduce.sh)
+    python results/frontier/learned.py K [EPOCHS [BALANCE]]   (HESIG_DATA set; hecnn of results/reproduce.sh)
 
 results/frontier/ceiling.py found that 400 *learned* bits, read by the attack's own decoder, give
 an interior SSIM far above what 400 queries of random directions give: the gap lies in how the
@@ -15,7 +15,9 @@ can choose (d_i, ε_i) by gradient descent on its own training images, jointly w
 first batch, so about half the pairs pass a gradient), d_i = v_i / ||v_i||, ε_i = exp(ℓ_i)
 capped at ε_max, initialised at the median ε of random directions over 500 owner images (the
 prior-guided search's M = 1 knot: each bit starts as a fair coin). The decoder during this
-training is the attack's DCGAN generator on the ±1 bits, MSE loss.
+training is the attack's DCGAN generator on the ±1 bits, MSE loss, plus BALANCE (default 0) times
+the mean over directions of (batch mean of the soft bit)^2, which pulls each bit towards a fair coin
+(the learning rate of ε is a tenth of the directions' when BALANCE > 0).
 
 Then the learned directions are used as any other: the victims' and the owner's training images
 are fingerprinted through the real plaintext oracle with hesig's prior-guided search at M = 1
@@ -82,7 +84,7 @@ def margins(model: nn.Module, x: torch.Tensor, y: torch.Tensor, points: QueryPoi
     return own - other
 
 
-def learn(model: nn.Module, images: torch.Tensor, points: QueryPoints, epochs: int) -> dict:
+def learn(model: nn.Module, images: torch.Tensor, points: QueryPoints, epochs: int, balance: float = 0.0) -> dict:
     """Train the query points and a decoder on the owner's images [N, C, H, W]; returns a summary."""
     for p in model.parameters():
         p.requires_grad_(False)
@@ -92,15 +94,20 @@ def learn(model: nn.Module, images: torch.Tensor, points: QueryPoints, epochs: i
     k = points.v.shape[0]
     decoder = DCGANDecoder(k, tuple(images.shape[1:]), ngf=32)
     opt = torch.optim.Adam([{"params": decoder.parameters(), "lr": 2e-3},
-                            {"params": points.parameters(), "lr": 1e-2}], betas=(0.5, 0.999))
+                            {"params": [points.v], "lr": 1e-2},
+                            {"params": [points.log_eps], "lr": 1e-3 if balance else 1e-2}], betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(SEED)
-    history = []
+    with torch.no_grad():
+        flips = (margins(model, images[:512], labels[:512], points) < 0).float().mean(0)
+    history = [{"epoch": 0, "flip_rate_mean": float(flips.mean()), "flip_rate_min": float(flips.min()),
+                "flip_rate_max": float(flips.max())}]
 
     def loss_of_batch(idx: torch.Tensor) -> torch.Tensor:
         m = margins(model, images[idx], labels[idx], points)
         soft = F.hardtanh(-m / tau)
         bits = torch.sign(-m).detach() + soft - soft.detach()   # forward: the oracle's bit (+1: flipped)
-        return F.mse_loss(decoder(bits), images[idx])
+        loss = F.mse_loss(decoder(bits), images[idx])
+        return loss + balance * soft.mean(0).pow(2).mean() if balance else loss
 
     for epoch in train_epochs([opt], loss_of_batch, len(images), batch_size=BATCH, epochs=epochs, generator=gen,
                               modules=[decoder], min_batch=2):
@@ -113,7 +120,7 @@ def learn(model: nn.Module, images: torch.Tensor, points: QueryPoints, epochs: i
     return {"tau": tau, "history": history}
 
 
-def main(k: int, epochs: int) -> None:
+def main(k: int, epochs: int, balance: float = 0.0) -> None:
     target, evaluator = load_model("runs/mnist-hecnn/model"), load_model("runs/mnist-hecnn/evaluator")
     model = target.model.eval()
     train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
@@ -126,7 +133,7 @@ def main(k: int, epochs: int) -> None:
                                                      {"split": "train", "search": {"eps_max": EPS_MAX}}), 1).knots[:, 0]
     points = QueryPoints(start, init.float())
     t0 = time.time()
-    summary = learn(model, train.images[:N_TRAIN], points, epochs)
+    summary = learn(model, train.images[:N_TRAIN], points, epochs, balance)
     learn_seconds = round(time.time() - t0)
     with torch.no_grad():
         directions, eps = points.directions().detach().contiguous(), points.eps().detach().double()
@@ -144,7 +151,7 @@ def main(k: int, epochs: int) -> None:
     report = reconstruction_report(recon, victims[N_TRAIN:], test.labels[:N_TEST], train.images[:N_TRAIN],
                                    train.labels[:N_TRAIN], evaluator.model)
     a = report["attack"]
-    entry = {"directions": k, "learn_epochs": epochs, "queries_per_fingerprint": float(res.queries[N_TRAIN:].sum(1).double().mean()),
+    entry = {"directions": k, "learn_epochs": epochs, "balance": balance, "queries_per_fingerprint": float(res.queries[N_TRAIN:].sum(1).double().mean()),
              "ssim": a["ssim_mean"], "ssim_full_map": a["ssim_full_map_mean"], "psnr": a["psnr_mean"],
              "class_recovery": a["class_recovery"], "flip_rate_victims": float((~res.censored[N_TRAIN:]).float().mean()),
              "best_epoch": rep.best_epoch, "learn_seconds": learn_seconds, "decoder_seconds": round(time.time() - t1),
@@ -155,12 +162,12 @@ def main(k: int, epochs: int) -> None:
              "ran_on": describe_device("cpu"), "torch_threads": torch.get_num_threads()}
     path = HERE / "learned.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results[f"k{k}-e{epochs}"] = entry
+    results[f"k{k}-e{epochs}" + (f"-b{balance:g}" if balance else "")] = entry
     atomic_write_json(path, dict(sorted(results.items())))
     print(json.dumps({key: v for key, v in entry.items() if key != "history"}), flush=True)
 
 
 if __name__ == "__main__":
-    if not 2 <= len(sys.argv) <= 3 or not all(a.isdigit() and int(a) > 0 for a in sys.argv[1:]):
+    if not 2 <= len(sys.argv) <= 4 or not all(a.isdigit() and int(a) > 0 for a in sys.argv[1:3]):
         raise SystemExit(__doc__.split("\n\n")[1].strip())
-    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) == 3 else 3)
+    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) >= 3 else 3, float(sys.argv[3]) if len(sys.argv) == 4 else 0.0)
