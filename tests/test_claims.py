@@ -449,6 +449,20 @@ def test_the_readme_quotes_the_decoder_screening():
          rf"\*\*{ssim['prior4-k100/log/mse']}\*\*")
 
 
+def test_the_readme_quotes_the_learned_query_points():
+    learned = json.loads((ROOT / "results" / "frontier" / "learned.json").read_text())
+    screen = json.loads((ROOT / "results" / "frontier" / "screen.json").read_text())
+    free, balanced, random = learned["k400-e2"], learned["k400-e2-b0.1"], screen["prior1-k400/log/mse"]
+    for entry in (free, balanced):
+        assert entry["queries_per_fingerprint"] == 400 and entry["n_train"] == random["n_train"]
+        assert entry["decoder_epochs"] == random["epochs"] and entry["n_test"] == random["n_test"]
+    _one(rf"the victims' flip rate\s+{free['flip_rate_victims']:.3f}\), and the result, \*\*{free['ssim']:.3f}\*\* interior")
+    _one(rf"\(BALANCE {balanced['balance']:g}; flip rate {balanced['flip_rate_victims']:.3f}\), "
+         rf"{balanced['learn_epochs']} epochs give \*\*{balanced['ssim']:.3f} interior\s+SSIM \({balanced['ssim_full_map']:.3f} full map\), "
+         rf"{balanced['psnr']:.2f} dB, {100 * balanced['class_recovery']:.1f} % class recovery at 400 queries\*\*, against "
+         rf"{random['ssim']:.3f} \({random['ssim_full_map']:.3f}\),\s+{random['psnr']:.2f} dB, {100 * random['class_recovery']:.1f} %")
+
+
 def test_the_readme_quotes_the_key_recovery_signature_row():
     s = json.loads((ROOT / "results" / "key_recovery" / "results.json").read_text())["signature"]["strict"]
     _one(rf"reaches SSIM {s['ssim']:.3f} / class recovery {s['class_recovery']:.3f} on MNIST\s+against the class-mean "
