@@ -398,6 +398,23 @@ def test_the_readme_quotes_the_prior_guided_frontier_cells():
     _one(rf"this machine's 2 CPU cores, {h['cell_seconds'] / 60:.0f} min")
 
 
+def test_the_readme_quotes_the_rank_and_ssim_l1_prior_cell():
+    cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
+    prior = [c for c in cells if c.get("search") == "prior" and c["arch"] == "hecnn" and c["dataset"] == "mnist"]
+    both = next(c for c in prior if c["decoder"].get("loss") == "ssim-l1" and c["decoder"].get("features") == "rank")
+    base = next(c for c in prior if c["decoder"].get("loss", "mse") == "mse" and c["decoder"].get("features", "log") == "log")
+    fine = next(c for c in cells if c["arch"] == "hecnn" and c["count"] == 100 and c.get("search", "bisection") == "bisection"
+                and c["rtol"] == 0.01 and c["dataset"] == "mnist")
+    assert both["queries_per_fingerprint"] == 400 and both["n_train"] == 60000 and both["n_test"] == 10000
+    assert both["hashes"]["directions"] == base["hashes"]["directions"]
+    _one(rf"\| hecnn, rank features \+ ssim-l1 loss \| 400 \| 200 directions, prior:2 \| \*\*{both['ssim']:.3f} "
+         rf"\({both['ssim_full_map']:.3f}\)\*\* \| {both['psnr']:.2f} dB \| {100 * both['class_recovery']:.1f} % \|")
+    _one(rf"DEVICE=cpu bash results/frontier/run.sh`, {both['cell_seconds'] / 60:.0f} min beside\s+other jobs\) add "
+         rf"{both['ssim'] - base['ssim']:.3f} interior SSIM on the same fingerprints: \*\*{both['ssim']:.3f} at 400 queries\*\*, "
+         rf"the best\s+full-scale cell so far, {both['ssim'] - fine['ssim']:.3f} above the 1,283-query cell; class recovery "
+         rf"stays at {100 * both['class_recovery']:.1f} %")
+
+
 def test_the_readme_quotes_the_lenet5_and_fashion_prior_cells():
     cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
     prior = {(c["dataset"], c["arch"]): c for c in cells if c.get("search") == "prior" and c["count"] == 200
