@@ -26,8 +26,8 @@ fingerprints exactly as results/frontier/screen.py does (same scale: the first 2
 images -- also the directions' training set, the owner's data -- and the first 2,000 test images;
 ngf 32, 10 epochs; log features). Its rows stand beside screen.json's ``prior1-k400/log/mse``.
 
-Writes results/frontier/learned.json (one entry per K and EPOCHS) and learned_directions_K.safetensors
-is not written (the directions are reproducible from the seed: same seed, same bytes on CPU).
+Writes results/frontier/learned.json (one entry per K, EPOCHS and BALANCE, with the hashes of the
+learned directions and ε). The points themselves are not saved; a rerun with the same seed trains them again.
 """
 
 from __future__ import annotations
