@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
-from ..core.defaults import COARSE_POINTS, DECODER_FEATURES, DECODER_LOSSES, EPS_MAX, MAX_DECODER_MLP, FAMILIES, PRIOR, PRIOR_ROWS, RTOL, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
+from ..core.defaults import COARSE_POINTS, DECODER_FEATURES, DECODER_LOSSES, EPS_MAX, FAMILIES, PRIOR, PRIOR_ROWS, RTOL, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
 from ..core.errors import InvalidValueError, MismatchError
 from ..core.io import ensure_writable_dir, load_tensors
 from ..core.runtime import describe_device, resolve_device
@@ -39,6 +39,7 @@ from ..data import load_dataset
 from ..evaluation import viz
 from ..evaluation.metrics import reconstruction_report
 from ..models import load_model
+from ..models.dcgan import check_mlp
 from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
 from ..signature.directions import Directions
 from ..signature.fingerprints import Fingerprints
@@ -93,9 +94,7 @@ class StudySettings:
         if self.decoder_features not in DECODER_FEATURES:
             raise InvalidValueError(f"decoder features must be one of {', '.join(DECODER_FEATURES)}, "
                                     f"got {self.decoder_features!r}")
-        if isinstance(self.decoder_mlp, bool) or int(self.decoder_mlp) != self.decoder_mlp \
-                or not 0 <= self.decoder_mlp <= MAX_DECODER_MLP:
-            raise InvalidValueError(f"decoder mlp layers must be an integer in 0..{MAX_DECODER_MLP}, got {self.decoder_mlp}")
+        self.decoder_mlp = check_mlp(self.decoder_mlp)
 
     def key(self) -> dict[str, Any]:
         """What must match for a resumed study to reuse artifacts (the default loss and features

@@ -54,8 +54,8 @@ class ServeSettings:
     runs: Path
     search: BoundarySearch | PriorGuidedSearch
     token: str | None = None
-    #: The prior-guided search (hesig.signature.prior_search) from the owner's fingerprint file: it
-    #: replaces ``search`` once the model and directions are loaded (the prior must match both).
+    #: The prior-guided search (hesig.signature.prior_search) from the owner's fingerprint file: the
+    #: hub runs it instead of ``search`` once the model and directions are loaded (the prior must match both).
     prior: Path | None = None
     prior_steps: int | None = None
     max_upload_bytes: int = 512 << 20
@@ -104,8 +104,8 @@ class Hub:
         self.params.check_depth(self.poly.depth, self.target.arch)
         self.dirs = Directions.load(settings.directions)
         self.dirs.check_input_shape(self.target.in_shape, what=f"model {self.target.arch}'s input")
-        if settings.prior is not None:
-            settings.search = prior_search(settings.prior, int(settings.prior_steps), self.target.hash, self.dirs.hash)
+        self.search = settings.search if settings.prior is None else \
+            prior_search(settings.prior, int(settings.prior_steps), self.target.hash, self.dirs.hash)
         ensure_writable_dir(settings.runs)
         self.spool = spool_dir(settings.runs)
         for stale in self.spool.iterdir():  # uploads cut off by a previous server's end
@@ -128,7 +128,7 @@ class Hub:
 
     def job_of(self, declaration: dict[str, Any]) -> str:
         ident = {**declaration, "model_hash": self.target.hash, "directions_hash": self.dirs.hash,
-                 "search": self.settings.search.params()}
+                 "search": self.search.params()}
         return hashlib.sha256(canonical_json(ident).encode()).hexdigest()[:24]
 
     def open_session(self, body: Any) -> dict[str, Any]:
@@ -259,7 +259,7 @@ class Hub:
         t0 = time.perf_counter()
         try:
             fp = fingerprint_rows(factory, self.dirs.vectors, torch.arange(len(indices)), torch.tensor(indices),
-                                  self.settings.search, out, self._config(declaration), chunk_size=1,
+                                  self.search, out, self._config(declaration), chunk_size=1,
                                   inputs=(self.settings.model, self.settings.directions), progress=False)
             final = {"task": "done", "rows": len(indices), "queries_total": int(fp.queries.sum()),
                      "evaluations_this_session": session.link.counters["evaluations"],
