@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Carry the CIFAR-10 archive to a GPU lease in pieces. A lease carries at most 64 MiB of working
-# tree and has no network; the archive is 168.6 MB and already compressed (gzip gains nothing), so
-# it travels in four calls to the same warm machine, each carrying one piece.
-#   here:       bash results/gpu_cifar_chunks.sh split [ARCHIVE]
-#               -> .gpu_cifar1 ... .gpu_cifar4 (≤ 44 MB each; add /.gpu_cifar*/ to .git/info/exclude),
+# tree (the repository's tracked files, 7.3 MB, count too) and has no network; the archive is
+# 168.6 MB and already compressed (gzip gains nothing), so it travels in three calls to the same
+# warm machine, each carrying one piece.
+#   here:       [PIECE=55M] bash results/gpu_cifar_chunks.sh split [ARCHIVE]
+#               -> .gpu_cifar1 ... .gpu_cifar3 (≤ 55 MiB each; add /.gpu_cifar*/ to .git/info/exclude),
 #                  the archive's SHA-256 in each
 #   each call:  carry [".gpu_cifarN"], command `bash results/gpu_cifar_chunks.sh keep` (moves the piece
 #               to /tmp/hesig-cifar, which stays while the machine stays warm: call again within 30 s)
@@ -17,10 +18,11 @@ case ${1:-} in
     archive=${2:-${HESIG_DATA:?set HESIG_DATA or name the archive}/cifar10/cifar10.npz}
     sum=$(sha256sum "$archive" | cut -d' ' -f1)
     tmp=$(mktemp -d)
-    split -b 44M -d -a 1 "$archive" "$tmp/cifar10.npz.part"
+    split -b "${PIECE:-55M}" -d -a 1 "$archive" "$tmp/cifar10.npz.part"
     n=0
+    rm -rf .gpu_cifar[0-9]*/
     for part in "$tmp"/cifar10.npz.part*; do
-      n=$((n + 1)); rm -rf ".gpu_cifar$n"; mkdir ".gpu_cifar$n"
+      n=$((n + 1)); mkdir ".gpu_cifar$n"
       mv "$part" ".gpu_cifar$n/"; echo "$sum" > ".gpu_cifar$n/SHA256"
     done
     rmdir "$tmp"; echo "$n pieces of $archive (sha256 $sum): .gpu_cifar1 ... .gpu_cifar$n";;

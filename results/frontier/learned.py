@@ -1,6 +1,7 @@
 """Learned directions: the model owner trains its K query points (direction and ε) on its own data.
 
     python results/frontier/learned.py K [EPOCHS [BALANCE]]   (HESIG_DATA set; hecnn of results/reproduce.sh)
+    LEARNED_DEVICE=cuda N_TRAIN=60000 N_TEST=10000 python results/frontier/learned.py ...   (GPU; full scale)
 
 results/frontier/ceiling.py found that 400 *learned* bits, read by the attack's own decoder, give
 an interior SSIM far above what 400 queries of random directions give: the gap lies in how the
@@ -28,12 +29,16 @@ ngf 32, 10 epochs; log features). Its rows stand beside screen.json's ``prior1-k
 
 Writes results/frontier/learned.json (one entry per K, EPOCHS and BALANCE, with the hashes of the
 learned directions and ε). The points themselves are not saved; a rerun with the same seed trains them again.
+LEARNED_DEVICE (default cpu) is where the points, the fingerprints and the decoder are computed;
+N_TRAIN / N_TEST (default 20,000 / 2,000) set the scale. Entries at other than the default scale
+or device carry them in their key (``-n60000`` / ``-cuda``), so rows of one scale stay together.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -56,7 +61,9 @@ from hesig.signature.prior_search import PriorGuidedSearch
 from hesig.signature.search import BoundarySearch
 
 HERE = Path(__file__).resolve().parent
-N_TRAIN, N_TEST, N_INIT, DECODER_EPOCHS, EPS_MAX, SEED, BATCH = 20000, 2000, 500, 10, 60.0, 0, 64
+N_INIT, DECODER_EPOCHS, EPS_MAX, SEED, BATCH = 500, 10, 60.0, 0, 64
+N_TRAIN, N_TEST = int(os.environ.get("N_TRAIN", 20000)), int(os.environ.get("N_TEST", 2000))
+DEVICE = torch.device(os.environ.get("LEARNED_DEVICE", "cpu"))
 
 
 class QueryPoints(nn.Module):
@@ -92,7 +99,7 @@ def learn(model: nn.Module, images: torch.Tensor, points: QueryPoints, epochs: i
         labels = torch.cat([model(images[s:s + 4096]).argmax(1) for s in range(0, len(images), 4096)])
         tau = float(margins(model, images[:BATCH], labels[:BATCH], points).abs().median())
     k = points.v.shape[0]
-    decoder = DCGANDecoder(k, tuple(images.shape[1:]), ngf=32)
+    decoder = DCGANDecoder(k, tuple(images.shape[1:]), ngf=32).to(images.device)
     opt = torch.optim.Adam([{"params": decoder.parameters(), "lr": 2e-3},
                             {"params": [points.v], "lr": 1e-2},
                             {"params": [points.log_eps], "lr": 1e-3 if balance else 1e-2}], betas=(0.5, 0.999))
@@ -122,30 +129,31 @@ def learn(model: nn.Module, images: torch.Tensor, points: QueryPoints, epochs: i
 
 def main(k: int, epochs: int, balance: float = 0.0) -> None:
     target, evaluator = load_model("runs/mnist-hecnn/model"), load_model("runs/mnist-hecnn/evaluator")
-    model = target.model.eval()
+    model = target.model.eval().to(DEVICE)
     train, test = load_dataset("mnist", "train"), load_dataset("mnist", "test")
     torch.manual_seed(SEED)
     start = torch.randn((k, *train.images.shape[1:]), generator=torch.Generator().manual_seed(SEED))
     start = start / start.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     owner = train.images[N_TRAIN:N_TRAIN + N_INIT]  # the initial medians: owner images no decoder trains on
-    r = BoundarySearch(EPS_MAX, coarse_points=8, rtol=0.01).run(PlaintextOracle(model, owner, batch_size=4096), start)
+    r = BoundarySearch(EPS_MAX, coarse_points=8, rtol=0.01).run(PlaintextOracle(model, owner, batch_size=4096, device=DEVICE), start)
     init = PriorGuidedSearch.from_prior(Fingerprints(r.eps, r.censored, r.queries, torch.arange(N_INIT),
                                                      {"split": "train", "search": {"eps_max": EPS_MAX}}), 1).knots[:, 0]
-    points = QueryPoints(start, init.float())
+    points = QueryPoints(start, init.float()).to(DEVICE)
     t0 = time.time()
-    summary = learn(model, train.images[:N_TRAIN], points, epochs, balance)
+    summary = learn(model, train.images[:N_TRAIN].to(DEVICE), points, epochs, balance)
     learn_seconds = round(time.time() - t0)
     with torch.no_grad():
-        directions, eps = points.directions().detach().contiguous(), points.eps().detach().double()
+        directions, eps = points.directions().detach().cpu().contiguous(), points.eps().detach().cpu().double()
     # The learned points, used as hesig uses any: the real oracle, one query per direction.
     search = PriorGuidedSearch(eps[:, None], EPS_MAX, {"split": "train", "learned": True})
     victims = torch.cat([train.images[:N_TRAIN], test.images[:N_TEST]])
-    res = search.run(PlaintextOracle(model, victims, batch_size=4096), directions)
+    res = search.run(PlaintextOracle(model, victims, batch_size=4096, device=DEVICE), directions)
     feats = FingerprintFeatures.fit(res.eps[:N_TRAIN], res.censored[:N_TRAIN], EPS_MAX)
     x = feats.transform(res.eps, res.censored)
     t1 = time.time()
     net, rep = train_decoder(x[:N_TRAIN], victims[:N_TRAIN], ngf=32, epochs=DECODER_EPOCHS, patience=4, seed=SEED,
-                             progress=False)
+                             progress=False, device=DEVICE)
+    net = net.cpu()
     with torch.no_grad():
         recon = torch.cat([net(x[N_TRAIN + s:N_TRAIN + s + 1000]) for s in range(0, N_TEST, 1000)])
     report = reconstruction_report(recon, victims[N_TRAIN:], test.labels[:N_TEST], train.images[:N_TRAIN],
@@ -159,10 +167,12 @@ def main(k: int, epochs: int, balance: float = 0.0) -> None:
              "baseline_class_mean_ssim": report["baseline_class_mean"]["ssim_mean"],
              "hashes": {"model": target.hash, "evaluator": evaluator.hash, "directions": tensor_hash(directions),
                         "eps": tensor_hash(eps.float())},
-             "ran_on": describe_device("cpu"), "torch_threads": torch.get_num_threads()}
+             "ran_on": describe_device(DEVICE), "torch_threads": torch.get_num_threads()}
     path = HERE / "learned.json"
     results = json.loads(path.read_text()) if path.exists() else {}
-    results[f"k{k}-e{epochs}" + (f"-b{balance:g}" if balance else "")] = entry
+    key = f"k{k}-e{epochs}" + (f"-b{balance:g}" if balance else "")
+    key += (f"-n{N_TRAIN}" if (N_TRAIN, N_TEST) != (20000, 2000) else "") + (f"-{DEVICE.type}" if DEVICE.type != "cpu" else "")
+    results[key] = entry
     atomic_write_json(path, dict(sorted(results.items())))
     print(json.dumps({key: v for key, v in entry.items() if key != "history"}), flush=True)
 
