@@ -478,6 +478,15 @@ def test_the_readme_quotes_the_learned_query_points():
          rf"{balanced['learn_epochs']} epochs give \*\*{balanced['ssim']:.3f} interior\s+SSIM \({balanced['ssim_full_map']:.3f} full map\), "
          rf"{balanced['psnr']:.2f} dB, {100 * balanced['class_recovery']:.1f} % class recovery at 400 queries\*\*, against "
          rf"{random['ssim']:.3f} \({random['ssim_full_map']:.3f}\),\s+{random['psnr']:.2f} dB, {100 * random['class_recovery']:.1f} %")
+    longer = learned["k400-e8-b0.1-cuda"]
+    assert longer["ran_on"] == {"device": "cuda", "gpu": "NVIDIA H200", "torch": "2.11.0+cu130"}
+    assert (longer["n_train"], longer["n_test"], longer["balance"]) == (balanced["n_train"], balanced["n_test"], 0.1)
+    history = [h["train_mse"] for h in longer["history"][1:]]
+    assert len(history) == 8 and history == sorted(history, reverse=True)
+    _one(rf"{longer['learn_seconds']} s of learning beside 13 other processes")
+    _one(rf"give \*\*{longer['ssim']:.3f} interior SSIM \({longer['ssim_full_map']:.3f} full map\), {longer['psnr']:.2f} dB, "
+         rf"{100 * longer['class_recovery']:.1f} % class recovery\*\*, flip rate\s+{longer['flip_rate_victims']:.3f}")
+    _one(rf"\({history[0]:.4f} after epoch 1, {history[-1]:.4f} after epoch\s+8\)")
 
 
 def test_the_readme_quotes_the_key_recovery_signature_row():
@@ -554,3 +563,36 @@ def test_the_readme_quotes_the_collab_main_cells_in_every_convention():
     recheck = json.loads((ROOT / "results" / "collab_inference" / "recheck_relu2_own_range.json").read_text())
     assert round(recheck["same"]["psnr_mean"], 2) == round(cells["shadow_same_same@ReLU2"]["psnr"], 2)
     assert round(recheck["disjoint"]["psnr_mean"], 2) == round(cells["shadow_disjoint_same@ReLU2"]["psnr"], 2)
+
+
+def test_the_readme_quotes_the_cifar10_columns():
+    t = json.loads((ROOT / "results" / "collab_inference" / "table_cifar10.json").read_text())
+    cells = t["cells"]
+    assert len(cells) == 24 and t["targets"] == ["a9515025f1bd3f86"]
+    assert all(c["dataset"] == "cifar10" and c["arch"] == "cifar_cnn" and c["device"] == "cuda" for c in cells.values())
+    met = sum(c["meets_target"] for c in cells.values())
+    assert f"**{met} of the 24 cells meet the target**" in README and f"**{met} of 24 cells meet the target.**" in \
+        (ROOT / "results" / "collab_inference" / "TABLE_CIFAR10.md").read_text()
+    _one(rf"test accuracy\s+{100 * cells['rmle@conv11']['target_test_accuracy']:.2f} %, hash {t['targets'][0]}")
+    for key in ("rmle@ReLU22", "rmle@ReLU32", "inverse_train@ReLU22", "inverse_gaussian@ReLU22", "shadow_disjoint_same@conv11",
+                "shadow_same_same@conv11", "shadow_same_different@conv11", "shadow_disjoint_different@conv11",
+                "shadow_same_different@ReLU22"):
+        c = cells[key]
+        assert re.search(rf"{c['psnr']:.2f} /\s+{c['ssim_interior']:.3f}", README), key
+        assert re.search(rf"{c['paper_psnr']:.2f} /\s+{c['paper_ssim']:.3f}", README), key
+    conv11 = [cells[f"inverse_{q}@conv11"] for q in ("train", "disjoint", "gaussian")]
+    assert all(not c["meets_target"] and c["ssim_interior"] >= c["paper_ssim"] - 0.02 for c in conv11)
+    _one(r"reach " + r",\s+".join(f"{c['psnr']:.2f}" for c in conv11[:2]) + rf" and {conv11[2]['psnr']:.2f} dB against the paper's "
+         + ", ".join(f"{c['paper_psnr']:.2f}" for c in conv11[:2]) + rf" and {conv11[2]['paper_psnr']:.2f}")
+
+
+def test_the_readme_quotes_the_gpu_search_benchmark_without_tf32():
+    b = json.loads((ROOT / "benchmarks" / "search_cuda_fp32.json").read_text())
+    on = json.loads((ROOT / "benchmarks" / "search_cuda.json").read_text())
+    assert b["cudnn_allow_tf32"] is False and b["gpu"] == on["gpu"] == "NVIDIA H200" and b["torch"] == on["torch"]
+    agree = b["gpu_vs_cpu_agreement"]
+    _one(rf"\*\*{100 * agree['identical_eps']:.2f} % of ε bit for bit\*\* \(from {100 * on['gpu_vs_cpu_agreement']['identical_eps']:.1f} %\), "
+         rf"{100 * agree['identical_censoring']:.0f} % of censoring and {100 * agree['identical_queries']:.0f} %\s+of query counts")
+    _one(rf"raw forward {b['raw_forward_qps'] / 1e6:.2f}M\s+images/s and the engine {b['engine_qps'] / 1e6:.2f}M queries/s "
+         rf"\(\*\*{b['engine_to_raw']:.3f} of raw\*\*; the fingerprint job {b['job_to_raw']:.3f}\)")
+    _one(rf"{on['raw_forward_qps'] / 1e6:.2f}M / {on['engine_qps'] / 1e6:.2f}M with TF32 on")

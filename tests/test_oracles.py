@@ -68,3 +68,27 @@ def test_wrapper_budget_is_the_attackers_and_bad_repeats_are_refused():
     for r in (0, 2, -1, 1.5):
         with pytest.raises(InvalidValueError, match="odd number of repeats"):
             MajorityVote(_oracle(), r)
+
+
+def test_hesig_gpu_exact_turns_tf32_off_and_a_bad_value_is_refused(monkeypatch):
+    """A GPU oracle in TF32 is a slightly different function from the model (README, Benchmarks:
+    97 % of ε bit-equal to the CPU's with TF32, 99.99 % without). The switch is process-wide, so
+    it is set in one place; the flags are plain attributes, so the CPU can check that place."""
+    from hesig.core.runtime import apply_gpu_precision, describe_device, resolve_device
+
+    saved = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    try:  # torch's matmul switch is not a plain attribute monkeypatch could restore: save it by hand
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = True
+        monkeypatch.delenv("HESIG_GPU_EXACT", raising=False)
+        assert apply_gpu_precision() is False and torch.backends.cudnn.allow_tf32  # PyTorch's default stays
+        monkeypatch.setenv("HESIG_GPU_EXACT", "0")
+        assert apply_gpu_precision() is False and torch.backends.cuda.matmul.allow_tf32
+        monkeypatch.setenv("HESIG_GPU_EXACT", "1")
+        assert apply_gpu_precision() is True
+        assert not torch.backends.cudnn.allow_tf32 and not torch.backends.cuda.matmul.allow_tf32
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = saved
+    assert describe_device("cpu") == {"device": "cpu", "gpu": None, "torch": torch.__version__}
+    monkeypatch.setenv("HESIG_GPU_EXACT", "yes")
+    with pytest.raises(InvalidValueError, match="HESIG_GPU_EXACT must be 0 or 1, not 'yes'"):
+        resolve_device("cpu")

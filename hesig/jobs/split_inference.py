@@ -39,7 +39,7 @@ from ..core.defaults import SPLIT_ATTACKS as ATTACKS
 from ..core.errors import InvalidValueError, MismatchError
 from ..core.outputs import refuse_inside_inputs
 from ..core.io import atomic_write_json, save_tensors, state_dict_hash, tensor_hash
-from ..core.runtime import parse_indices, resolve_device
+from ..core.runtime import describe_device, parse_indices, resolve_device
 from ..data import Dataset, load_dataset, train_half
 from ..defenses.feature_noise import FeatureNoise, edge_features, split_accuracy
 from ..evaluation import viz
@@ -226,7 +226,7 @@ def attack_job(attack: str, model_dir: str | Path, split: str, out: str | Path, 
                "defended_accuracy": defended_acc, "feature_rms": float(observed.pow(2).mean().sqrt()),
                "n": len(victims), "test_split_hash": test.split_hash, "indices_hash": tensor_hash(victims.indices),
                "metrics": report, "protocol": protocol, **info, "wall_seconds": time.perf_counter() - t0,
-               "seed": seed, "device": str(dev), "hesig_version": __version__}
+               "seed": seed, "device": str(dev), "ran_on": describe_device(dev), "hesig_version": __version__}
     save_tensors(out / "reconstructions.safetensors", {"reconstructions": recon, "indices": victims.indices},
                  {"model_hash": target.hash, "attack": attack, "split": split})
     atomic_write_json(out / "metrics.json", metrics)

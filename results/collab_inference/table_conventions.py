@@ -31,6 +31,7 @@ def cell(m: dict, key: str, split: str) -> dict:
     a, p = m["metrics"]["attack"], m["protocol"] or {}
     paper_psnr, paper_ssim = PAPER[(key, split)]
     out = {"dataset": m["dataset"], "arch": m["arch"], "n": m["n"], "queries": m["queries"], "attack_seconds": m["attack_seconds"], "model_hash": m["model_hash"],
+           "device": m.get("device", "cpu"), "ran_on": m.get("ran_on"), "target_test_accuracy": m.get("target_test_accuracy"),
            "psnr": a["psnr_mean"], "ssim_interior": a["ssim_mean"], "ssim_full_map": a["ssim_full_map_mean"],
            "protocol_n": p.get("n"), "protocol_psnr": p.get("psnr_mean"), "protocol_ssim_interior": p.get("ssim_mean"),
            "protocol_ssim_full_map": p.get("ssim_full_map_mean"), "protocol_ssim_own_range": p.get("ssim_own_range_mean"),
@@ -54,9 +55,18 @@ def main(runs: str, out_name: str = "") -> None:
     stem = out_name or "table_conventions"
     atomic_write_json(HERE / f"{stem}.json", {"runs": str(runs), "targets": targets, "cells": cells})
     nets = ", ".join(sorted({f"{c['dataset']} {c['arch']}" for c in cells.values()}))
+    table = (f"DATASET=cifar10 ARCH=cifar_cnn TABLE_SPLITS=\"conv11 ReLU22 ReLU32\" RUNS={runs} DEVICE=cuda "
+             "bash results/collab_inference.sh table" if "cifar10" in nets else "bash results/collab_inference.sh table")
+    met = sum(c["meets_target"] for c in cells.values())
+    # metrics name the GPU and torch version since they carry ran_on; older runs name only the device
+    devices = ", ".join(sorted({f"{r['device']} ({r['gpu']}, torch {r['torch']})" if (r := c["ran_on"]) and r.get("gpu")
+                                else c["device"] + ("" if c["device"] == "cpu" or r else " (GPU not recorded in these runs' metrics)")
+                                for c in cells.values()}))
     lines = [f"# He et al. on {nets}, the main cells in every SSIM convention", "",
-             "Made by `bash results/collab_inference.sh table` then `python results/collab_inference/table_conventions.py "
-             f"{runs}{' ' + out_name if out_name else ''}` (numbers: {stem}.json). Target model {', '.join(f'`{t}`' for t in targets)}. "
+             f"Made by `{table}` then `python results/collab_inference/table_conventions.py "
+             f"{runs}{' ' + out_name if out_name else ''}` (numbers: {stem}.json). Target model {', '.join(f'`{t}`' for t in targets)}"
+             f" (test accuracy {cells[next(iter(cells))]['target_test_accuracy']:.2%}); ran on: {devices}. "
+             f"**{met} of {len(cells)} cells meet the target.** "
              "PSNR in dB. SSIM interior: the papers' code (window inside the image, Gaussian 11, σ 1.5, data range 1.0); "
              "full map: reflect-padded, the whole map averaged; own: data range = the reconstruction's own max − min "
              "(He et al.'s scoring). **n**: the attacked test images (rMLE and query-free: the first 1,000; inverse "

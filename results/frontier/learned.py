@@ -134,7 +134,9 @@ def main(k: int, epochs: int, balance: float = 0.0) -> None:
     torch.manual_seed(SEED)
     start = torch.randn((k, *train.images.shape[1:]), generator=torch.Generator().manual_seed(SEED))
     start = start / start.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
-    owner = train.images[N_TRAIN:N_TRAIN + N_INIT]  # the initial medians: owner images no decoder trains on
+    # the initial medians: owner images no decoder trains on, except at full scale, where every
+    # training image is the decoders' (then the last N_INIT: still only the owner's own data)
+    owner = train.images[N_TRAIN:N_TRAIN + N_INIT] if N_TRAIN + N_INIT <= len(train.images) else train.images[-N_INIT:]
     r = BoundarySearch(EPS_MAX, coarse_points=8, rtol=0.01).run(PlaintextOracle(model, owner, batch_size=4096, device=DEVICE), start)
     init = PriorGuidedSearch.from_prior(Fingerprints(r.eps, r.censored, r.queries, torch.arange(N_INIT),
                                                      {"split": "train", "search": {"eps_max": EPS_MAX}}), 1).knots[:, 0]
