@@ -7,7 +7,7 @@
 #   DATASET=cifar10 ARCH=cifar_cnn TABLE_SPLITS="conv11 ReLU22 ReLU32" RUNS=runs/collab-cifar10 \
 #     DEVICE=cuda JOBS=6 bash results/collab_inference.sh table
 #   python results/collab_inference/table_conventions.py runs/collab-cifar10 table_cifar10
-# (the inverse networks there are hesig's 'auto' design: He et al. specify only their MNIST ones).
+# (the inverse networks there are hesig's 'auto' design: the paper specifies only its MNIST ones).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-runs/collab}

@@ -596,3 +596,33 @@ def test_the_readme_quotes_the_gpu_search_benchmark_without_tf32():
     _one(rf"raw forward {b['raw_forward_qps'] / 1e6:.2f}M\s+images/s and the engine {b['engine_qps'] / 1e6:.2f}M queries/s "
          rf"\(\*\*{b['engine_to_raw']:.3f} of raw\*\*; the fingerprint job {b['job_to_raw']:.3f}\)")
     _one(rf"{on['raw_forward_qps'] / 1e6:.2f}M / {on['engine_qps'] / 1e6:.2f}M with TF32 on")
+
+
+def test_the_readme_quotes_the_split_study_and_the_noise_defense():
+    cells = json.loads((ROOT / "results" / "collab_inference" / "cells.json").read_text())
+    sp, de = cells["splits"], cells["defenses"]
+    assert len(sp) == 33 and len(de) == 16
+    assert {c["model_hash"] for part in cells.values() for c in part.values()} == {"1539437c30ea36f7"}
+
+    def cell(c):
+        return rf"{c['psnr']:.2f}( dB)? /\s+{c['ssim']:.3f}\s+\({c['ssim_full_map']:.3f}\)"
+    for key in ("rmle@conv1", "rmle@ReLU2", "rmle@fc1"):
+        assert re.search(cell(sp[key]), README), key
+    for key in ("shadow@conv1", "shadow@conv2", "shadow@ReLU2"):
+        c = sp[key]
+        assert re.search(rf"{c['ssim']:.3f}\s+\({c['ssim_full_map']:.3f}\) at {key.split('@')[1]}", README), key
+    deep = ("fc1", "fc1act", "fc2", "fc2act", "fc3")
+    _one(rf"at most {max(sp[f'shadow@{x}']['ssim'] for x in deep):.3f} \({max(sp[f'shadow@{x}']['ssim_full_map'] for x in deep):.3f}\)")
+    _one(rf"at most {max(sp[f'rmle@{x}']['psnr'] for x in ('fc2', 'fc2act', 'fc3')):.2f} dB from fc2 on")
+    weakest = min((c for k, c in sp.items() if k.startswith("inverse@")), key=lambda c: c["ssim"])
+    assert weakest is sp["inverse@fc3"]
+    _one(rf"SSIM ≥ {weakest['ssim']:.3f} at every split \({weakest['ssim']:.3f} \({weakest['ssim_full_map']:.3f}\) at\s+fc3\)")
+    r, q = de["rmle@conv1@0.3"], de["inverse@conv1@0.3"]
+    _one(rf"σ 0.3 keeps {100 * r['defended_accuracy']:.2f} % accuracy \({100 * sp['rmle@conv1']['defended_accuracy']:.2f} % without noise\) "
+         rf"and leaves rMLE\s+{r['psnr']:.2f} dB / {r['ssim']:.3f} \({r['ssim_full_map']:.3f}\)")
+    r1 = de["rmle@conv1@1"]
+    _one(rf"halves the accuracy \({100 * r1['defended_accuracy']:.2f} %\), still leaves {r1['ssim']:.3f}\s+\({r1['ssim_full_map']:.3f}\)")
+    _one(rf"σ 0.3 {q['ssim']:.3f} \({q['ssim_full_map']:.3f}\)")
+    i1 = de["inverse@ReLU2@1"]
+    _one(rf"σ 1 costs {100 * (sp['rmle@conv1']['defended_accuracy'] - i1['defended_accuracy']):.1f} points of accuracy "
+         rf"\({100 * i1['defended_accuracy']:.2f} %\) while it keeps {i1['ssim']:.3f}\s+\({i1['ssim_full_map']:.3f}\)")

@@ -67,6 +67,11 @@ def fmt(cell, key, spec):
     return format(cell[key], spec) if cell else "-"
 
 
+def fmt_ssim(cell, spec=".3f"):
+    """Interior SSIM with the full-map value in brackets ("-" for a missing cell)."""
+    return f"{cell['ssim']:{spec}} ({cell['ssim_full_map']:{spec}})" if cell else "-"
+
+
 def against_paper(cell, key, split):
     """Add the paper's numbers and whether the n-mean meets the target (paper - 1 dB, - 0.02 SSIM)."""
     cell["paper_psnr"], cell["paper_ssim"] = PAPER[(key, split)]
@@ -81,7 +86,8 @@ def load(path: Path):
 
 def cell_numbers(m):
     a, p = m["metrics"]["attack"], m["protocol"] or {}
-    return {"n": m["n"], "psnr": a["psnr_mean"], "ssim": a["ssim_mean"], "psnr_std": a["psnr_std"],
+    return {"n": m["n"], "psnr": a["psnr_mean"], "ssim": a["ssim_mean"], "ssim_full_map": a["ssim_full_map_mean"],
+            "psnr_std": a["psnr_std"],
             "ssim_std": a["ssim_std"], "protocol_psnr": p.get("psnr_mean"), "protocol_ssim": p.get("ssim_mean"),
             "protocol_ssim_own_range": p.get("ssim_own_range_mean"), "queries": m["queries"],
             "attack_seconds": m["attack_seconds"], "defended_accuracy": m["defended_accuracy"],
@@ -120,22 +126,25 @@ def main(runs: str) -> None:
     atomic_write_json(HERE / "cells.json", cells)
 
     lines = ["# He et al. (ACSAC 2019) on MNIST LeNet-5: paper against hesig", "",
-             "Made by `bash results/collab_inference.sh` (numbers: `cells.json`). Target: LeNet-5 trained on half a",
-             "of the MNIST training split (seed 0); the 'same distribution' adversary holds half b. PSNR in dB, SSIM",
-             "with data_range 1.0 (hesig's metric). **n**: mean over the attacked test images (rMLE and query-free:",
+             "Made by `bash results/collab_inference.sh` then `python results/collab_inference/report.py "
+             f"{runs}` (numbers: `cells.json`). Target: LeNet-5 trained on half a",
+             f"of the MNIST training split (seed 0; hash {', '.join(sorted({m for c in cells['table'].values() for m in [c['model_hash']]}))});",
+             "the 'same distribution' adversary holds half b. PSNR in dB. SSIM: the papers' convention (the interior",
+             "of the map, where the Gaussian 11 x 11, σ 1.5 window lies inside the image; data range 1.0), the",
+             "full reflect-padded map in brackets. **n**: mean over the attacked test images (rMLE and query-free:",
              "the first 1,000; inverse network: all 10,000). **10**: He et al.'s protocol, the first test image of",
              "each class. **own**: SSIM with the reconstruction's own max-min as data_range, as He et al. scored.",
              "Queries: black-box queries to the edge model. Time: attack seconds on one CPU core (training the",
              "inverse network or shadow plus inverting all n images). Target met: n-mean PSNR >= paper - 1 dB and",
-             "SSIM >= paper - 0.02. Rows marked '60 epochs' / 'rMLE λ 0.3' are variants run after the main cells",
-             "fell short at conv1 (the script's `extra` part): the same attack trained longer / with the TV prior.",
-             "CIFAR-10 columns: not run (on the CPU 11 min per training epoch, benchmarks/cifar_cnn_step.json; a GPU",
-             "lease carries at most 64 MiB and the 168.6 MB CIFAR-10 archive does not fit: README).",
-             "The main cells re-run on a newer target with today's hesig, in every SSIM convention: TABLE_CONVENTIONS.md",
-             "(`table_conventions.py`); the rows below are as this report last made them (see its target hashes).", ""]
+             "SSIM >= paper - 0.02.",
+             *(["Rows marked '60 epochs' / 'rMLE λ 0.3' are variants run after the main cells fell short at conv1",
+                "(the script's `extra` part): the same attack trained longer / with the TV prior."]
+               if any("+variant" in key for key in cells["table"]) else []),
+             "CIFAR-10 columns: TABLE_CIFAR10.md (`table_conventions.py`, on a GPU). The main cells with",
+             "He et al.'s own SSIM scoring beside these two: TABLE_CONVENTIONS.md.", ""]
     for split in ("conv1", "ReLU2"):
         lines += [f"## split at {split}", "",
-                  "| attack | paper PSNR | PSNR n | PSNR 10 | paper SSIM | SSIM n | SSIM 10 | SSIM 10 own | queries | time s | target met |",
+                  "| attack | paper PSNR | PSNR n | PSNR 10 | paper SSIM | SSIM n interior (full map) | SSIM 10 | SSIM 10 own | queries | time s | target met |",
                   "|---|---|---|---|---|---|---|---|---|---|---|"]
         rows = ROWS + [(f"{k}+variant", f"{n}, {EXTRA[k]}") for k, n in ROWS if k in EXTRA and split == "conv1"]
         for key, name in rows:
@@ -146,7 +155,7 @@ def main(runs: str) -> None:
                 lines.append(f"| {name} | {PAPER[(key, split)][0]:.2f} | not run | | {PAPER[(key, split)][1]:.4f} | | | | | | |")
                 continue
             lines.append(f"| {name} | {c['paper_psnr']:.2f} | {c['psnr']:.2f} | {c['protocol_psnr']:.2f} | "
-                         f"{c['paper_ssim']:.4f} | {c['ssim']:.4f} | {c['protocol_ssim']:.4f} | "
+                         f"{c['paper_ssim']:.4f} | {fmt_ssim(c, '.4f')} | {c['protocol_ssim']:.4f} | "
                          f"{c['protocol_ssim_own_range']:.4f} | {c['queries']} | {c['attack_seconds']:.0f} | "
                          f"{'yes' if c['meets_target'] else '**no**'} |")
         lines.append("")
@@ -158,8 +167,8 @@ def main(runs: str) -> None:
                   "|---|---|---|---|---|---|---|---|"]
         for layer in LAYERS:
             r, i, s = (cells["splits"].get(f"{a}@{layer}") for a in ("rmle", "inverse", "shadow"))
-            lines.append(f"| {layer} | {fmt(r, 'psnr', '.2f')} | {fmt(r, 'ssim', '.3f')} | {fmt(i, 'psnr', '.2f')} | "
-                         f"{fmt(i, 'ssim', '.3f')} | {fmt(s, 'psnr', '.2f')} | {fmt(s, 'ssim', '.3f')} | "
+            lines.append(f"| {layer} | {fmt(r, 'psnr', '.2f')} | {fmt_ssim(r)} | {fmt(i, 'psnr', '.2f')} | "
+                         f"{fmt_ssim(i)} | {fmt(s, 'psnr', '.2f')} | {fmt_ssim(s)} | "
                          f"{fmt(s, 'shadow_test_accuracy', '.3f')} |")
         lines.append("")
     if cells["defenses"]:
@@ -174,14 +183,14 @@ def main(runs: str) -> None:
             if r0 or i0:
                 c = r0 or i0
                 lines.append(f"| {split} | 0 ({c['feature_rms']:.2f}) | {c['defended_accuracy']:.4f} | "
-                             f"{fmt(r0, 'psnr', '.2f')} | {fmt(r0, 'ssim', '.3f')} | {fmt(i0, 'psnr', '.2f')} | {fmt(i0, 'ssim', '.3f')} |")
+                             f"{fmt(r0, 'psnr', '.2f')} | {fmt_ssim(r0)} | {fmt(i0, 'psnr', '.2f')} | {fmt_ssim(i0)} |")
             for sigma in SIGMAS:
                 r, i = (cells["defenses"].get(f"{a}@{split}@{sigma}") for a in ("rmle", "inverse"))
                 c = r or i
                 if not c:
                     continue
                 lines.append(f"| {split} | {sigma} ({c['feature_rms']:.2f}) | {c['defended_accuracy']:.4f} | "
-                             f"{fmt(r, 'psnr', '.2f')} | {fmt(r, 'ssim', '.3f')} | {fmt(i, 'psnr', '.2f')} | {fmt(i, 'ssim', '.3f')} |")
+                             f"{fmt(r, 'psnr', '.2f')} | {fmt_ssim(r)} | {fmt(i, 'psnr', '.2f')} | {fmt_ssim(i)} |")
         lines.append("")
     atomic_write_text(HERE / "TABLE.md", "\n".join(lines))
     figures(runs, cells)
@@ -218,7 +227,7 @@ def figures(runs: Path, cells) -> None:
                 ax.plot(xs, [cells["splits"][f"{attack}@{LAYERS[i]}"][metric] for i in xs], marker="o", label=label)
             ax.set_xticks(range(len(LAYERS)), LAYERS, rotation=45, ha="right")
             ax.set_xlabel("split layer (deeper to the right)")
-            ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM (data_range 1.0)")
+            ax.set_ylabel("PSNR (dB)" if metric == "psnr" else "SSIM, interior (data_range 1.0)")
             ax.grid(alpha=0.3)
             if k == 0:
                 ax.legend(fontsize=8)
@@ -244,7 +253,7 @@ def figures(runs: Path, cells) -> None:
                 if c:
                     ax.plot(c[metric], 100 * c["defended_accuracy"], marker=marker, color="C2", linestyle="none",
                             label=f"rMLE, split deeper at {layer}")
-            ax.set_xlabel("attack PSNR (dB)" if metric == "psnr" else "attack SSIM (data_range 1.0)")
+            ax.set_xlabel("attack PSNR (dB)" if metric == "psnr" else "attack SSIM, interior (data_range 1.0)")
             ax.set_ylabel("test accuracy with the defense (%)")
             ax.grid(alpha=0.3)
             if k == 1:
