@@ -626,3 +626,16 @@ def test_the_readme_quotes_the_split_study_and_the_noise_defense():
     i1 = de["inverse@ReLU2@1"]
     _one(rf"σ 1 costs {100 * (sp['rmle@conv1']['defended_accuracy'] - i1['defended_accuracy']):.1f} points of accuracy "
          rf"\({100 * i1['defended_accuracy']:.2f} %\) while it keeps {i1['ssim']:.3f}\s+\({i1['ssim_full_map']:.3f}\)")
+
+
+def test_the_readme_quotes_the_direction_study_in_both_conventions():
+    cells = json.loads((ROOT / "results" / "directions_study" / "cells.json").read_text())
+    answer = json.loads((ROOT / "results" / "directions_study" / "answer.json").read_text())
+    paper = [c for c in cells if (c["coarse_points"], c["rtol"]) == (8, 0.01) and c["count"] == 100]
+    assert len(paper) == 28 and all(c["ssim_full_map"] is not None for c in cells)
+    for c in paper:
+        assert re.search(rf"{c['ssim']:.3f}(\*\*)? \({c['ssim_full_map']:.3f}\) / {c['queries_per_fingerprint']:.0f}", README), c["family"]
+    a = answer["answers_ssim"]["mnist/hecnn"]
+    cheapest = a["cheapest_within_one_standard_error"]
+    _one(rf"{cheapest['ssim']:.3f} for \*\*{cheapest['queries_per_fingerprint']:.0f} queries\*\*")
+    assert "is the **full-map** value" not in README  # the section's old convention note is gone
