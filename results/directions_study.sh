@@ -5,8 +5,8 @@
 #           (8 coarse points, rtol 1e-2); 3,000 training images fingerprinted for the decoder,
 #           500 test victims scored.
 #   budget: hecnn on MNIST, families random and pca, four search precisions x five counts.
-# Each study folder in runs/study/ resumes where it stopped. About 2.5 h of CPU core time
-# (run two of the study commands at once, one per core, to halve the wall time).
+# Each study folder in runs/study/ resumes where it stopped. About 3 h of CPU core time (run the
+# study commands in parallel lanes, one per core: on 2 cores, 2026-11-28, 1 h 37 min of wall time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}
