@@ -483,7 +483,7 @@ def test_the_readme_quotes_the_learned_query_points():
     assert (longer["n_train"], longer["n_test"], longer["balance"]) == (balanced["n_train"], balanced["n_test"], 0.1)
     history = [h["train_mse"] for h in longer["history"][1:]]
     assert len(history) == 8 and history == sorted(history, reverse=True)
-    _one(rf"{longer['learn_seconds']} s of learning beside 13 other processes")
+    _one(rf"{longer['learn_seconds']} s of learning beside up to 13 other processes")
     _one(rf"give \*\*{longer['ssim']:.3f} interior SSIM \({longer['ssim_full_map']:.3f} full map\), {longer['psnr']:.2f} dB, "
          rf"{100 * longer['class_recovery']:.1f} % class recovery\*\*, flip rate\s+{longer['flip_rate_victims']:.3f}")
     _one(rf"\({history[0]:.4f} after epoch 1, {history[-1]:.4f} after epoch\s+8\)")

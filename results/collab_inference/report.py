@@ -128,7 +128,7 @@ def main(runs: str) -> None:
     lines = ["# He et al. (ACSAC 2019) on MNIST LeNet-5: paper against hesig", "",
              "Made by `bash results/collab_inference.sh` then `python results/collab_inference/report.py "
              f"{runs}` (numbers: `cells.json`). Target: LeNet-5 trained on half a",
-             f"of the MNIST training split (seed 0; hash {', '.join(sorted({m for c in cells['table'].values() for m in [c['model_hash']]}))});",
+             f"of the MNIST training split (seed 0; hash {', '.join(sorted({c['model_hash'] for c in cells['table'].values()}))});",
              "the 'same distribution' adversary holds half b. PSNR in dB. SSIM: the papers' convention (the interior",
              "of the map, where the Gaussian 11 x 11, σ 1.5 window lies inside the image; data range 1.0), the",
              "full reflect-padded map in brackets. **n**: mean over the attacked test images (rMLE and query-free:",

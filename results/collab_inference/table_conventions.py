@@ -40,6 +40,15 @@ def cell(m: dict, key: str, split: str) -> dict:
     return out
 
 
+def where(c: dict) -> str:
+    """Where a cell ran. Metrics name the GPU and torch version since they carry ``ran_on``; older
+    runs name only the device."""
+    r = c["ran_on"]
+    if r and r.get("gpu"):
+        return f"{r['device']} ({r['gpu']}, torch {r['torch']})"
+    return c["device"] if c["device"] == "cpu" or r else f"{c['device']} (GPU not recorded in these runs' metrics)"
+
+
 def main(runs: str, out_name: str = "") -> None:
     """Score ``runs``/table; write ``<out_name>.json`` and ``<OUT_NAME>.md`` (default table_conventions)."""
     runs = Path(runs)
@@ -58,10 +67,7 @@ def main(runs: str, out_name: str = "") -> None:
     table = (f"DATASET=cifar10 ARCH=cifar_cnn TABLE_SPLITS=\"conv11 ReLU22 ReLU32\" RUNS={runs} DEVICE=cuda "
              "bash results/collab_inference.sh table" if "cifar10" in nets else "bash results/collab_inference.sh table")
     met = sum(c["meets_target"] for c in cells.values())
-    # metrics name the GPU and torch version since they carry ran_on; older runs name only the device
-    devices = ", ".join(sorted({f"{r['device']} ({r['gpu']}, torch {r['torch']})" if (r := c["ran_on"]) and r.get("gpu")
-                                else c["device"] + ("" if c["device"] == "cpu" or r else " (GPU not recorded in these runs' metrics)")
-                                for c in cells.values()}))
+    devices = ", ".join(sorted({where(c) for c in cells.values()}))
     lines = [f"# He et al. on {nets}, the main cells in every SSIM convention", "",
              f"Made by `{table}` then `python results/collab_inference/table_conventions.py "
              f"{runs}{' ' + out_name if out_name else ''}` (numbers: {stem}.json). Target model {', '.join(f'`{t}`' for t in targets)}"
