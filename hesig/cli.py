@@ -105,30 +105,59 @@ def train_model_cmd(dataset, arch, out, epochs, batch_size, lr, train_half, seed
                                    data_root=data_root, download=download, device=device, progress=not quiet))
 
 
+def learn_options(with_defaults: bool | None):
+    """The learned family's options (hesig.signature.directions.learned); defaults shown where the
+    command always passes them (a study), None where they apply to one family only."""
+    def default(value):
+        return value if with_defaults else None
+
+    def wrap(fn):
+        for option in reversed((
+                click.option("--learn-epochs", type=click.IntRange(min=1), default=default(D.LEARN_EPOCHS),
+                             show_default=bool(with_defaults), help="Learned family: epochs over the owner's images"
+                                                                    + ("." if with_defaults else f" [default: {D.LEARN_EPOCHS}].")),
+                click.option("--learn-balance", type=click.FloatRange(min=0, max=1e6), default=default(D.LEARN_BALANCE),
+                             show_default=bool(with_defaults), help="Learned family: weight of the term that keeps "
+                                                                    "each bit a fair coin" + ("." if with_defaults else
+                                                                    f" [default: {D.LEARN_BALANCE}].")),
+                click.option("--learn-images", type=click.IntRange(min=2), default=None,
+                             help="Learned family: the owner's first N training images [default: all]."))):
+            fn = option(fn)
+        return fn
+    return wrap
+
+
 @cli.command("directions")
 @click.option("--family", type=click.Choice(D.FAMILIES), default="random", show_default=True,
               help="random, rademacher: data-free; centroid, pca: from the training set; fgsm, pgd, uap: "
-                   "adversarial, from --model; mix: see --mix.")
+                   "adversarial, from --model; mix: see --mix; learned: query points (direction and ε) trained "
+                   "on the training set with --model, each asked once by hesig fingerprint.")
 @click.option("--count", type=click.IntRange(min=1), default=D.DIRECTION_COUNT, show_default=True)
 @click.option("--dataset", type=click.Choice(D.DATASETS), default="mnist", show_default=True,
               help="Input shape, and the training split for data-driven families.")
 @click.option("--model", "model_dir", type=click.Path(), default=None,
-              help="Model checkpoint directory (needed by fgsm, pgd, uap).")
+              help="Model checkpoint directory (needed by fgsm, pgd, uap, learned).")
 @click.option("--mix", default=None, help="For --family mix: weighted families, e.g. 'random:1,centroid:1'.")
+@learn_options(None)
 @click.option("--out", type=click.Path(dir_okay=False), required=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @force_option
 @data_options
 @device_option
 @quiet_option
-def directions_cmd(family, count, dataset, model_dir, mix, out, seed, force, data_root, download, device, quiet):
+def directions_cmd(family, count, dataset, model_dir, mix, learn_epochs, learn_balance, learn_images, out, seed, force,
+                   data_root, download, device, quiet):
     """Make a seeded, hashed direction set (unit L2 norm).
 
-    Every family is prefix-consistent: the first k of a larger set equal the set of k.
+    Every family but 'learned' is prefix-consistent: the first k of a larger set equal the set of k.
     """
     from .jobs.models import directions_job
+    learn = {k: v for k, v in (("learn_epochs", learn_epochs), ("learn_balance", learn_balance),
+                               ("learn_images", learn_images)) if v is not None}
+    if learn and family != "learned":
+        raise click.UsageError(f"--{next(iter(learn)).replace('_', '-')} only applies to --family learned")
     _print_summary(directions_job(family, count, out, dataset=dataset, seed=seed, model_dir=model_dir, mix=mix,
-                                  device=device, force=force, data_root=data_root, download=download))
+                                  device=device, force=force, data_root=data_root, download=download, **learn))
 
 
 @cli.command("fingerprint")
@@ -408,15 +437,19 @@ def study_options(fn):
               show_default=True, help="The decoders' encoding of ε (see hesig train-decoder --features).")
 @click.option("--decoder-mlp", type=click.IntRange(0, D.MAX_DECODER_MLP), default=0, show_default=True,
               help="The decoders' fully connected hidden layers (see hesig train-decoder --mlp).")
+@learn_options(True)
 @study_options
 def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, n_train, n_test, decoder_ngf,
-                         decoder_epochs, decoder_loss, decoder_features, decoder_mlp, model_from, evaluator_from, seed, data_root,
-                         download, device, quiet, executor):
-    """Leakage study: decoder quality against direction family, count and search precision."""
+                         decoder_epochs, decoder_loss, decoder_features, decoder_mlp, learn_epochs, learn_balance,
+                         learn_images, model_from, evaluator_from, seed, data_root, download, device, quiet, executor):
+    """Leakage study: decoder quality against direction family, count and search precision.
+
+    The 'learned' family builds one set per count, searched at its own points (one query each)."""
     from .jobs.study import StudySettings, run_study
     settings = StudySettings(n_train=n_train, n_test=n_test, counts=_int_list(counts, "--counts"), seed=seed,
                              decoder_ngf=decoder_ngf, decoder_epochs=decoder_epochs, mix=mix, decoder_loss=decoder_loss,
-                             decoder_features=decoder_features, decoder_mlp=decoder_mlp)
+                             decoder_features=decoder_features, decoder_mlp=decoder_mlp, learn_epochs=learn_epochs,
+                             learn_balance=learn_balance, learn_images=learn_images)
     cells = run_study(out, dataset, arch, settings, families=tuple(f.strip() for f in families.split(",")),
                       precisions=_precision_list(precisions), model_from=model_from, evaluator_from=evaluator_from,
                       device=device, data_root=data_root, download=download, progress=not quiet,

@@ -26,7 +26,13 @@ CLASSIFIER_TRAINING = {"batch_size": 128, "lr": 2e-3}
 DEVICES = ("auto", "cpu", "cuda")
 
 # -- the perturbation-signature attack -----------------------------------------------------------
-FAMILIES = ("random", "rademacher", "centroid", "pca", "fgsm", "pgd", "uap", "mix")
+FAMILIES = ("random", "rademacher", "centroid", "pca", "fgsm", "pgd", "uap", "mix", "learned")
+#: The learned query points (hesig.signature.directions.learned): epochs over the owner's images,
+#: the weight of the fair-coin term (0 lets 87 % of the bits become flips: results/frontier/learned.json),
+#: and the owner images whose median ε starts each point.
+LEARN_EPOCHS = 2
+LEARN_BALANCE = 0.1
+LEARN_INIT_ROWS = 500
 DIRECTION_COUNT = 100
 #: Search range (0, ε_max] in L2 units of unit-norm directions. With 30, a third of the
 #: MNIST/lenet5 pairs were censored and the flipping ε piled up just below 30 (99th percentile

@@ -89,6 +89,9 @@ class DefenseStudySettings:
                                     f"{self.n_train}, {self.n_test} and {self.n_honest}")
         if self.family not in FAMILIES:
             raise InvalidValueError(f"unknown direction family '{self.family}' (choose from {', '.join(FAMILIES)})")
+        if self.family == "learned":  # its attackers vary the plain search; learned points have one query each
+            raise InvalidValueError("the defense study's attackers search with bisection; the 'learned' family's "
+                                    "query points are not supported there (choose another family)")
         if self.count < 1:
             raise InvalidValueError(f"the direction count must be >= 1, got {self.count}")
         SearchDetector(self.detector_fpr)

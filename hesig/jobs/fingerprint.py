@@ -229,6 +229,20 @@ def prior_search(prior: str | Path, steps: int, model_hash: str, directions_hash
     return PriorGuidedSearch.from_prior(fp, steps)
 
 
+def choose_search(plain: BoundarySearch, dirs: Directions, directions_file: str | Path, prior: str | Path | None,
+                  prior_steps: int | None, model_hash: str):
+    """The search a job runs: a set with its own query points (``learned``) at its knots; else the
+    prior-guided search when a prior is given; else ``plain``."""
+    if dirs.knots is not None:
+        if prior is not None:
+            raise InvalidValueError(f"{directions_file} carries its own query points (family '{dirs.family}'); "
+                                    "it takes no --prior")
+        return dirs.point_search()
+    if prior is not None:
+        return prior_search(prior, int(prior_steps), model_hash, dirs.hash)
+    return plain
+
+
 def job_config(dataset: str, split: str, split_hash: str, target: Any, dirs: Directions, oracle: str,
                description: dict[str, Any]) -> dict[str, Any]:
     """The identity a fingerprint file records (and its run store pins): the data, the model, the
@@ -258,7 +272,8 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     pinned config, since the results do not depend on it). prior / prior_steps: the prior-guided
     search instead of the grid and bisection (:mod:`hesig.signature.prior_search`): ``prior_steps``
     queries per pair at the quantiles of the owner's fingerprint file ``prior`` (same model and
-    directions; never the test split, which holds the victims). client_policy:
+    directions; never the test split, which holds the victims). Directions that carry their own
+    query points (``learned``) are always searched at those knots, and take no prior. client_policy:
     the victim client's policy (:mod:`hesig.oracles.policies`); CKKS default: the most secure,
     ``strict+budget:1+fresh-keys``, which answers one result per key and so stops a search that
     needs more; plaintext default: the plain bit. chunk_size: rows per atomically saved chunk (default: the oracle kind's).
@@ -273,8 +288,7 @@ def fingerprint_job(model_dir: str | Path, directions_file: str | Path, dataset:
     target = load_model(model_dir)
     dirs = Directions.load(directions_file)
     dirs.check_input_shape(target.in_shape, what=f"model {target.arch}'s input")
-    if prior is not None:
-        search = prior_search(prior, int(prior_steps), target.hash, dirs.hash)
+    search = choose_search(search, dirs, directions_file, prior, prior_steps, target.hash)
     data = load_dataset(dataset, split, data_root, download)
     if data.shape != target.in_shape:
         raise ShapeError(f"{data.name} images are {list(data.shape)} but model {target.arch} takes {list(target.in_shape)}")

@@ -3,8 +3,10 @@
 For one (dataset, target architecture) the study
 
 1. trains (or reuses) the target M and an independent evaluator for class recovery;
-2. for each family builds ``max(counts)`` directions once (every family is prefix-consistent,
-   so the first k are exactly the set of k), and fingerprints ``n_train`` training and
+2. for each family builds ``max(counts)`` directions once (every family but ``learned`` is
+   prefix-consistent, so the first k are exactly the set of k; ``learned`` builds one set of
+   query points per count, in ``learned-k<count>/``, each searched at its own knots: M = 1
+   query per pair, whatever the precisions), and fingerprints ``n_train`` training and
    ``n_test`` test images through the plaintext oracle at each search precision
    (coarse points G, relative tolerance rtol; or ``("prior", M)``: the prior-guided search,
    M queries per pair at the quantiles of the owner's ``PRIOR_ROWS`` training fingerprints at
@@ -31,7 +33,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import __version__
-from ..core.defaults import COARSE_POINTS, DECODER_FEATURES, DECODER_LOSSES, EPS_MAX, FAMILIES, PRIOR, PRIOR_ROWS, RTOL, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX, STUDY_PRECISIONS, STUDY_SCALE
+from ..core.defaults import (COARSE_POINTS, DECODER_FEATURES, DECODER_LOSSES, EPS_MAX, FAMILIES, LEARN_BALANCE,
+                             LEARN_EPOCHS, PRIOR, PRIOR_ROWS, RTOL, STUDY_COUNTS, STUDY_FAMILIES, STUDY_MIX,
+                             STUDY_PRECISIONS, STUDY_SCALE)
 from ..core.errors import InvalidValueError, MismatchError
 from ..core.io import ensure_writable_dir, load_tensors
 from ..core.runtime import describe_device, resolve_device
@@ -41,7 +45,8 @@ from ..evaluation.metrics import reconstruction_report
 from ..models import load_model
 from ..models.dcgan import check_mlp
 from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
-from ..signature.directions import Directions
+from ..signature.directions import FAMILIES as FAMILY_REGISTRY, Directions
+from ..signature.directions.learned import check_learn_options
 from ..signature.fingerprints import Fingerprints
 from ..signature.prior_search import MAX_PRIOR_STEPS
 from .demo import DEMO_SETTINGS
@@ -66,7 +71,8 @@ class StudySettings:
     training set, and the victims scored). counts: direction counts, read off as prefixes.
     decoder_ngf / decoder_epochs / decoder_patience / decoder_loss / decoder_features / decoder_mlp:
     the DCGAN decoder (see hesig.signature.decoders; loss "mse" or "ssim-l1", features "log" or
-    "rank", mlp the fully connected hidden layers before its projection).
+    "rank", mlp the fully connected hidden layers before its projection). learn_epochs /
+    learn_balance / learn_images: the ``learned`` family's training (hesig.signature.directions.learned).
     """
 
     n_train: int = STUDY_SCALE["n_train"]
@@ -81,6 +87,9 @@ class StudySettings:
     decoder_loss: str = DECODER_LOSSES[0]
     decoder_features: str = DECODER_FEATURES[0]
     decoder_mlp: int = 0
+    learn_epochs: int = LEARN_EPOCHS
+    learn_balance: float = LEARN_BALANCE
+    learn_images: int | None = None
 
     def __post_init__(self):
         if self.n_train < 20 or self.n_test < 1:
@@ -95,13 +104,15 @@ class StudySettings:
             raise InvalidValueError(f"decoder features must be one of {', '.join(DECODER_FEATURES)}, "
                                     f"got {self.decoder_features!r}")
         self.decoder_mlp = check_mlp(self.decoder_mlp)
+        check_learn_options(self.learn_epochs, self.learn_balance, self.learn_images)
 
     def key(self) -> dict[str, Any]:
         """What must match for a resumed study to reuse artifacts (the default loss and features
         left out, so studies pinned before the options resume)."""
         key = asdict(self)
         for name, default in (("decoder_loss", DECODER_LOSSES[0]), ("decoder_features", DECODER_FEATURES[0]),
-                              ("decoder_mlp", 0)):
+                              ("decoder_mlp", 0), ("learn_epochs", LEARN_EPOCHS), ("learn_balance", LEARN_BALANCE),
+                              ("learn_images", None)):
             if key[name] == default:
                 del key[name]
         return key
@@ -150,21 +161,25 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
     test = load_dataset(dataset, "test", data_root, download)
     train_x = train.images[:settings.n_train]
     test_x, test_y = test.images[:settings.n_test], test.labels[:settings.n_test]
-    max_count = settings.counts[-1]
-    plans = []  # (family, directions, fingerprints by split, coarse points, rtol, count), cell by cell
-    for family in families:
-        fam_dir = ensure_writable_dir(out / family)
+    plans = []  # (family, folder, directions, fingerprints by split, coarse points, rtol, count), cell by cell
+    for family, name, build_count, cell_counts in _direction_sets(families, settings.counts):
+        fam_dir = ensure_writable_dir(out / name)
         dir_file = fam_dir / "directions.safetensors"
-        once(f"{family}-directions", lambda: directions_job(
-            family, max_count, dir_file, dataset=dataset, seed=settings.seed, model_dir=model_dir,
-            mix=settings.mix if family == "mix" else None, device=device, **common))
+        learn = {"learn_epochs": settings.learn_epochs, "learn_balance": settings.learn_balance,
+                 "learn_images": settings.learn_images, "eps_max": settings.eps_max} if family == "learned" else {}
+        once(f"{name}-directions", lambda: directions_job(
+            family, build_count, dir_file, dataset=dataset, seed=settings.seed, model_dir=model_dir,
+            mix=settings.mix if family == "mix" else None, device=device, **learn, **common))
         directions = Directions.load(dir_file)
-        for g, rtol in precisions:
+        own = directions.point_search()  # query points are asked at their own knots, at no other precision
+        for g, rtol in precisions if own is None else ((PRIOR, own.steps),):
             tag = _tag(g, rtol)
             search: dict[str, Any] = {"rtol": rtol, "coarse_points": g}
-            if g == PRIOR:  # the owner's own prior: its first PRIOR_ROWS training images, the paper's precision
+            if own is not None:
+                search = {}
+            elif g == PRIOR:  # the owner's own prior: its first PRIOR_ROWS training images, the paper's precision
                 prior_file = fam_dir / "fp_prior.safetensors"
-                once(f"{family}-prior-fingerprints", lambda: fingerprint_job(
+                once(f"{name}-prior-fingerprints", lambda: fingerprint_job(
                     model_dir, dir_file, dataset, "train", prior_file, indices=f"0:{min(PRIOR_ROWS, len(train))}",
                     eps_max=settings.eps_max, rtol=RTOL, coarse_points=COARSE_POINTS, device=device,
                     executor=executor, progress=progress, **common))
@@ -172,16 +187,16 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
             fps = {}
             for split, n in (("train", settings.n_train), ("test", settings.n_test)):
                 fp_file = fam_dir / f"fp_{split}_{tag}.safetensors"
-                once(f"{family}-{tag}-fingerprints-{split}", lambda: fingerprint_job(
+                once(f"{name}-{tag}-fingerprints-{split}", lambda: fingerprint_job(
                     model_dir, dir_file, dataset, split, fp_file, indices=f"0:{n}", eps_max=settings.eps_max,
                     device=device, executor=executor, progress=progress, **search, **common))
                 fps[split] = Fingerprints.load(fp_file)
-            plans += [(family, directions, fps, g, rtol, count) for count in settings.counts]
+            plans += [(family, name, directions, fps, g, rtol, count) for count in cell_counts]
 
     def cell(i: int) -> StepResult:
         """Cell ``i``: a decoder on the first ``count`` directions, scored on the victims; its record
         and sample reconstructions (written by the caller, so the cell can run on a worker)."""
-        family, directions, fps, g, rtol, count = plans[i]
+        family, folder, directions, fps, g, rtol, count = plans[i]
         t0 = time.perf_counter()
         prefix = directions.first(count)
         fp_train, fp_test = (fps[s].first_directions(prefix) for s in ("train", "test"))
@@ -220,15 +235,28 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
         # A few reconstructions for figures (the decoder itself is not kept).
         sample = ({"reconstructions": recon[:SAMPLE_FIGURE], "indices": fp_test.indices[:SAMPLE_FIGURE]},
                   {"family": family, "count": count, "directions_hash": prefix.hash})
-        return record, {f"{family}/recon_{_tag(g, rtol)}_k{count}.safetensors": sample}
+        return record, {f"{folder}/recon_{_tag(g, rtol)}_k{count}.safetensors": sample}
 
     def saved(i: int, record: dict[str, Any]) -> None:
         log(f"[cell] {dataset} {arch} {record['family']} {_tag(record['coarse_points'], record['rtol'])} "
             f"k={record['count']}: PSNR {record['psnr']:.2f} SSIM {record['ssim']:.3f} "
             f"class {record['class_recovery']:.3f} q/fp {record['queries_per_fingerprint']:.0f}")
 
-    names = [f"{CELL_PREFIX}{family}_{_tag(g, rtol)}_k{count}" for family, _, _, g, rtol, count in plans]
+    names = [f"{CELL_PREFIX}{family}_{_tag(g, rtol)}_k{count}" for family, _, _, _, g, rtol, count in plans]
     return store.compute_steps(names, cell, executor=executor, on_saved=saved)
+
+
+def _direction_sets(families: tuple[str, ...], counts: tuple[int, ...]) -> list[tuple[str, str, int, tuple[int, ...]]]:
+    """(family, folder, directions to build, counts read off them) for each set the study builds:
+    one of max(counts) per prefix-consistent family, one per count for a family without the
+    prefix property (``learned``, in ``<family>-k<count>``)."""
+    sets = []
+    for family in families:
+        if FAMILY_REGISTRY[family].nested:
+            sets.append((family, family, counts[-1], counts))
+        else:
+            sets += [(family, f"{family}-k{count}", count, (count,)) for count in counts]
+    return sets
 
 
 def timed_steps(store: RunStore, log: Callable[[str], None]) -> Callable[[str, Callable[[], dict[str, Any]]], dict[str, Any]]:

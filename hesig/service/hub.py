@@ -30,7 +30,7 @@ from .. import __version__
 from ..core.defaults import CKKS_PROCESSES
 from ..core.errors import HesigError, InvalidValueError
 from ..core.io import canonical_json, ensure_writable_dir
-from ..jobs.fingerprint import fingerprint_rows, job_config, prior_search, store_dir
+from ..jobs.fingerprint import choose_search, fingerprint_rows, job_config, store_dir
 from ..models import load_model
 from ..oracles.ckks.channel import check_memory
 from ..oracles.ckks.params import CKKSParameters
@@ -104,8 +104,8 @@ class Hub:
         self.params.check_depth(self.poly.depth, self.target.arch)
         self.dirs = Directions.load(settings.directions)
         self.dirs.check_input_shape(self.target.in_shape, what=f"model {self.target.arch}'s input")
-        self.search = settings.search if settings.prior is None else \
-            prior_search(settings.prior, int(settings.prior_steps), self.target.hash, self.dirs.hash)
+        self.search = choose_search(settings.search, self.dirs, settings.directions, settings.prior,
+                                    settings.prior_steps, self.target.hash)
         ensure_writable_dir(settings.runs)
         self.spool = spool_dir(settings.runs)
         for stale in self.spool.iterdir():  # uploads cut off by a previous server's end

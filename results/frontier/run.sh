@@ -20,6 +20,10 @@
 #           400 queries per fingerprint each); ARCHS the models (default hecnn lenet5)
 #   fashion-prior  the prior-guided search on Fashion-MNIST hecnn (the models of `fashion`), PRIOR_CELLS as above
 #           (default "2:200": 400 queries per fingerprint)
+#   learned the owner's learned query points (hesig directions --family learned): LEARNED_COUNTS points
+#           (default 400; one query each, so 400 queries per fingerprint), trained for LEARN_EPOCHS
+#           (default 2) epochs on all 60,000 training images; ARCHS the models (default hecnn).
+#           CPU: about 30 min of learning, 2 min of fingerprints, then the decoder
 # DECODER_LOSS=ssim-l1 trains every decoder of the chosen parts with the loss that fits the metric
 # (0.84·(1 - SSIM) + 0.16·L1; hesig train-decoder --loss) into folders suffixed -ssim-l1;
 # DECODER_FEATURES=rank feeds them each ε's mid-rank (train-decoder --features) into folders suffixed -rank;
@@ -37,12 +41,14 @@ N_TRAIN=${N_TRAIN:-60000}  # the issue's scale; smaller only to rehearse
 N_TEST=${N_TEST:-10000}
 PARTS=${PARTS:-mnist fashion wide}
 
-study() {  # dataset arch precision out model evaluator [extra options...]
+study() {  # dataset arch precision out model evaluator [extra options...]; precision "learned": that family
   local ds=$1 arch=$2 prec=$3 out=$4 model=$5 evaluator=$6; shift 6
+  local search=(--families random --precisions "$prec")
+  [ "$prec" = learned ] && search=(--families learned)  # searched at its own points, one query each
   if [ "${DECODER_LOSS:-mse}" != mse ]; then out="$out-$DECODER_LOSS"; set -- "$@" --decoder-loss "$DECODER_LOSS"; fi
   if [ "${DECODER_FEATURES:-log}" != log ]; then out="$out-$DECODER_FEATURES"; set -- "$@" --decoder-features "$DECODER_FEATURES"; fi
   if [ "${DECODER_MLP:-0}" != 0 ]; then out="$out-mlp$DECODER_MLP"; set -- "$@" --decoder-mlp "$DECODER_MLP"; fi
-  hesig study-directions --dataset "$ds" --arch "$arch" --out "$out" --families random --precisions "$prec" \
+  hesig study-directions --dataset "$ds" --arch "$arch" --out "$out" "${search[@]}" \
     --n-train "$N_TRAIN" --n-test "$N_TEST" --model-from "$model" --evaluator-from "$evaluator" --device "$DEVICE" \
     --seed 0 --quiet "$@" 2>> "$out.log" || { echo "FAILED $out" >&2; return 1; }
   echo "done $out"
@@ -71,7 +77,10 @@ studies() {
              m=${item%%:*} counts=${item#*:}
              echo "fashion-mnist hecnn prior:$m $RUNS/prior-fashion-mnist-hecnn-m$m-k${counts//,/-} runs/fashion-mnist-hecnn/model runs/fashion-mnist-evaluator --counts $counts --decoder-ngf 32 --decoder-epochs 20"
            done;;
-    *) echo "unknown part '$part' (mnist, fashion, wide, coarse, prior, fashion-prior)" >&2; exit 2;;
+    learned) for arch in ${ARCHS:-hecnn}; do for count in ${LEARNED_COUNTS:-400}; do
+             echo "mnist $arch learned $RUNS/learned-mnist-$arch-k$count-e${LEARN_EPOCHS:-2} runs/mnist-$arch/model runs/mnist-$arch/evaluator --counts $count --learn-epochs ${LEARN_EPOCHS:-2} --decoder-ngf 32 --decoder-epochs 20"
+           done; done;;
+    *) echo "unknown part '$part' (mnist, fashion, wide, coarse, prior, fashion-prior, learned)" >&2; exit 2;;
   esac; done
 }
 

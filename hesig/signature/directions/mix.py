@@ -19,9 +19,9 @@ def parse_mix(spec: str) -> list[tuple[str, float]]:
             w = float(weight) if weight else 1.0
         except ValueError:
             raise InvalidValueError(f"mix weight for '{name}' must be a number, got '{weight}'") from None
-        if name not in FAMILIES or name == "mix":
-            raise InvalidValueError(f"unknown family '{name}' in mix '{spec}' (choose from "
-                                    f"{', '.join(f for f in FAMILIES if f != 'mix')})")
+        mixable = [f for f, fam in FAMILIES.items() if f != "mix" and fam.nested]
+        if name not in mixable:  # a mix interleaves prefixes, so its parts need the prefix property
+            raise InvalidValueError(f"unknown family '{name}' in mix '{spec}' (choose from {', '.join(mixable)})")
         if not w > 0:
             raise InvalidValueError(f"mix weight for '{name}' must be > 0, got {weight}")
         if any(name == p[0] for p in parts):
