@@ -16,7 +16,10 @@ configurations at this one scale are read off. A CONFIG is SEARCH/FEATURES/LOSS:
   prior-guided search is the quantile level the search ended in); the censored mask beside it;
 * LOSS: ``mse`` or ``ssim-l1`` (hesig train-decoder --loss);
 * optionally ``/mlp<N>``: N fully connected hidden layers before the decoder's projection
-  (hesig train-decoder --mlp; without it, the paper's generator).
+  (hesig train-decoder --mlp; without it, the paper's generator);
+* optionally ``/ens<N>``: an ensemble, N decoders of seeds 0 .. N-1 on the same fingerprints, their
+  reconstructions averaged pixel by pixel; each member's scores are recorded beside the
+  ensemble's (so the seed-to-seed spread of one decoder is read off too).
 
 Writes results/frontier/screen.json (one entry per CONFIG, merged with the entries already there):
 queries per fingerprint (counted from the search), interior SSIM, full-map SSIM, PSNR, class
@@ -74,7 +77,8 @@ def main(configs: list[str]) -> None:
     fingerprints = {}
     for config in configs:
         search_spec, kind, loss, *rest = config.split("/")
-        mlp = int(rest[0][len("mlp"):]) if rest else 0
+        mlp = next((int(r[len("mlp"):]) for r in rest if r.startswith("mlp")), 0)
+        members = next((int(r[len("ens"):]) for r in rest if r.startswith("ens")), 1)
         spec, k = search_spec.rsplit("-k", 1)
         directions = make_directions("random", int(k), (1, 28, 28), seed=0)
         if search_spec not in fingerprints:
@@ -83,10 +87,19 @@ def main(configs: list[str]) -> None:
         res = fingerprints[search_spec]
         x = features(kind, res.eps, res.censored)
         t0 = time.time()
-        net, rep = train_decoder(x[:N_TRAIN], victims[:N_TRAIN], ngf=32, epochs=EPOCHS, patience=4, seed=0,
-                                 progress=False, loss=loss, mlp=mlp)
-        with torch.no_grad():
-            recon = torch.cat([net(x[N_TRAIN + s:N_TRAIN + s + 1000]) for s in range(0, N_TEST, 1000)])
+        recons, scores = [], []
+        for seed in range(members):
+            net, rep = train_decoder(x[:N_TRAIN], victims[:N_TRAIN], ngf=32, epochs=EPOCHS, patience=4, seed=seed,
+                                     progress=False, loss=loss, mlp=mlp)
+            with torch.no_grad():
+                recons.append(torch.cat([net(x[N_TRAIN + s:N_TRAIN + s + 1000]) for s in range(0, N_TEST, 1000)]))
+            if members > 1:
+                one = reconstruction_report(recons[-1], victims[N_TRAIN:], test.labels[:N_TEST], train.images[:N_TRAIN],
+                                            train.labels[:N_TRAIN], evaluator.model)["attack"]
+                scores.append({"seed": seed, "ssim": one["ssim_mean"], "ssim_full_map": one["ssim_full_map_mean"],
+                               "psnr": one["psnr_mean"], "class_recovery": one["class_recovery"],
+                               "best_epoch": rep.best_epoch})
+        recon = torch.stack(recons).mean(0)
         report = reconstruction_report(recon, victims[N_TRAIN:], test.labels[:N_TEST], train.images[:N_TRAIN],
                                        train.labels[:N_TRAIN], evaluator.model)
         a = report["attack"]
@@ -95,6 +108,7 @@ def main(configs: list[str]) -> None:
             "ssim": a["ssim_mean"], "ssim_full_map": a["ssim_full_map_mean"], "psnr": a["psnr_mean"],
             "class_recovery": a["class_recovery"], "best_epoch": rep.best_epoch, "decoder_seconds": round(time.time() - t0),
             "n_train": N_TRAIN, "n_test": N_TEST, "epochs": EPOCHS, "mlp": mlp,
+            **({"ensemble": members, "members": scores} if members > 1 else {}),
             "baseline_class_mean_ssim": report["baseline_class_mean"]["ssim_mean"],
             "hashes": {"model": model.hash, "evaluator": evaluator.hash, "directions": directions.hash},
             "ran_on": describe_device("cpu"), "torch_threads": torch.get_num_threads()}
