@@ -157,7 +157,8 @@ def directions_cmd(family, count, dataset, model_dir, mix, learn_epochs, learn_b
     if learn and family != "learned":
         raise click.UsageError(f"--{next(iter(learn)).replace('_', '-')} only applies to --family learned")
     _print_summary(directions_job(family, count, out, dataset=dataset, seed=seed, model_dir=model_dir, mix=mix,
-                                  device=device, force=force, data_root=data_root, download=download, **learn))
+                                  device=device, force=force, data_root=data_root, download=download,
+                                  progress=not quiet, **learn))
 
 
 @cli.command("fingerprint")

@@ -28,8 +28,9 @@ def build(family, count, context, seed=0, **extra):
     return make_directions(family, count, SHAPE, seed, **context, **extra)
 
 
-@pytest.mark.parametrize("family", [f for f in FAMILIES if f != "mix"] + ["mix"])
+@pytest.mark.parametrize("family", [f for f, fam in FAMILIES.items() if f != "mix" and fam.nested] + ["mix"])
 def test_every_family_is_prefix_consistent_seeded_and_unit_norm(family, context):
+    """Every family but those that declare otherwise (``learned``: tests/test_learned_points.py)."""
     extra = {"mix": "centroid:1,random:2"} if family == "mix" else {}
     big, small = build(family, 23, context, **extra), build(family, 7, context, **extra)
     assert torch.allclose(big.vectors[:7], small.vectors, atol=1e-5)
@@ -37,6 +38,10 @@ def test_every_family_is_prefix_consistent_seeded_and_unit_norm(family, context)
     assert build(family, 7, context, **extra).hash == small.hash  # same seed, same set
     if family != "pca":  # pca is deterministic by construction
         assert build(family, 7, context, seed=1, **extra).hash != small.hash
+
+
+def test_only_the_learned_family_declares_no_prefix_property():
+    assert [f for f, fam in FAMILIES.items() if not fam.nested] == ["learned"]
 
 
 def test_balanced_pairs_use_each_class_once_per_block():

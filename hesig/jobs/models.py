@@ -54,8 +54,9 @@ def train_model_job(dataset: str, arch: str, out: str | Path, *, epochs: int | N
 
 def directions_job(family: str, count: int, out: str | Path, *, dataset: str = "mnist", seed: int = 0,
                    model_dir: str | Path | None = None, mix: str | None = None, device: str | None = None,
-                   data_root=None, download: bool = False, force: bool = False, **family_options: Any) -> dict[str, Any]:
-    """Build and save a direction set. Families that use data read the *train* split (the model
+                   data_root=None, download: bool = False, force: bool = False, progress: bool = False,
+                   **family_options: Any) -> dict[str, Any]:
+    """Build and save a direction set (``progress``: a bar while a family trains). Families that use data read the *train* split (the model
     owner's own data); adversarial families also load the model from ``model_dir``. The data
     split hash and model hash are recorded in the file's params."""
     needs = required_context(family, mix)
@@ -84,7 +85,7 @@ def directions_job(family: str, count: int, out: str | Path, *, dataset: str = "
             raise ShapeError(f"model {target.arch} takes {list(target.in_shape)} but {dataset} images are {list(shape)}")
         context.update(model=target.model.to(resolve_device(device)), model_hash=target.hash, arch=target.arch)
     t0 = time.perf_counter()
-    dirs = make_directions(family, count, shape, seed, **context)
+    dirs = make_directions(family, count, shape, seed, progress=progress, **context)
     dirs.params["build_seconds"] = round(time.perf_counter() - t0, 2)
     dirs.save(out, extra=identity("directions", job))
     return {"out": str(out), **dirs.meta()}

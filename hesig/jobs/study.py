@@ -169,7 +169,7 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
                  "learn_images": settings.learn_images, "eps_max": settings.eps_max} if family == "learned" else {}
         once(f"{name}-directions", lambda: directions_job(
             family, build_count, dir_file, dataset=dataset, seed=settings.seed, model_dir=model_dir,
-            mix=settings.mix if family == "mix" else None, device=device, **learn, **common))
+            mix=settings.mix if family == "mix" else None, device=device, progress=progress, **learn, **common))
         directions = Directions.load(dir_file)
         own = directions.point_search()  # query points are asked at their own knots, at no other precision
         for g, rtol in precisions if own is None else ((PRIOR, own.steps),):

@@ -204,8 +204,10 @@ class Directions:
         return out
 
 
-def make_directions(family: str, count: int, shape: tuple[int, int, int], seed: int = 0, **context: Any) -> Directions:
-    """Build ``count`` directions of ``family`` for inputs of ``shape`` (C, H, W)."""
+def make_directions(family: str, count: int, shape: tuple[int, int, int], seed: int = 0, progress: bool = False,
+                    **context: Any) -> Directions:
+    """Build ``count`` directions of ``family`` for inputs of ``shape`` (C, H, W); ``progress``: a
+    progress bar where the family trains (not part of the set's params)."""
     if family not in FAMILIES:
         raise InvalidValueError(f"unknown direction family '{family}' (choose from {', '.join(FAMILIES)})")
     if count < 1:
@@ -215,7 +217,7 @@ def make_directions(family: str, count: int, shape: tuple[int, int, int], seed: 
     if missing:
         raise InvalidValueError(f"direction family '{family}' needs {', '.join(missing)}")
     gen = torch.Generator().manual_seed(int(seed))
-    built = fam.build(int(count), tuple(shape), gen, seed=int(seed), **context)
+    built = fam.build(int(count), tuple(shape), gen, seed=int(seed), progress=progress, **context)
     points = built if isinstance(built, QueryPoints) else None
     vectors = built.vectors if points else built
     if tuple(vectors.shape) != (count, *shape):

@@ -80,7 +80,7 @@ def _flip_rates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, po
 
 
 def learn_points(model: nn.Module, images: torch.Tensor, points: LearnablePoints, epochs: int, balance: float,
-                 seed: int) -> dict[str, Any]:
+                 seed: int, progress: bool = False) -> dict[str, Any]:
     """Train ``points`` and a decoder on the owner's images [N, C, H, W] (on the model's device).
     Returns {"tau", "history"}: the margin scale and each epoch's loss and flip rates."""
     from ...models.dcgan import DCGANDecoder  # models import the signature package, not the reverse
@@ -106,7 +106,7 @@ def learn_points(model: nn.Module, images: torch.Tensor, points: LearnablePoints
         return loss + balance * soft.mean(0).pow(2).mean() if balance else loss
 
     for epoch in train_epochs([opt], loss_of_batch, len(images), batch_size=LEARN_BATCH, epochs=epochs, generator=gen,
-                              modules=[decoder], min_batch=2):
+                              modules=[decoder], min_batch=2, desc="learn points", progress=progress):
         history.append({"epoch": epoch.number, "train_mse": epoch.mean_loss, **_flip_rates(model, images, labels, points)})
     return {"tau": tau, "history": history}
 
@@ -138,7 +138,7 @@ def check_learn_options(epochs: Any, balance: Any, images: Any) -> None:
 @register_family("learned", needs=("model", "train_images"), nested=False)
 def learned(count: int, shape: tuple[int, ...], gen: torch.Generator, *, model: nn.Module, train_images: torch.Tensor,
             learn_epochs: int = LEARN_EPOCHS, learn_balance: float = LEARN_BALANCE, learn_images: int | None = None,
-            eps_max: float = EPS_MAX, seed: int = 0, **_: Any) -> QueryPoints:
+            eps_max: float = EPS_MAX, seed: int = 0, progress: bool = False, **_: Any) -> QueryPoints:
     """Query points (direction and ε) trained by the model owner on its data; one query each."""
     check_learn_options(learn_epochs, learn_balance, learn_images)
     n = len(train_images) if learn_images is None else min(int(learn_images), len(train_images))
@@ -152,7 +152,7 @@ def learned(count: int, shape: tuple[int, ...], gen: torch.Generator, *, model: 
     points = LearnablePoints(start, init.float(), eps_max).to(device)
     torch.manual_seed(seed)  # the joint decoder's initial weights
     t0 = time.perf_counter()
-    summary = learn_points(model, train_images[:n].to(device), points, learn_epochs, float(learn_balance), seed)
+    summary = learn_points(model, train_images[:n].to(device), points, learn_epochs, float(learn_balance), seed, progress)
     with torch.no_grad():
         vectors, eps = points.directions().detach().cpu().contiguous(), points.eps().detach().cpu().double()
     return QueryPoints(vectors, eps[:, None], eps_max,
