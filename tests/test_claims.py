@@ -400,7 +400,8 @@ def test_the_readme_quotes_the_prior_guided_frontier_cells():
 
 def test_the_readme_quotes_the_rank_and_ssim_l1_prior_cell():
     cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
-    prior = [c for c in cells if c.get("search") == "prior" and c["arch"] == "hecnn" and c["dataset"] == "mnist"]
+    prior = [c for c in cells if c.get("search") == "prior" and c["arch"] == "hecnn" and c["dataset"] == "mnist"
+             and c["family"] == "random"]
     both = next(c for c in prior if c["decoder"].get("loss") == "ssim-l1" and c["decoder"].get("features") == "rank")
     base = next(c for c in prior if c["decoder"].get("loss", "mse") == "mse" and c["decoder"].get("features", "log") == "log")
     fine = next(c for c in cells if c["arch"] == "hecnn" and c["count"] == 100 and c.get("search", "bisection") == "bisection"
@@ -411,8 +412,33 @@ def test_the_readme_quotes_the_rank_and_ssim_l1_prior_cell():
          rf"\({both['ssim_full_map']:.3f}\)\*\* \| {both['psnr']:.2f} dB \| {100 * both['class_recovery']:.1f} % \|")
     _one(rf"DEVICE=cpu bash results/frontier/run.sh`, {both['cell_seconds'] / 60:.0f} min beside\s+other jobs\) add "
          rf"{both['ssim'] - base['ssim']:.3f} interior SSIM on the same fingerprints: \*\*{both['ssim']:.3f} at 400 queries\*\*, "
-         rf"the best\s+full-scale cell so far, {both['ssim'] - fine['ssim']:.3f} above the 1,283-query cell; class recovery "
+         rf"the best\s+full-scale cell of random directions, {both['ssim'] - fine['ssim']:.3f} above the 1,283-query cell; class recovery "
          rf"stays at {100 * both['class_recovery']:.1f} %")
+
+
+def test_the_readme_quotes_the_full_scale_learned_points():
+    cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
+    learned = next(c for c in cells if c["family"] == "learned" and c["arch"] == "hecnn" and c["dataset"] == "mnist")
+    random = [c for c in cells if c["family"] == "random" and c["arch"] == "hecnn" and c["dataset"] == "mnist"]
+    prior = next(c for c in random if c.get("search") == "prior" and c["count"] == 200
+                 and c["decoder"].get("loss", "mse") == "mse" and c["decoder"].get("features", "log") == "log")
+    best = next(c for c in random if c.get("search") == "prior" and c["decoder"].get("loss") == "ssim-l1")
+    fine = next(c for c in random if c.get("search", "bisection") == "bisection" and c["count"] == 100 and c["rtol"] == 0.01)
+    assert learned["queries_per_fingerprint"] == learned["count"] == 400 and learned["queries_per_direction"] == 1
+    assert (learned["n_train"], learned["n_test"]) == (60000, 10000) and learned["hashes"]["model"] == prior["hashes"]["model"]
+    assert learned["decoder"]["loss"] == "mse" and learned["decoder"]["features"] == "log" and learned["decoder"]["epochs"] == 20
+    _one(rf"\| 400 learned points, one query each \| \*\*{learned['ssim']:.3f} \({learned['ssim_full_map']:.3f}\)\*\* \| "
+         rf"{learned['psnr']:.2f} dB \| \*\*{100 * learned['class_recovery']:.1f} %\*\* \|")
+    _one(rf"add {learned['ssim'] - prior['ssim']:.3f} interior SSIM to the same decoder on 200 random directions at\s+"
+         rf"prior:2 \(the same 400 queries\) and to the 1,283-query cell, and {learned['ssim'] - best['ssim']:.3f} to the best")
+    assert f"{learned['ssim'] - fine['ssim']:.3f}" == f"{learned['ssim'] - prior['ssim']:.3f}"
+    _one(rf"class recovery hardly moves \({100 * learned['class_recovery']:.2f} %\s+against prior:2's "
+         rf"{100 * prior['class_recovery']:.2f} %\)")
+    _one(rf"best epoch was {learned['decoder']['best_epoch']} of the {learned['decoder']['epochs_run']} it ran")
+    _one(rf"{100 * (1 - learned['censored_fraction']):.1f} % of the\s+victims' pairs flip at their point \(the cell's "
+         rf"`censored_fraction` is {learned['censored_fraction']:.3f}\)")
+    _one(rf"the owner's learned query points below, {learned['ssim']:.3f}\s+and {100 * learned['class_recovery']:.1f} %")
+    _one(rf"{learned['cell_seconds']:.0f} s of decoder and scoring")
 
 
 def test_the_readme_quotes_the_lenet5_and_fashion_prior_cells():

@@ -86,7 +86,7 @@ def table(cells: list[dict]) -> str:
 
 
 def figure(cells: list[dict], path: Path) -> None:
-    fig = new_figure(6.5, 4.2)
+    fig = new_figure(6.5, 6.4)
     ax = fig.add_subplot(1, 1, 1)
     for i, key in enumerate(sorted({group(c) for c in cells})):
         mine = sorted((c for c in cells if group(c) == key), key=lambda c: c["queries_per_fingerprint"])
@@ -96,7 +96,7 @@ def figure(cells: list[dict], path: Path) -> None:
     log_query_axis(ax)
     ax.set_ylabel("SSIM (interior, data range 1)")
     ax.set_title("Reconstruction quality against queries per fingerprint (dotted: class-mean baseline)", fontsize=9)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12))  # below the axes: off the points
     save_figure(fig, path)
 
 
