@@ -350,7 +350,7 @@ def confidence_curve(eps_grid: torch.Tensor, probs: torch.Tensor, eps_star: floa
 
 
 #: One colour per direction family in every panel and figure.
-FAMILY_ORDER = ("random", "rademacher", "pca", "centroid", "pgd", "uap", "fgsm", "mix")
+FAMILY_ORDER = ("random", "rademacher", "pca", "centroid", "pgd", "uap", "fgsm", "mix", "learned")
 
 
 def family_colour(family: str) -> str:
