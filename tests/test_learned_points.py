@@ -125,3 +125,26 @@ def test_cli_learned_options_need_the_family_and_points_take_no_prior(cli, works
     fp = Fingerprints.load(tmp_path / "fp.safetensors")
     assert (fp.queries == 1).all() and fp.meta["search"]["kind"] == "prior"
     assert fp.meta["search"]["prior"]["source"] == "directions"
+
+
+def test_a_study_builds_one_learned_set_per_count_and_asks_each_point_once(workspace, cli, tmp_path):
+    common = ["study-directions", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "study",
+              "--families", "learned,random", "--counts", "4,6", "--precisions", "1:0.3", "--n-train", "200",
+              "--n-test", "30", "--decoder-epochs", "1", "--learn-epochs", "1", "--learn-images", "128",
+              "--model-from", workspace / "model", "--evaluator-from", workspace / "evaluator", "--quiet"]
+    code, _, err = cli.run(*common)
+    assert code == 0, err
+    from hesig.jobs.study import collect_cells
+    cells = {(c["family"], c["count"]): c for c in collect_cells(tmp_path / "study")}
+    assert sorted(cells) == [("learned", 4), ("learned", 6), ("random", 4), ("random", 6)]
+    for count in (4, 6):
+        learned = cells["learned", count]
+        assert learned["queries_per_fingerprint"] == count and learned["search"] == "prior"  # one query per point
+        assert learned["hashes"]["directions"] == learned["hashes"]["directions_full"]      # a whole set, no prefix
+        assert Directions.load(tmp_path / "study" / f"learned-k{count}" / "directions.safetensors").count == count
+    assert cells["learned", 4]["hashes"]["directions"] != cells["learned", 6]["hashes"]["directions"]
+    assert cells["random", 6]["queries_per_fingerprint"] > 6
+    code, _, err = cli.run(*common)  # a rerun resumes: nothing is learned or fingerprinted again
+    assert code == 0 and "directions" not in err and "fingerprints" not in err
+    code, _, err = cli.run(*[a if a != "128" else "100" for a in common])
+    cli.assert_error(code, err, "another --out")
