@@ -1,4 +1,5 @@
-"""Shared fixtures: the CLI run in-process, the one-line-error check, a trained digits workspace."""
+"""Shared fixtures: the CLI run in-process, the one-line-error check, a trained digits workspace,
+the digits model owner of the direction tests."""
 
 from __future__ import annotations
 
@@ -65,3 +66,17 @@ def build_workspace(ws: Path) -> Path:
 def workspace(tmp_path_factory):
     """A trained digits workspace shared by the CLI tests (read-only for them)."""
     return build_workspace(tmp_path_factory.mktemp("ws"))
+
+
+@pytest.fixture(scope="session")
+def digits_owner():
+    """The model owner of the direction tests: an mlp trained on the digits train split (seed 0,
+    eval mode), and that split."""
+    import torch
+    from hesig.data import load_dataset
+    from hesig.models import build_model, train_classifier
+    train = load_dataset("digits", "train")
+    torch.manual_seed(0)
+    model = build_model("mlp", tuple(train.images.shape[1:]), 10)
+    train_classifier(model, train.images, train.labels, epochs=15, batch_size=64, lr=2e-3, seed=0, progress=False)
+    return model.eval(), train

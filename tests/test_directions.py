@@ -5,22 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hesig.data import load_dataset
 from hesig.signature.directions import FAMILIES, Directions, balanced_class_pairs, make_directions, parse_mix
 from hesig.signature.directions.mix import allocation
 from hesig.core.errors import InvalidValueError
-from hesig.models import build_model, train_classifier
 
 SHAPE = (1, 8, 8)
 
 
 @pytest.fixture(scope="module")
-def context():
-    train = load_dataset("digits", "train")
-    torch.manual_seed(0)
-    model = build_model("mlp", SHAPE, 10)
-    train_classifier(model, train.images, train.labels, epochs=15, batch_size=64, lr=2e-3, seed=0, progress=False)
-    model.eval()
+def context(digits_owner):
+    model, train = digits_owner
     return {"train_images": train.images, "train_labels": train.labels, "model": model}
 
 

@@ -7,9 +7,7 @@ import torch
 
 from hesig.core.errors import CheckpointError, InvalidValueError
 from hesig.core.io import load_tensors, save_tensors
-from hesig.data import load_dataset
 from hesig.jobs.study import StudySettings
-from hesig.models import build_model, train_classifier
 from hesig.oracles.plaintext import PlaintextOracle
 from hesig.signature.directions import Directions, make_directions, parse_mix
 
@@ -18,12 +16,9 @@ EPS_MAX = 12.0
 
 
 @pytest.fixture(scope="module")
-def owner():
-    train = load_dataset("digits", "train")
-    torch.manual_seed(0)
-    model = build_model("mlp", SHAPE, 10)
-    train_classifier(model, train.images, train.labels, epochs=15, batch_size=64, lr=2e-3, seed=0, progress=False)
-    return model.eval(), train.images
+def owner(digits_owner):
+    model, train = digits_owner
+    return model, train.images
 
 
 def learn(owner, count=12, seed=0, **options):
@@ -38,6 +33,7 @@ def points(owner):
 
 
 def test_learned_points_are_unit_directions_with_one_knot_each_and_seeded(owner, points):
+    assert all(p.requires_grad for p in owner[0].parameters())  # the owner's model is left as it was
     assert points.vectors.shape == (12, *SHAPE) and points.knots.shape == (12, 1)
     assert torch.allclose(points.vectors.flatten(1).norm(dim=1), torch.ones(12), atol=1e-5)
     assert (points.knots > 0).all() and (points.knots <= EPS_MAX).all()

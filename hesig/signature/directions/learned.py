@@ -82,11 +82,22 @@ def _flip_rates(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, po
 def learn_points(model: nn.Module, images: torch.Tensor, points: LearnablePoints, epochs: int, balance: float,
                  seed: int, progress: bool = False) -> dict[str, Any]:
     """Train ``points`` and a decoder on the owner's images [N, C, H, W] (on the model's device).
+    The model's weights stay as they are (frozen here, their flags restored after).
     Returns {"tau", "history"}: the margin scale and each epoch's loss and flip rates."""
+    frozen = [p for p in model.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        return _learn(model, images, points, epochs, balance, seed, progress)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _learn(model: nn.Module, images: torch.Tensor, points: LearnablePoints, epochs: int, balance: float,
+           seed: int, progress: bool) -> dict[str, Any]:
     from ...models.dcgan import DCGANDecoder  # models import the signature package, not the reverse
     from ...models.training import train_epochs
-    for p in model.parameters():
-        p.requires_grad_(False)
     with torch.no_grad():
         labels = torch.cat([model(images[s:s + _EVAL_BATCH]).argmax(1) for s in range(0, len(images), _EVAL_BATCH)])
         tau = float(margins(model, images[:LEARN_BATCH], labels[:LEARN_BATCH], points).abs().median())
