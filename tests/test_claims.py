@@ -441,6 +441,21 @@ def test_the_readme_quotes_the_full_scale_learned_points():
     _one(rf"{learned['cell_seconds']:.0f} s of decoder and scoring")
 
 
+def test_the_readme_quotes_the_fashion_learned_points():
+    cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
+    fashion = [c for c in cells if c["dataset"] == "fashion-mnist" and c["arch"] == "hecnn"]
+    learned = next(c for c in fashion if c["family"] == "learned")
+    prior = next(c for c in fashion if c["family"] == "random" and c.get("search") == "prior")
+    assert learned["queries_per_fingerprint"] == prior["queries_per_fingerprint"] == 400
+    assert (learned["n_train"], learned["n_test"]) == (60000, 10000) and learned["decoder"] == {**learned["decoder"], "loss": "mse"}
+    _one(rf"\*\*400 queries,\s+{learned['ssim']:.3f} interior SSIM \({learned['ssim_full_map']:.3f} full map\), "
+         rf"{learned['psnr']:.2f} dB, {100 * learned['class_recovery']:.1f} % class\s+recovery\*\*, against {prior['ssim']:.3f} "
+         rf"\({prior['ssim_full_map']:.3f}\), {prior['psnr']:.2f} dB, {100 * prior['class_recovery']:.1f} % for 200 random")
+    _one(re.escape(f"({learned['ssim'] - prior['ssim']:+.3f} interior SSIM)") + r"\. On Fashion-MNIST")
+    _one(rf"best epoch was {learned['decoder']['best_epoch']} of the {learned['decoder']['epochs_run']} it ran; "
+         rf"{100 * (1 - learned['censored_fraction']):.1f} % of the victims' pairs")
+
+
 def test_the_readme_quotes_the_lenet5_and_fashion_prior_cells():
     cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
     prior = {(c["dataset"], c["arch"]): c for c in cells if c.get("search") == "prior" and c["count"] == 200

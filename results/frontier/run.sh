@@ -23,7 +23,8 @@
 #   learned the owner's learned query points (hesig directions --family learned): LEARNED_COUNTS points
 #           (default 400; one query each, so 400 queries per fingerprint), trained for LEARN_EPOCHS
 #           (default 2) epochs on all 60,000 training images; ARCHS the models (default hecnn).
-#           hecnn on this machine's 2 CPU cores: 17 min of learning, 2 min of fingerprints, 19 min of decoder
+#           hecnn on this machine's 2 CPU cores: 17 min of learning, 2 min of fingerprints, 19 min of decoder;
+#           lenet5's forward pass is far dearer, and its 2 epochs had not finished after 50 min here: a GPU job
 #   fashion-learned  the same on Fashion-MNIST hecnn (the models of `fashion`)
 # DECODER_LOSS=ssim-l1 trains every decoder of the chosen parts with the loss that fits the metric
 # (0.84·(1 - SSIM) + 0.16·L1; hesig train-decoder --loss) into folders suffixed -ssim-l1;
