@@ -15,9 +15,10 @@ was trained to ask at, and what it learned, recorded in the set's params).
 
 **Prefix property.** Every family registered with ``nested=True`` (all but ``learned``) is built
 so that ``make_directions(f, k, seed=s)`` equals the first k rows of ``make_directions(f, K,
-seed=s)`` for k <= K. A count that is not a multiple of a family's natural block (10 classes, 90 class pairs) therefore takes a well-defined, balanced
-prefix, and the leakage study can fingerprint once with K directions and read off every smaller
-count from the first columns (tests/test_directions.py checks this for every family).
+seed=s)`` for k <= K. A count that is not a multiple of a family's natural block (10 classes,
+90 class pairs) therefore takes a well-defined, balanced prefix, and the leakage study can
+fingerprint once with K directions and read off every smaller count from the first columns
+(tests/test_directions.py checks this for every such family).
 ``learned`` trains its points jointly, so the first k of a learned set are not a learned set of
 k: :meth:`Directions.first` refuses them, and the study builds one set per count.
 
