@@ -680,3 +680,51 @@ def test_the_readme_quotes_the_direction_study_in_both_conventions():
     cheapest = a["cheapest_within_one_standard_error"]
     _one(rf"{cheapest['ssim']:.3f} for \*\*{cheapest['queries_per_fingerprint']:.0f} queries\*\*")
     assert "is the **full-map** value" not in README  # the section's old convention note is gone
+
+
+def test_the_readme_quotes_the_adaptive_query_points():
+    adaptive = json.loads((ROOT / "results" / "frontier" / "adaptive.json").read_text())
+    bits = json.loads((ROOT / "results" / "frontier" / "bits.json").read_text())["learned-mnist-hecnn-k400-e2/learned-k400"]
+    single = json.loads((ROOT / "results" / "frontier" / "learned.json").read_text())["k400-e2-b0.1"]
+    cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
+    one_set = next(c for c in cells if c["family"] == "learned" and c["arch"] == "hecnn" and c["dataset"] == "mnist")
+    full = adaptive["a100-b300-e2-bal0.1-reknot-n60000-d20"]
+    screen = {mode: adaptive["a100-b300-e2-bal0.1" + ("" if mode == "learned" else f"-{mode}")]
+              for mode in ("reknot", "shared", "learned")}
+    assert bits["hashes"]["directions"] == one_set["hashes"]["directions"] and bits["images"] == 60000
+    constant = bits["near_constant_share_by_label"].values()
+    _one(rf"its 400 bits carry {bits['entropy_bits_marginal']:.0f} bits of marginal entropy but "
+         rf"{bits['entropy_bits_within_target_label']:.0f} within the\s+target's label, and\s+"
+         rf"{100 * min(constant):.0f}–{100 * max(constant):.0f} % of the points")
+    for mode, e in screen.items():
+        assert e["stage2"] == mode and e["queries_per_fingerprint"] == e["queries_max"] == 400
+        assert (e["n_train"], e["n_test"], e["decoder_epochs"]) == (single["n_train"], single["n_test"], single["decoder_epochs"])
+        assert e["route_matches_target_label"] == 1.0 and e["hashes"]["stage1"] == screen["reknot"]["hashes"]["stage1"]
+        _one(rf"\| 100 \+ 300, `{mode}`: [^|]+ \| (\*\*)?{e['ssim']:.3f} \({e['ssim_full_map']:.3f}\)(\*\*)? \| {e['psnr']:.2f} dB "
+             rf"\| {100 * e['class_recovery']:.1f} % \| {e['entropy_bits_stage2_within_route']:.0f} \|")
+    _one(rf"\| 400 learned points, one set \(`learned.json` `k400-e2-b0.1`\) \| {single['ssim']:.3f} "
+         rf"\({single['ssim_full_map']:.3f}\) \| {single['psnr']:.2f} dB \| {100 * single['class_recovery']:.1f} % \|")
+    reknot, shared = screen["reknot"], screen["shared"]
+    _one(rf"the adaptive knots add {reknot['ssim'] - shared['ssim']:.3f} interior SSIM to the same points asked "
+         rf"non-adaptively,\s+which in turn add {shared['ssim'] - single['ssim']:.3f} to one set of 400")
+    assert full["route_matches_target_label"] == 1.0 and full["queries_max"] == 400 and full["stage2"] == "reknot"
+    assert full["hashes"]["model"] == one_set["hashes"]["model"] and full["decoder_epochs"] == one_set["decoder"]["epochs"]
+    _one(rf"{full['learn_seconds']} s of learning,\s+{full['decoder_seconds']} s of decoder and scoring")
+    _one(rf"\*\*400 queries, {full['ssim']:.3f} interior SSIM\s+\({full['ssim_full_map']:.3f} full map\), "
+         rf"{full['psnr']:.2f} dB, {100 * full['class_recovery']:.1f} % class recovery\*\*, against "
+         rf"{one_set['ssim']:.3f} \({one_set['ssim_full_map']:.3f}\), {one_set['psnr']:.2f} dB, "
+         rf"{100 * one_set['class_recovery']:.1f} % for the")
+    error = one_set["ssim_std"] / 100
+    assert abs(full["ssim"] - one_set["ssim"]) < error
+    _one(rf"equal within the standard error \({error:.4f}\)")
+    _one(rf"best\s+validation epoch was {full['best_epoch']} of the {full['decoder_epochs']} allowed \(the one-set cell's: "
+         rf"{one_set['decoder']['best_epoch']}\)")
+    wrong, n = full["target_wrong_victims"], full["n_test"]
+    assert round(full["route_matches_true_label"], 4) == round(1 - wrong / n, 4) == 0.9805  # routes are the target's labels
+    _one(rf"\*\*{100 * full['class_recovery_where_target_right']:.1f} % of the {n - wrong:,} victims hecnn labels right, "
+         rf"{100 * full['class_recovery_where_target_wrong']:.1f} % of the\s+{wrong} it labels wrong\*\*")
+    _one(rf"\(screening: {100 * reknot['class_recovery_where_target_right']:.1f} % and "
+         rf"{round(reknot['class_recovery_where_target_wrong'] * reknot['target_wrong_victims'])} of "
+         rf"{reknot['target_wrong_victims']}\)")
+    _one(r"\(per-input adaptive points the same, "
+         rf"{full['ssim']:.3f} and {100 * full['class_recovery']:.1f} %; class recovery tracks the")

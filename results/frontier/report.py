@@ -8,6 +8,8 @@ convention) and SSIM full map, PSNR and class recovery, beside the class-mean ba
 figure plots SSIM against queries. Reads only the cells the studies wrote (finished ones), and keeps
 the cells of the committed cells.json that no given folder holds: cells run on a lent GPU, whose study
 folders stayed on that machine (results/gpu_run.sh), are not lost by a report run elsewhere.
+The full-scale entries of results/frontier/adaptive.py (adaptive.json: per-input adaptive query
+points, which no study makes) get their own section and markers.
 """
 
 from __future__ import annotations
@@ -85,6 +87,33 @@ def table(cells: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def adaptive_entries() -> list[tuple[str, dict]]:
+    """adaptive.json's entries at the frontier's scale (all training and test images): (key, entry)."""
+    path = HERE / "adaptive.json"
+    entries = json.loads(path.read_text()) if path.exists() else {}
+    return [(k, e) for k, e in sorted(entries.items()) if e["n_train"] == 60000 and e["n_test"] == 10000]
+
+
+def adaptive_table(entries: list[tuple[str, dict]]) -> str:
+    if not entries:
+        return ""
+    models = sorted({(e["hashes"]["model"], e["hashes"]["evaluator"]) for _, e in entries})
+    lines = ["", "## hecnn on mnist, per-input adaptive query points (results/frontier/adaptive.py, 60000 training "
+             "fingerprints, 10000 victims)", "",
+             "K_A learned points for every input, a router from their bits to the target's label, then K_B "
+             "points chosen by the route (STAGE2 `reknot`: one learned set asked at the route's median ε; "
+             "`shared`: the same set at its own ε, not adaptive); DCGAN decoder ngf 32. Target model "
+             + ", ".join(f"`{m}` (evaluator `{e}`)" for m, e in models)
+             + "; baselines as in the hecnn mnist sections.", "",
+             "| entry | K_A + K_B | stage 2 | queries / fingerprint | SSIM | SSIM full map | PSNR dB | class recovery "
+             "| decoder epochs (best) | ran on |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for key, e in entries:
+        lines.append(f"| `{key}` | {e['k_a']} + {e['k_b']} | {e['stage2']} | {e['queries_per_fingerprint']:.0f} | "
+                     f"{e['ssim']:.3f} | {e['ssim_full_map']:.3f} | {e['psnr']:.2f} | {100 * e['class_recovery']:.1f} % | "
+                     f"{e['decoder_epochs']} ({e['best_epoch']}) | {e['ran_on']['gpu'] or 'CPU'} |")
+    return "\n".join(lines + [""])
+
+
 def figure(cells: list[dict], path: Path) -> None:
     fig = new_figure(6.5, 6.4)
     ax = fig.add_subplot(1, 1, 1)
@@ -93,6 +122,10 @@ def figure(cells: list[dict], path: Path) -> None:
         ax.plot([c["queries_per_fingerprint"] for c in mine], [c["ssim"] for c in mine], "o", color=f"C{i}",
                 label=label(key))
         ax.axhline(mine[0]["baselines"]["baseline_class_mean"]["ssim_mean"], color=f"C{i}", ls=":", lw=0.8)
+    for _, e in adaptive_entries():
+        ax.plot([e["queries_per_fingerprint"]], [e["ssim"]], "*", ms=14, mfc="none",  # hollow: cells under it show
+                mec="black" if e["stage2"] == "reknot" else "grey",
+                label=f"hecnn on mnist, {e['k_a']} + {e['k_b']} per-input adaptive query points ({e['stage2']}; adaptive.py)")
     log_query_axis(ax)
     ax.set_ylabel("SSIM (interior, data range 1)")
     ax.set_title("Reconstruction quality against queries per fingerprint (dotted: class-mean baseline)", fontsize=9)
@@ -113,9 +146,10 @@ def main(dirs: list[str]) -> None:
     if not cells:
         raise SystemExit("error: no finished cells in " + ", ".join(dirs))
     atomic_write_json(HERE / "cells.json", cells)
-    atomic_write_text(HERE / "TABLE.md", table(cells))
+    text = table(cells) + adaptive_table(adaptive_entries())
+    atomic_write_text(HERE / "TABLE.md", text)
     figure(cells, HERE / "frontier.png")
-    print(table(cells))
+    print(text)
 
 
 if __name__ == "__main__":
