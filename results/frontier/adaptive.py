@@ -70,6 +70,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hesig.core.errors import HesigError
 from hesig.core.io import atomic_write_json, tensor_hash
 from hesig.core.runtime import describe_device
 from hesig.data import load_dataset
@@ -238,4 +239,7 @@ if __name__ == "__main__":
     if not math.isfinite(balance) or balance < 0:
         raise SystemExit(f"adaptive.py: BALANCE must be finite and >= 0, got {balance}")
     epochs = int(args[2]) if len(args) >= 3 else 2
-    main(int(args[0]), int(args[1]), epochs, balance, int(args[4]) if len(args) == 5 else epochs)
+    try:
+        main(int(args[0]), int(args[1]), epochs, balance, int(args[4]) if len(args) == 5 else epochs)
+    except HesigError as exc:  # a missing model, a bad dataset folder: one line
+        raise SystemExit(f"adaptive.py: {exc}") from None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from hesig.core.errors import HesigError
 from hesig.core.io import atomic_write_json, tensor_hash
 from hesig.data import load_dataset
 from hesig.models import load_model
@@ -71,4 +72,7 @@ def main(folder: Path) -> None:
 if __name__ == "__main__":
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_dir():
         raise SystemExit(__doc__.split("\n\n")[1].strip())
-    main(Path(sys.argv[1]))
+    try:
+        main(Path(sys.argv[1]))
+    except HesigError as exc:  # an unreadable fingerprint file or model: one line
+        raise SystemExit(f"bits.py: {exc}") from None
