@@ -62,9 +62,8 @@ import math
 import os
 import sys
 import time
-from pathlib import Path
-
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 from torch import nn
