@@ -138,7 +138,8 @@ def main(k_a: int, k_b: int, epochs: int, balance: float, epochs_b: int) -> None
     owner = train.images[:n_train]
     victims = torch.cat([owner, test.images[:n_test]])
     with torch.no_grad():
-        target_labels = torch.cat([model(victims[s:s + 4096].to(device)).argmax(1).cpu() for s in range(0, len(victims), 4096)])
+        target_labels = torch.cat([model(victims[s:s + 4096].to(device)).argmax(1).cpu()
+                                   for s in range(0, len(victims), 4096)])
     t0 = time.time()
     learn = dict(model=model, learn_balance=balance, eps_max=EPS_MAX)
 

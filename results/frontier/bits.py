@@ -30,7 +30,7 @@ from hesig.models import load_model
 from hesig.signature.fingerprints import Fingerprints
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from adaptive import entropy_within_routes  # noqa: E402  (one definition of the within-label entropy)
+from adaptive import entropy_within_routes  # noqa: E402  (one definition of the bits' entropy)
 
 HERE = Path(__file__).resolve().parent
 NEAR_CONSTANT = 0.05
@@ -51,8 +51,7 @@ def main(folder: Path) -> None:
     with torch.no_grad():
         labels = torch.cat([target.model.eval()(images[s:s + 4096]).argmax(1) for s in range(0, len(images), 4096)])
     bits = ~fp.censored
-    p = bits.double().mean(0).clamp(1e-12, 1 - 1e-12)
-    marginal = float(-(p * p.log2() + (1 - p) * (1 - p).log2()).sum())
+    marginal = entropy_within_routes(bits, torch.zeros_like(labels))  # one route: the marginal entropy
     constant = {}
     for c in labels.unique().tolist():
         rate = bits[labels == c].double().mean(0)

@@ -114,7 +114,7 @@ def adaptive_table(entries: list[tuple[str, dict]]) -> str:
     return "\n".join(lines + [""])
 
 
-def figure(cells: list[dict], path: Path) -> None:
+def figure(cells: list[dict], adaptive: list[tuple[str, dict]], path: Path) -> None:
     fig = new_figure(6.5, 6.4)
     ax = fig.add_subplot(1, 1, 1)
     for i, key in enumerate(sorted({group(c) for c in cells})):
@@ -122,7 +122,7 @@ def figure(cells: list[dict], path: Path) -> None:
         ax.plot([c["queries_per_fingerprint"] for c in mine], [c["ssim"] for c in mine], "o", color=f"C{i}",
                 label=label(key))
         ax.axhline(mine[0]["baselines"]["baseline_class_mean"]["ssim_mean"], color=f"C{i}", ls=":", lw=0.8)
-    for _, e in adaptive_entries():
+    for _, e in adaptive:
         ax.plot([e["queries_per_fingerprint"]], [e["ssim"]], "*", ms=14, mfc="none",  # hollow: cells under it show
                 mec="black" if e["stage2"] == "reknot" else "grey",
                 label=f"hecnn on mnist, {e['k_a']} + {e['k_b']} per-input adaptive query points ({e['stage2']}; adaptive.py)")
@@ -146,9 +146,10 @@ def main(dirs: list[str]) -> None:
     if not cells:
         raise SystemExit("error: no finished cells in " + ", ".join(dirs))
     atomic_write_json(HERE / "cells.json", cells)
-    text = table(cells) + adaptive_table(adaptive_entries())
+    adaptive = adaptive_entries()
+    text = table(cells) + adaptive_table(adaptive)
     atomic_write_text(HERE / "TABLE.md", text)
-    figure(cells, HERE / "frontier.png")
+    figure(cells, adaptive, HERE / "frontier.png")
     print(text)
 
 
