@@ -344,18 +344,21 @@ def ckks_params_cmd(model_dir, data_root, download, device, quiet):
 @click.option("--mlp", type=click.IntRange(0, D.MAX_DECODER_MLP), default=0, show_default=True,
               help=f"Fully connected hidden layers (width {D.DECODER_MLP_WIDTH}) before the decoder's projection; "
                    "0: the paper's DCGAN generator.")
+@click.option("--res", type=click.IntRange(0, D.MAX_DECODER_RES), default=0, show_default=True,
+              help="Residual blocks (two 3x3 convolutions each) at full resolution before the decoder's output "
+                   "convolution; 0: the paper's DCGAN generator.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @force_option
 @data_options
 @device_option
 @quiet_option
 def train_decoder_cmd(fingerprints_file, out, epochs, patience, batch_size, lr, ngf, val_fraction, loss, features, mlp,
-                      seed, force, data_root, download, device, quiet):
+                      res, seed, force, data_root, download, device, quiet):
     """Train the DCGAN-generator decoder on (E_x, x) pairs (L2 loss, or --loss ssim-l1)."""
     from .jobs.decoder import train_decoder_job
     _print_summary(train_decoder_job(fingerprints_file, out, epochs=epochs, batch_size=batch_size, lr=lr, ngf=ngf,
                                      patience=patience, val_fraction=val_fraction, seed=seed, device=device, force=force, loss=loss,
-                                     features=features, mlp=mlp,
+                                     features=features, mlp=mlp, res=res,
                                      data_root=data_root, download=download, progress=not quiet))
 
 

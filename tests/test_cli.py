@@ -320,6 +320,21 @@ def test_decoder_with_rank_features_and_the_metric_loss(workspace, cli, tmp_path
     assert 0 <= json.loads((tmp_path / "rec" / "metrics.json").read_text())["metrics"]["attack"]["ssim_mean"] <= 1
 
 
+def test_decoder_with_residual_blocks(workspace, cli, tmp_path):
+    """--res 2: two residual blocks at full resolution, recorded in the checkpoint and its job, reloaded
+    as such, and used by reconstruct."""
+    code, _, err = cli.run("train-decoder", "--fingerprints", workspace / "fp_train.safetensors", "--out", tmp_path / "dec",
+                           "--epochs", "1", "--res", "2", "--quiet")
+    assert code == 0, err
+    meta = json.loads((tmp_path / "dec" / "decoder.json").read_text())
+    assert meta["res"] == 2 and meta["job"]["res"] == 2 and "mlp" not in meta
+    from hesig.signature.decoders import FingerprintDecoder
+    assert len(FingerprintDecoder.load(tmp_path / "dec").network.refine) == 2
+    code, _, err = cli.run("reconstruct", "--decoder", tmp_path / "dec", "--fingerprints", workspace / "fp_test.safetensors",
+                           "--out", tmp_path / "rec")
+    assert code == 0, err
+
+
 def test_decoder_with_fully_connected_layers(workspace, cli, tmp_path):
     """--mlp 2: two hidden layers before the projection, recorded in the checkpoint and reloaded as such."""
     code, _, err = cli.run("train-decoder", "--fingerprints", workspace / "fp_train.safetensors", "--out", tmp_path / "dec",

@@ -138,6 +138,8 @@ def test_a_study_builds_one_learned_set_per_count_and_asks_each_point_once(works
         assert learned["queries_per_fingerprint"] == count and learned["search"] == "prior"  # one query per point
         assert learned["hashes"]["directions"] == learned["hashes"]["directions_full"]      # a whole set, no prefix
         assert Directions.load(tmp_path / "study" / f"learned-k{count}" / "directions.safetensors").count == count
+        assert learned["learn"] == {"epochs": 1, "balance": 0.1, "images": 128}  # how the points were trained
+    assert "learn" not in cells["random", 6]
     assert cells["learned", 4]["hashes"]["directions"] != cells["learned", 6]["hashes"]["directions"]
     assert cells["random", 6]["queries_per_fingerprint"] > 6
     code, _, err = cli.run(*common)  # a rerun resumes: nothing is learned or fingerprinted again

@@ -391,3 +391,42 @@ def test_decoder_fully_connected_layers_round_trip_and_hostile_metadata(tmp_path
         save_tensors(weights, tensors, {**meta_on_disk, **hostile})
         with pytest.raises(CheckpointError, match="incomplete or of another shape"):
             FingerprintDecoder.load(tmp_path / "dec")
+
+
+def test_decoder_residual_blocks_round_trip_and_hostile_metadata(tmp_path):
+    """res > 0 adds residual blocks at full resolution, each the identity plus a learned correction
+    (zeroed, a block passes its ReLU'd input through); res 0 keeps the paper's modules, and the output
+    convolution keeps its index; a checkpoint with a hostile block count is refused in one line."""
+    from hesig.core.errors import CheckpointError
+    from hesig.core.io import load_tensors, save_tensors
+    from hesig.models.dcgan import DCGANDecoder, ResidualBlock
+    from hesig.signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
+    plain = DCGANDecoder(12, (1, 8, 8), 4)
+    assert not any(k.startswith("refine.") for k in plain.state_dict())
+    deeper = DCGANDecoder(12, (1, 8, 8), 4, res=2)
+    assert set(plain.state_dict()) < set(deeper.state_dict())   # the paper's names, and the blocks beside them
+    assert len(deeper.refine) == 2 and deeper(torch.zeros(3, 12)).shape == (3, 1, 8, 8)
+    for bad in (-1, 9, 1.5, "two", True):
+        with pytest.raises(InvalidValueError, match="residual blocks"):
+            DCGANDecoder(12, (1, 8, 8), 4, res=bad)
+    block = ResidualBlock(3).eval()
+    torch.nn.init.zeros_(block.body[4].weight)   # the second BatchNorm's scale: the correction vanishes
+    h = torch.randn(2, 3, 5, 5)
+    assert torch.equal(block(h), h.relu())
+    model, owner, victims, dirs = prior_setup(n_prior=64, k=6)
+    found = BoundarySearch(PRIOR_EPS_MAX, coarse_points=4, rtol=0.1).run(PlaintextOracle(model, owner, device="cpu"), dirs)
+    feats = FingerprintFeatures.fit(found.eps, found.censored, PRIOR_EPS_MAX)
+    net, _ = train_decoder(feats.transform(found.eps, found.censored), owner, ngf=4, epochs=1, progress=False, res=1)
+    assert net.res == 1
+    meta = {"model_hash": "m", "directions_hash": "d"}
+    FingerprintDecoder(net, feats, meta).save(tmp_path / "dec")
+    fp = Fingerprints(found.eps, found.censored, found.queries, torch.arange(len(owner)), meta)
+    back = FingerprintDecoder.load(tmp_path / "dec")
+    assert back.network.res == 1 and back.meta["res"] == 1
+    assert torch.equal(back.reconstruct(fp), FingerprintDecoder(net.eval(), feats, meta).reconstruct(fp))
+    weights = tmp_path / "dec" / "decoder.safetensors"
+    tensors, meta_on_disk = load_tensors(weights, what="decoder checkpoint")
+    for hostile in ({"res": 10 ** 9}, {"res": 0}, {"res": 2}, {"res": "two"}, {"res": -1}):
+        save_tensors(weights, tensors, {**meta_on_disk, **hostile})
+        with pytest.raises(CheckpointError, match="incomplete or of another shape"):
+            FingerprintDecoder.load(tmp_path / "dec")

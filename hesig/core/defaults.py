@@ -74,6 +74,9 @@ DECODER_FEATURES = ("log", "rank")
 DECODER_MLP_WIDTH = 1024
 MAX_DECODER_MLP = 8
 MAX_DECODER_MLP_WIDTH = 16384
+#: Residual blocks at the decoder's output resolution (hesig train-decoder --res N; issue 24's
+#: "residual blocks" capacity lever); 0 is the paper's generator. MAX_DECODER_RES bounds N.
+MAX_DECODER_RES = 8
 SSIM_L1_ALPHA = 0.84
 
 # -- oracles ------------------------------------------------------------------------------------

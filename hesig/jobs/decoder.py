@@ -48,12 +48,14 @@ def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs:
                       ngf: int = NGF, patience: int = DECODER_TRAINING["patience"],
                       val_fraction: float = DECODER_TRAINING["val_fraction"], seed: int = 0,
                       device: str | None = None, data_root=None, download: bool = False, force: bool = False,
-                      progress: bool = True, loss: str = "mse", features: str = "log", mlp: int = 0) -> dict[str, Any]:
+                      progress: bool = True, loss: str = "mse", features: str = "log", mlp: int = 0,
+                      res: int = 0) -> dict[str, Any]:
     """Train the decoder on (E_x, x) pairs; the same seed gives a byte-identical ``decoder.safetensors`` on the CPU.
 
     loss: "mse" (the paper's L2) or "ssim-l1" (:func:`hesig.signature.decoders.train_decoder`);
     features: the encoding of ε, "log" or "rank" (:mod:`hesig.signature.decoders.features`);
-    mlp: fully connected hidden layers before the decoder's projection (0: the paper's generator)."""
+    mlp: fully connected hidden layers before the decoder's projection; res: residual blocks at full
+    resolution before its output convolution (0 and 0: the paper's generator)."""
     if loss not in DECODER_LOSSES:
         raise InvalidValueError(f"decoder loss must be one of {', '.join(DECODER_LOSSES)}, got {loss!r}")
     fp = Fingerprints.load(fingerprints_file)
@@ -65,6 +67,8 @@ def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs:
         job["features"] = features
     if mlp:
         job["mlp"] = mlp
+    if res:
+        job["res"] = res
     guard_output(Path(out) / "decoder.safetensors", "decoder", job, inputs=(fingerprints_file,),
                  also_writes=[Path(out) / "decoder.json"], force=force)
     ensure_writable_dir(out)
@@ -74,7 +78,7 @@ def train_decoder_job(fingerprints_file: str | Path, out: str | Path, *, epochs:
     t0 = time.perf_counter()
     net, report = train_decoder(feats.transform(fp.eps, fp.censored), images, ngf=ngf, epochs=epochs,
                                 batch_size=batch_size, lr=lr, val_fraction=val_fraction, patience=patience,
-                                seed=seed, device=dev, progress=progress, loss=loss, mlp=mlp)
+                                seed=seed, device=dev, progress=progress, loss=loss, mlp=mlp, res=res)
     seconds = time.perf_counter() - t0
     meta = {key: fp.meta.get(key) for key in ("model_hash", "directions_hash", "arch", "dataset", "split",
                                               "split_hash", "directions_family", "directions_count", "oracle")}

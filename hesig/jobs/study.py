@@ -229,6 +229,9 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
                        "directions_full": directions.hash, "train_split": train.split_hash,
                        "test_split": test.split_hash},
             "directions_build_seconds": directions.params.get("build_seconds"),
+            # The learned family's training: how long, on how many of the owner's images.
+            **({"learn": {"epochs": settings.learn_epochs, "balance": settings.learn_balance,
+                          "images": directions.params.get("learn_images")}} if family == "learned" else {}),
             "cell_seconds": round(time.perf_counter() - t0, 1), "ran_on": describe_device(device),
             "seed": settings.seed, "hesig_version": __version__,
         }

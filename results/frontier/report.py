@@ -37,11 +37,21 @@ def precision(cell: dict) -> str:
     return f"prior:{int(cell['rtol'])}" if search(cell) == "prior" else f"{cell['coarse_points']}:{cell['rtol']:g}"
 
 
+def learning(cell: dict) -> tuple:
+    """How the learned family's points were trained: (epochs, owner images), () for other searches.
+    Cells written before the study recorded it all ran run.sh's defaults: 2 epochs on every training image."""
+    if search(cell) != "learned":
+        return ()
+    learn = cell.get("learn") or {"epochs": 2, "images": cell["n_train"]}
+    return (learn["epochs"], learn["images"])
+
+
 def group(cell: dict) -> tuple:
     """Cells of one curve: dataset, target architecture, decoder (width, epoch budget, loss, features,
-    fully connected layers) and search."""
+    fully connected layers), search and, for learned points, their training."""
     return (cell["dataset"], cell["arch"], cell["decoder"]["ngf"], cell["decoder"]["epochs"], search(cell),
-            cell["decoder"].get("loss", "mse"), cell["decoder"].get("features", "log"), cell["decoder"].get("mlp", 0))
+            cell["decoder"].get("loss", "mse"), cell["decoder"].get("features", "log"), cell["decoder"].get("mlp", 0),
+            learning(cell))
 
 
 def identity(cell: dict) -> tuple:
@@ -53,7 +63,8 @@ def label(key: tuple) -> str:
     loss = "" if key[5] == "mse" else f", {key[5]} loss"
     features = "" if key[6] == "log" else f", {key[6]} features"
     mlp = "" if not key[7] else f", {key[7]} fully connected layers"
-    return f"{key[1]} on {key[0]}, decoder ngf {key[2]}, {key[3]} epochs{loss}{features}{mlp}, {how}"
+    learned = "" if not key[8] or key[8] == (2, 60000) else f" ({key[8][0]} epochs on the owner's first {key[8][1]} images)"
+    return f"{key[1]} on {key[0]}, decoder ngf {key[2]}, {key[3]} epochs{loss}{features}{mlp}, {how}{learned}"
 
 
 def table(cells: list[dict]) -> str:
@@ -62,7 +73,8 @@ def table(cells: list[dict]) -> str:
              "random directions (seed 0; the first k of 100, 140 for run.sh's `coarse` part, up to 400 for `prior`), search precision G:rtol "
              "(coarse grid and bisection) or prior:M (M queries per pair at the quantiles of the owner's 2,000-image prior; "
              "hesig.signature.prior_search) or learned:1 (the owner's learned query points, one query each at its learned ε; "
-             "hesig directions --family learned, trained on all training images), DCGAN decoder (ngf 32, 20 epochs; "
+             "hesig directions --family learned, trained for 2 epochs on all training images unless the section names "
+             "fewer), DCGAN decoder (ngf 32, 20 epochs; "
              "ngf 64, 40 epochs where named) trained on the fingerprints of all training images, scored on all test "
              "images. Queries are counted from the test fingerprint files. SSIM: interior of the map "
              "(the papers' convention), full map beside it; data range 1.0.", ""]

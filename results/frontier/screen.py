@@ -17,6 +17,8 @@ configurations at this one scale are read off. A CONFIG is SEARCH/FEATURES/LOSS:
 * LOSS: ``mse`` or ``ssim-l1`` (hesig train-decoder --loss);
 * optionally ``/mlp<N>``: N fully connected hidden layers before the decoder's projection
   (hesig train-decoder --mlp; without it, the paper's generator);
+* optionally ``/res<N>``: N residual blocks at full resolution before the decoder's output
+  convolution (hesig train-decoder --res);
 * optionally ``/ens<N>``: an ensemble, N decoders of seeds 0 .. N-1 on the same fingerprints, their
   reconstructions averaged pixel by pixel; each member's scores are recorded beside the
   ensemble's (so the seed-to-seed spread of one decoder is read off too).
@@ -78,19 +80,20 @@ def main(configs: list[str]) -> None:
     for config in configs:
         search_spec, kind, loss, *rest = config.split("/")
         mlp = next((int(r[len("mlp"):]) for r in rest if r.startswith("mlp")), 0)
+        blocks = next((int(r[len("res"):]) for r in rest if r.startswith("res")), 0)
         members = next((int(r[len("ens"):]) for r in rest if r.startswith("ens")), 1)
         spec, k = search_spec.rsplit("-k", 1)
         directions = make_directions("random", int(k), (1, 28, 28), seed=0)
         if search_spec not in fingerprints:
             search = search_for(spec, model.model, train.images[N_TRAIN:N_TRAIN + N_PRIOR], directions.vectors)
             fingerprints[search_spec] = search.run(PlaintextOracle(model.model, victims, batch_size=4096), directions.vectors)
-        res = fingerprints[search_spec]
-        x = features(kind, res.eps, res.censored)
+        found = fingerprints[search_spec]
+        x = features(kind, found.eps, found.censored)
         t0 = time.time()
         recons, scores = [], []
         for seed in range(members):
             net, rep = train_decoder(x[:N_TRAIN], victims[:N_TRAIN], ngf=32, epochs=EPOCHS, patience=4, seed=seed,
-                                     progress=False, loss=loss, mlp=mlp)
+                                     progress=False, loss=loss, mlp=mlp, res=blocks)
             with torch.no_grad():
                 recons.append(torch.cat([net(x[N_TRAIN + s:N_TRAIN + s + 1000]) for s in range(0, N_TEST, 1000)]))
             if members > 1:
@@ -104,10 +107,11 @@ def main(configs: list[str]) -> None:
                                        train.labels[:N_TRAIN], evaluator.model)
         a = report["attack"]
         results[config] = {
-            "queries_per_fingerprint": float(res.queries[N_TRAIN:].sum(1).double().mean()),
+            "queries_per_fingerprint": float(found.queries[N_TRAIN:].sum(1).double().mean()),
             "ssim": a["ssim_mean"], "ssim_full_map": a["ssim_full_map_mean"], "psnr": a["psnr_mean"],
             "class_recovery": a["class_recovery"], "best_epoch": rep.best_epoch, "decoder_seconds": round(time.time() - t0),
             "n_train": N_TRAIN, "n_test": N_TEST, "epochs": EPOCHS, "mlp": mlp,
+            **({"res": blocks} if blocks else {}),
             **({"ensemble": members, "members": scores} if members > 1 else {}),
             "baseline_class_mean_ssim": report["baseline_class_mean"]["ssim_mean"],
             "hashes": {"model": model.hash, "evaluator": evaluator.hash, "directions": directions.hash},

@@ -52,6 +52,8 @@ class FingerprintDecoder:
             meta["features"] = self.features.kind
         if self.network.mlp:  # likewise: the paper's generator keeps its bytes
             meta.update(mlp=self.network.mlp, mlp_width=self.network.mlp_width)
+        if self.network.res:
+            meta["res"] = self.network.res
         save_tensors(out_dir / WEIGHTS_FILE, tensors, stable(meta))  # timings only in the JSON: same seed, same bytes
         atomic_write_json(out_dir / META_FILE, meta)
         return out_dir
@@ -63,7 +65,7 @@ class FingerprintDecoder:
         tensors, meta = load_tensors(weights, what="decoder checkpoint")
         try:
             net = DCGANDecoder(meta["in_features"], tuple(meta["out_shape"]), meta["ngf"], mlp=meta.get("mlp", 0),
-                               mlp_width=meta.get("mlp_width", DECODER_MLP_WIDTH))
+                               mlp_width=meta.get("mlp_width", DECODER_MLP_WIDTH), res=meta.get("res", 0))
             net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")}, strict=True)
             kind = meta.get("features", "log")
             if kind not in FEATURE_KINDS or (kind == "rank") != ("features.table" in tensors):

@@ -32,14 +32,15 @@ class DecoderTrainingReport:
 def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = NGF, epochs: int = 40,
                   batch_size: int = 128, lr: float = 2e-3, val_fraction: float = 0.1, patience: int = 5,
                   seed: int = 0, device: str | torch.device = "cpu", progress: bool = True, loss: str = "mse",
-                  mlp: int = 0) -> tuple[DCGANDecoder, DecoderTrainingReport]:
+                  mlp: int = 0, res: int = 0) -> tuple[DCGANDecoder, DecoderTrainingReport]:
     """Fit a :class:`DCGANDecoder` from features [n, F] to images [n, C, H, W] in [0, 1].
 
     loss: "mse" (the paper's), or "ssim-l1" = 0.84·(1 - SSIM) + 0.16·L1 per image, SSIM interior
     as :func:`hesig.evaluation.metrics.ssim` scores it. A seeded ``val_fraction`` of the rows is
     held out; training stops after ``patience`` epochs without improvement of the validation
     objective and the best-validation weights are returned. mlp: hidden fully connected layers
-    before the projection (:class:`~hesig.models.dcgan.DCGANDecoder`; 0: the paper's generator).
+    before the projection, res: residual blocks at full resolution before the output convolution
+    (:class:`~hesig.models.dcgan.DCGANDecoder`; 0 and 0: the paper's generator).
     """
     if loss not in DECODER_LOSSES:
         raise InvalidValueError(f"decoder loss must be one of {', '.join(DECODER_LOSSES)}, got {loss!r}")
@@ -55,7 +56,7 @@ def train_decoder(features: torch.Tensor, images: torch.Tensor, *, ngf: int = NG
     perm = torch.randperm(n, generator=gen)
     n_val = max(1, int(round(n * val_fraction)))
     val_idx, train_idx = perm[:n_val], perm[n_val:]
-    model = DCGANDecoder(features.shape[1], tuple(images.shape[1:]), ngf=ngf, mlp=mlp).to(device)
+    model = DCGANDecoder(features.shape[1], tuple(images.shape[1:]), ngf=ngf, mlp=mlp, res=res).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.5, 0.999))
     steps_per_epoch = math.ceil(len(train_idx) / batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps_per_epoch)
