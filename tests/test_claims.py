@@ -441,6 +441,36 @@ def test_the_readme_quotes_the_full_scale_learned_points():
     _one(rf"{learned['cell_seconds']:.0f} s of decoder and scoring")
 
 
+def test_the_readme_quotes_the_lenet5_learned_points():
+    cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
+    lenet5 = [c for c in cells if c["arch"] == "lenet5" and c["dataset"] == "mnist"]
+    learned = next(c for c in lenet5 if c["family"] == "learned")
+    prior = next(c for c in lenet5 if c["family"] == "random" and c.get("search") == "prior")
+    fine = next(c for c in lenet5 if c.get("search", "bisection") == "bisection" and c["count"] == 100 and c["rtol"] == 0.01)
+    assert learned["learn"] == {"epochs": 2, "balance": 0.1, "images": 20000}
+    assert learned["queries_per_fingerprint"] == learned["count"] == 400 and learned["queries_per_direction"] == 1
+    assert (learned["n_train"], learned["n_test"]) == (60000, 10000) and learned["hashes"]["model"] == fine["hashes"]["model"]
+    assert learned["decoder"] == {**learned["decoder"], "loss": "mse", "features": "log", "epochs": 20, "ngf": 32}
+
+    def row(c):
+        return (f"{c['ssim']:.3f} ({c['ssim_full_map']:.3f})", f"{c['psnr']:.2f} dB", f"{100 * c['class_recovery']:.1f} %")
+
+    s, p, c = row(learned)
+    assert f"| 400 learned points, one query each | 400 | **{s}** | {p} | **{c}** |" in README
+    s, p, c = row(prior)
+    assert f"| 200 random directions, prior:2 | 400 | {s} | {p} | {c} |" in README
+    s, p, c = row(fine)
+    assert f"| 100 random directions, 8:0.01 | {fine['queries_per_fingerprint']:,.0f} | {s} | {p} | {c} |" in README
+    _one(rf"At 400 queries lenet5 now beats its 1,269-query cell by {learned['ssim'] - fine['ssim']:.3f} interior SSIM, "
+         rf"{learned['psnr'] - fine['psnr']:.2f} dB and {100 * (learned['class_recovery'] - fine['class_recovery']):.1f} points")
+    _one(rf"standard error of the cell's mean SSIM is {learned['ssim_std'] / 100:.4f}")
+    _one(rf"{100 * (1 - learned['censored_fraction']):.1f} % of the victims' pairs flip")
+    _one(rf"(?s){learned['directions_build_seconds']:.0f} s of learning, .*? {learned['cell_seconds']:.0f} s of decoder and scoring; "
+         rf"lenet5 `{learned['hashes']['model']}`")
+    _one(rf"best epoch was {learned['decoder']['best_epoch']} of the {learned['decoder']['epochs_run']} it ran\.")
+    _one(rf"lenet5's learned points give {learned['ssim']:.3f} and {100 * learned['class_recovery']:.1f} %, above its")
+
+
 def test_the_readme_quotes_the_fashion_learned_points():
     cells = json.loads((ROOT / "results" / "frontier" / "cells.json").read_text())
     fashion = [c for c in cells if c["dataset"] == "fashion-mnist" and c["arch"] == "hecnn"]
