@@ -441,10 +441,12 @@ def study_options(fn):
               show_default=True, help="The decoders' encoding of ε (see hesig train-decoder --features).")
 @click.option("--decoder-mlp", type=click.IntRange(0, D.MAX_DECODER_MLP), default=0, show_default=True,
               help="The decoders' fully connected hidden layers (see hesig train-decoder --mlp).")
+@click.option("--decoder-res", type=click.IntRange(0, D.MAX_DECODER_RES), default=0, show_default=True,
+              help="The decoders' residual blocks at full resolution (see hesig train-decoder --res).")
 @learn_options(True)
 @study_options
 def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, n_train, n_test, decoder_ngf,
-                         decoder_epochs, decoder_loss, decoder_features, decoder_mlp, learn_epochs, learn_balance,
+                         decoder_epochs, decoder_loss, decoder_features, decoder_mlp, decoder_res, learn_epochs, learn_balance,
                          learn_images, model_from, evaluator_from, seed, data_root, download, device, quiet, executor):
     """Leakage study: decoder quality against direction family, count and search precision.
 
@@ -452,7 +454,8 @@ def study_directions_cmd(dataset, arch, out, families, mix, counts, precisions, 
     from .jobs.study import StudySettings, run_study
     settings = StudySettings(n_train=n_train, n_test=n_test, counts=_int_list(counts, "--counts"), seed=seed,
                              decoder_ngf=decoder_ngf, decoder_epochs=decoder_epochs, mix=mix, decoder_loss=decoder_loss,
-                             decoder_features=decoder_features, decoder_mlp=decoder_mlp, learn_epochs=learn_epochs,
+                             decoder_features=decoder_features, decoder_mlp=decoder_mlp, decoder_res=decoder_res,
+                             learn_epochs=learn_epochs,
                              learn_balance=learn_balance, learn_images=learn_images)
     cells = run_study(out, dataset, arch, settings, families=tuple(f.strip() for f in families.split(",")),
                       precisions=_precision_list(precisions), model_from=model_from, evaluator_from=evaluator_from,

@@ -247,6 +247,24 @@ def test_direction_study_runs_resumes_and_refuses_other_settings(workspace, cli,
     cli.assert_error(code, err, "precision")
 
 
+def test_direction_study_with_residual_decoders(workspace, cli, tmp_path):
+    """--decoder-res 1: every cell's decoder has one residual block, and the cell says so; the
+    setting is part of the study's identity (another value in the same folder is refused)."""
+    common = ["study-directions", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "study",
+              "--families", "random", "--counts", "6", "--precisions", "1:0.3", "--n-train", "200", "--n-test", "30",
+              "--decoder-epochs", "1", "--model-from", workspace / "model", "--evaluator-from", workspace / "evaluator",
+              "--quiet"]
+    code, _, err = cli.run(*common, "--decoder-res", "1")
+    assert code == 0, err
+    from hesig.jobs.study import collect_cells
+    (cell,) = collect_cells(tmp_path / "study")
+    assert cell["decoder"]["res"] == 1 and 0 <= cell["ssim"] <= 1
+    code, _, err = cli.run(*common, "--decoder-res", "2")
+    cli.assert_error(code, err, "another --out")
+    code, _, err = cli.run(*common, "--decoder-res", "9")
+    cli.assert_error(code, err, "--decoder-res")
+
+
 def test_direction_study_with_the_prior_guided_search(workspace, cli, tmp_path):
     """precision prior:M: the owner's prior is fingerprinted once, every pair costs exactly M queries."""
     code, _, err = cli.run("study-directions", "--dataset", "digits", "--arch", "mlp", "--out", tmp_path / "study",

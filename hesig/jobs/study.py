@@ -43,7 +43,7 @@ from ..data import load_dataset
 from ..evaluation import viz
 from ..evaluation.metrics import reconstruction_report
 from ..models import load_model
-from ..models.dcgan import check_mlp
+from ..models.dcgan import check_mlp, check_res
 from ..signature.decoders import FingerprintDecoder, FingerprintFeatures, train_decoder
 from ..signature.directions import FAMILIES as FAMILY_REGISTRY, Directions
 from ..signature.directions.learned import check_learn_options
@@ -71,7 +71,8 @@ class StudySettings:
     training set, and the victims scored). counts: direction counts, read off as prefixes.
     decoder_ngf / decoder_epochs / decoder_patience / decoder_loss / decoder_features / decoder_mlp:
     the DCGAN decoder (see hesig.signature.decoders; loss "mse" or "ssim-l1", features "log" or
-    "rank", mlp the fully connected hidden layers before its projection). learn_epochs /
+    "rank", mlp the fully connected hidden layers before its projection, res the residual blocks at
+    full resolution before its output convolution). learn_epochs /
     learn_balance / learn_images: the ``learned`` family's training (hesig.signature.directions.learned).
     """
 
@@ -87,6 +88,7 @@ class StudySettings:
     decoder_loss: str = DECODER_LOSSES[0]
     decoder_features: str = DECODER_FEATURES[0]
     decoder_mlp: int = 0
+    decoder_res: int = 0
     learn_epochs: int = LEARN_EPOCHS
     learn_balance: float = LEARN_BALANCE
     learn_images: int | None = None
@@ -104,6 +106,7 @@ class StudySettings:
             raise InvalidValueError(f"decoder features must be one of {', '.join(DECODER_FEATURES)}, "
                                     f"got {self.decoder_features!r}")
         self.decoder_mlp = check_mlp(self.decoder_mlp)
+        self.decoder_res = check_res(self.decoder_res)
         check_learn_options(self.learn_epochs, self.learn_balance, self.learn_images)
 
     def key(self) -> dict[str, Any]:
@@ -111,7 +114,7 @@ class StudySettings:
         left out, so studies pinned before the options resume)."""
         key = asdict(self)
         for name, default in (("decoder_loss", DECODER_LOSSES[0]), ("decoder_features", DECODER_FEATURES[0]),
-                              ("decoder_mlp", 0), ("learn_epochs", LEARN_EPOCHS), ("learn_balance", LEARN_BALANCE),
+                              ("decoder_mlp", 0), ("decoder_res", 0), ("learn_epochs", LEARN_EPOCHS), ("learn_balance", LEARN_BALANCE),
                               ("learn_images", None)):
             if key[name] == default:
                 del key[name]
@@ -204,7 +207,7 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
         net, rep = train_decoder(feats.transform(fp_train.eps, fp_train.censored), train_x,
                                  ngf=settings.decoder_ngf, epochs=settings.decoder_epochs,
                                  patience=settings.decoder_patience, seed=settings.seed, loss=settings.decoder_loss,
-                                 mlp=settings.decoder_mlp,
+                                 mlp=settings.decoder_mlp, res=settings.decoder_res,
                                  device=resolve_device(device), progress=False)  # resolved where the cell runs
         decoder = FingerprintDecoder(net.cpu(), feats, dict(fp_train.meta))
         recon = decoder.reconstruct(fp_test)
@@ -222,7 +225,8 @@ def run_study(out: str | Path, dataset: str, arch: str, settings: StudySettings,
             "queries_per_direction": float(fp_test.queries.double().mean()),
             "censored_fraction": float(fp_test.censored.float().mean()),
             "decoder": {"ngf": settings.decoder_ngf, "epochs": settings.decoder_epochs, "loss": settings.decoder_loss,
-                        "features": settings.decoder_features, "mlp": settings.decoder_mlp, "epochs_run": rep.epochs_run,
+                        "features": settings.decoder_features, "mlp": settings.decoder_mlp,
+                        **({"res": settings.decoder_res} if settings.decoder_res else {}), "epochs_run": rep.epochs_run,
                         "best_epoch": rep.best_epoch, "best_val_mse": rep.best_val_mse},
             "baselines": {k: report[k] for k in ("baseline_mean_image", "baseline_class_mean")},
             "hashes": {"model": target_hash, "evaluator": evaluator.hash, "directions": prefix.hash,

@@ -48,10 +48,10 @@ def learning(cell: dict) -> tuple:
 
 def group(cell: dict) -> tuple:
     """Cells of one curve: dataset, target architecture, decoder (width, epoch budget, loss, features,
-    fully connected layers), search and, for learned points, their training."""
+    fully connected layers, residual blocks), search and, for learned points, their training."""
     return (cell["dataset"], cell["arch"], cell["decoder"]["ngf"], cell["decoder"]["epochs"], search(cell),
             cell["decoder"].get("loss", "mse"), cell["decoder"].get("features", "log"), cell["decoder"].get("mlp", 0),
-            learning(cell))
+            learning(cell), cell["decoder"].get("res", 0))
 
 
 def identity(cell: dict) -> tuple:
@@ -64,7 +64,8 @@ def label(key: tuple) -> str:
     features = "" if key[6] == "log" else f", {key[6]} features"
     mlp = "" if not key[7] else f", {key[7]} fully connected layers"
     learned = "" if not key[8] or key[8] == (2, 60000) else f" ({key[8][0]} epochs on the owner's first {key[8][1]} images)"
-    return f"{key[1]} on {key[0]}, decoder ngf {key[2]}, {key[3]} epochs{loss}{features}{mlp}, {how}{learned}"
+    res = "" if not key[9] else f", {key[9]} residual blocks"
+    return f"{key[1]} on {key[0]}, decoder ngf {key[2]}, {key[3]} epochs{loss}{features}{mlp}{res}, {how}{learned}"
 
 
 def table(cells: list[dict]) -> str:

@@ -32,7 +32,8 @@
 # (0.84·(1 - SSIM) + 0.16·L1; hesig train-decoder --loss) into folders suffixed -ssim-l1;
 # DECODER_FEATURES=rank feeds them each ε's mid-rank (train-decoder --features) into folders suffixed -rank;
 # DECODER_MLP=N gives them N fully connected hidden layers before the projection (train-decoder --mlp),
-# into folders suffixed -mlpN.
+# into folders suffixed -mlpN; DECODER_RES=N N residual blocks at full resolution (train-decoder --res), -resN.
+# results/frontier/refit.py trains another decoder on a finished cell's own fingerprints instead.
 # Usage: [PARTS="mnist fashion wide"] [JOBS=1] [DEVICE=auto] bash results/frontier/run.sh
 # Resumable: rerun to continue. CPU: about 4 h per model on 2 cores (nine 60k-image decoders).
 # On a GPU: DEVICE=cuda JOBS=8 (results/gpu_run.sh runs it so).
@@ -52,12 +53,13 @@ study() {  # dataset arch precision out model evaluator [extra options...]; prec
   if [ "${DECODER_LOSS:-mse}" != mse ]; then out="$out-$DECODER_LOSS"; set -- "$@" --decoder-loss "$DECODER_LOSS"; fi
   if [ "${DECODER_FEATURES:-log}" != log ]; then out="$out-$DECODER_FEATURES"; set -- "$@" --decoder-features "$DECODER_FEATURES"; fi
   if [ "${DECODER_MLP:-0}" != 0 ]; then out="$out-mlp$DECODER_MLP"; set -- "$@" --decoder-mlp "$DECODER_MLP"; fi
+  if [ "${DECODER_RES:-0}" != 0 ]; then out="$out-res$DECODER_RES"; set -- "$@" --decoder-res "$DECODER_RES"; fi
   hesig study-directions --dataset "$ds" --arch "$arch" --out "$out" "${search[@]}" \
     --n-train "$N_TRAIN" --n-test "$N_TEST" --model-from "$model" --evaluator-from "$evaluator" --device "$DEVICE" \
     --seed 0 --quiet "$@" 2>> "$out.log" || { echo "FAILED $out" >&2; return 1; }
   echo "done $out"
 }
-export -f study; export DEVICE N_TRAIN N_TEST DECODER_LOSS DECODER_FEATURES DECODER_MLP
+export -f study; export DEVICE N_TRAIN N_TEST DECODER_LOSS DECODER_FEATURES DECODER_MLP DECODER_RES
 
 studies() {
   for part in $PARTS; do case $part in
