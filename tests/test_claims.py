@@ -527,6 +527,23 @@ def test_the_readme_quotes_the_decoder_screening():
     _one(rf"gives \*\*{mlp['ssim']:.3f} against {log['ssim']:.3f}\*\* interior SSIM but {mlp['ssim_full_map']:.3f} against "
          rf"{log['ssim_full_map']:.3f} full map and {100 * mlp['class_recovery']:.1f} % against\s+{100 * log['class_recovery']:.1f} % "
          rf"class recovery")
+    res = screen["prior2-k200/rank/mse/res2"]
+    assert res["res"] == 2 and res["queries_per_fingerprint"] == 400 and res["epochs"] == rank["epochs"]
+    assert res["hashes"] == rank["hashes"] and res["n_train"] == rank["n_train"] and res["n_test"] == rank["n_test"]
+    _one(rf"give \*\*{res['ssim']:.3f} against\s+{rank['ssim']:.3f}\*\* interior SSIM, \*\*{res['ssim_full_map']:.3f} against "
+         rf"{rank['ssim_full_map']:.3f}\*\* full map, {res['psnr']:.2f} against {rank['psnr']:.2f} dB and "
+         rf"{100 * res['class_recovery']:.1f} % against\s+{100 * rank['class_recovery']:.1f} % class recovery")
+    from hesig.models.dcgan import DCGANDecoder
+    params = [sum(p.numel() for p in DCGANDecoder(400, (1, 28, 28), 32, res=r).parameters()) for r in (0, 2)]
+    _one(rf"{100 * (params[1] / params[0] - 1):.1f} % more parameters")
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+    macs = []
+    for r in (0, 2):
+        with FlopCounterMode(display=False) as counter:
+            DCGANDecoder(400, (1, 28, 28), 32, res=r).eval()(torch.zeros(1, 400))
+        macs.append(counter.get_total_flops() / 2e6)   # a multiply-add is two flops
+    _one(rf"{macs[1] / macs[0]:.1f}\s+times the multiply-adds per image: {macs[1]:.1f} M against {macs[0]:.1f} M")
     ceiling = json.loads((ROOT / "results" / "frontier" / "ceiling.json").read_text())["400"]
     assert ceiling["n_train"] == log["n_train"] and ceiling["n_test"] == log["n_test"] and ceiling["epochs"] == log["epochs"]
     _one(rf"\*\*{ceiling['ssim']:.3f} interior SSIM \({ceiling['ssim_full_map']:.3f} full map\), {ceiling['psnr']:.2f} dB, "
