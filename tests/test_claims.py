@@ -544,6 +544,21 @@ def test_the_readme_quotes_the_decoder_screening():
             DCGANDecoder(400, (1, 28, 28), 32, res=r).eval()(torch.zeros(1, 400))
         macs.append(counter.get_total_flops() / 2e6)   # a multiply-add is two flops
     _one(rf"{macs[1] / macs[0]:.1f}\s+times the multiply-adds per image: {macs[1]:.1f} M against {macs[0]:.1f} M")
+    ens = screen["prior2-k200/rank/mse/ens3"]
+    members = ens["members"]
+    assert ens["ensemble"] == 3 and [m["seed"] for m in members] == [0, 1, 2] and ens["hashes"] == rank["hashes"]
+    assert {k: members[0][k] for k in ("ssim", "ssim_full_map", "psnr", "class_recovery")} == \
+        {k: rank[k] for k in ("ssim", "ssim_full_map", "psnr", "class_recovery")}   # seed 0 reproduces the entry
+
+    def spread(key, digits=3, scale=1):
+        values = [scale * m[key] for m in members]
+        return f"{min(values):.{digits}f}–{max(values):.{digits}f}", max(values) - min(values)
+
+    (ssim_range, ssim_spread), (full_range, full_spread) = spread("ssim"), spread("ssim_full_map")
+    _one(rf"gives \*\*{ens['ssim']:.3f}\*\* interior SSIM \({ens['ssim_full_map']:.3f} full map\), {ens['psnr']:.2f} dB, "
+         rf"{100 * ens['class_recovery']:.1f} % class\s+recovery, against its members' {ssim_range} \({full_range} full map\), "
+         rf"{spread('psnr', 2)[0]} dB: {ens['ssim'] - sum(m['ssim'] for m in members) / 3:.3f} interior SSIM")
+    _one(rf"{ssim_spread:.3f} interior SSIM but {full_spread:.3f} full map")
     ceiling = json.loads((ROOT / "results" / "frontier" / "ceiling.json").read_text())["400"]
     assert ceiling["n_train"] == log["n_train"] and ceiling["n_test"] == log["n_test"] and ceiling["epochs"] == log["epochs"]
     _one(rf"\*\*{ceiling['ssim']:.3f} interior SSIM \({ceiling['ssim_full_map']:.3f} full map\), {ceiling['psnr']:.2f} dB, "
