@@ -790,4 +790,3 @@ def test_the_readme_quotes_the_adaptive_query_points():
          rf"{reknot['target_wrong_victims']}\)")
     _one(r"\(per-input adaptive points the same, "
          rf"{full['ssim']:.3f} and {100 * full['class_recovery']:.1f} %; class recovery tracks the")
-
